@@ -1,0 +1,109 @@
+//! The one error type of so1s-core.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in so1s-core. Each message names the step that failed; the
+/// underlying cause, where there is one, is attached as the error's source.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file of a model directory could not be read.
+    #[error("reading {path}")]
+    ModelFile {
+        /// The file or directory that could not be read.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The `so1s.toml` manifest is not valid.
+    #[error("invalid manifest {path}")]
+    Manifest {
+        /// The manifest's path.
+        path: PathBuf,
+        /// The parse error.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+
+    /// A JSON file of the model (`config.json`, `modules.json`, ...) is not valid.
+    #[error("invalid model file {path}")]
+    ModelJson {
+        /// The file's path.
+        path: PathBuf,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// The model directory is not a model so1s can serve; the message says what to change.
+    #[error("unusable model: {0}")]
+    InvalidModel(String),
+
+    /// rust-bert or libtorch failed to load the model.
+    #[error("loading the model failed: {0}")]
+    Load(String),
+
+    /// The forward pass failed.
+    #[error("inference failed: {0}")]
+    Inference(String),
+
+    /// The request's input cannot be served (empty text, too long, too many texts...).
+    #[error("{0}")]
+    InvalidInput(String),
+
+    /// The prediction queue is full: the caller should retry later.
+    #[error("overloaded: {waiting} requests are already waiting for the model")]
+    Overloaded {
+        /// How many requests were waiting.
+        waiting: usize,
+    },
+
+    /// The model is not loaded (yet, or any more).
+    #[error("the model is not ready")]
+    NotReady,
+
+    /// Binding or serving a socket failed.
+    #[error("{context}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// A short stable name of the error's kind: the `error_type` of JSON error bodies and the
+    /// label of error metrics.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Error::ModelFile { .. }
+            | Error::Manifest { .. }
+            | Error::ModelJson { .. }
+            | Error::InvalidModel(_) => "invalid_model",
+            Error::Load(_) => "load",
+            Error::Inference(_) => "inference",
+            Error::InvalidInput(_) => "validation",
+            Error::Overloaded { .. } => "overloaded",
+            Error::NotReady => "not_ready",
+            Error::Io { .. } => "io",
+        }
+    }
+
+    /// The message with every cause in the chain, for logs and error bodies.
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
+}
+
+/// so1s-core's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,552 @@
+//! Reading a model directory: which files play which part.
+
+use super::{Manifest, Task, MANIFEST_FILE};
+use crate::{Error, Result};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// Transformer architectures so1s can load, from `config.json`'s `model_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    /// `bert` (MiniLM and most sentence-transformers models are BERTs).
+    Bert,
+    /// `distilbert`.
+    DistilBert,
+    /// `roberta`.
+    Roberta,
+    /// `xlm-roberta`.
+    XlmRoberta,
+    /// `albert`.
+    Albert,
+}
+
+impl Architecture {
+    const NAMES: [(&'static str, Architecture); 5] = [
+        ("bert", Architecture::Bert),
+        ("distilbert", Architecture::DistilBert),
+        ("roberta", Architecture::Roberta),
+        ("xlm-roberta", Architecture::XlmRoberta),
+        ("albert", Architecture::Albert),
+    ];
+
+    /// The `model_type` spelling of `config.json`.
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(_, arch)| *arch == self)
+            .map(|(name, _)| *name)
+            .unwrap_or("bert")
+    }
+
+    fn parse(model_type: &str) -> Result<Self> {
+        Self::NAMES
+            .iter()
+            .find(|(name, _)| *name == model_type)
+            .map(|(_, arch)| *arch)
+            .ok_or_else(|| {
+                Error::InvalidModel(format!(
+                    "config.json has model_type `{model_type}`; so1s loads {}",
+                    Self::NAMES.map(|(name, _)| name).join(", ")
+                ))
+            })
+    }
+
+    /// Whether the tokenizer lower-cases when the model does not say (the Hugging Face default).
+    fn lower_cases_by_default(self) -> bool {
+        matches!(
+            self,
+            Architecture::Bert | Architecture::DistilBert | Architecture::Albert
+        )
+    }
+}
+
+/// The tokenizer's files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenizerFiles {
+    /// `vocab.txt`, `vocab.json`, or a sentencepiece model.
+    pub vocab: PathBuf,
+    /// `merges.txt` for byte-pair-encoding tokenizers (RoBERTa).
+    pub merges: Option<PathBuf>,
+    /// Lower-case the input before tokenizing.
+    pub lower_case: bool,
+    /// Strip accents (BERT-style tokenizers), when the model says.
+    pub strip_accents: Option<bool>,
+    /// Add a space before the text (RoBERTa-style tokenizers), when the model says.
+    pub add_prefix_space: Option<bool>,
+}
+
+/// Files of a sentence-transformers model beyond the transformer itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentenceTransformerFiles {
+    /// `modules.json`.
+    pub modules: PathBuf,
+    /// The pooling module's `config.json`.
+    pub pooling_config: PathBuf,
+    /// `sentence_bert_config.json` (max sequence length, lower-casing).
+    pub sentence_bert_config: PathBuf,
+    /// `tokenizer_config.json`.
+    pub tokenizer_config: PathBuf,
+    /// A dense projection after pooling: its config and weights.
+    pub dense: Option<(PathBuf, PathBuf)>,
+}
+
+/// A model directory, inspected: every file the loader needs was found and parses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelLayout {
+    /// The directory.
+    pub dir: PathBuf,
+    /// `so1s.toml`, or the empty manifest.
+    pub manifest: Manifest,
+    /// The task, from the manifest or inferred.
+    pub task: Task,
+    /// The transformer's architecture.
+    pub architecture: Architecture,
+    /// `config.json`.
+    pub config: PathBuf,
+    /// `model.safetensors` (preferred) or `rust_model.ot`.
+    pub weights: PathBuf,
+    /// The tokenizer.
+    pub tokenizer: TokenizerFiles,
+    /// Labels by id, for classification models (from `id2label`).
+    pub labels: Vec<String>,
+    /// The sentence-transformers modules, for embedding models.
+    pub sentence_transformer: Option<SentenceTransformerFiles>,
+    /// Longest input in tokens; longer inputs are truncated.
+    pub max_sequence_length: Option<usize>,
+}
+
+const WEIGHT_FILES: [&str; 2] = ["model.safetensors", "rust_model.ot"];
+
+impl ModelLayout {
+    /// Inspects a model directory: reads the manifest, `config.json` and the small JSON files,
+    /// decides the task, and checks that every file the loader will open is there. The error
+    /// says what is missing and what to add.
+    pub fn inspect(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::InvalidModel(format!(
+                "{} is not a directory",
+                dir.display()
+            )));
+        }
+        let manifest = Manifest::read(dir)?;
+        let config_path = require(dir, "config.json")?;
+        let config = read_json(&config_path)?;
+        let model_type = config
+            .get("model_type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::InvalidModel("config.json has no `model_type`".into()))?;
+        let architecture = Architecture::parse(model_type)?;
+        let task = match manifest.task {
+            Some(task) => task,
+            None => infer_task(dir, &config)?,
+        };
+        let weights = WEIGHT_FILES
+            .iter()
+            .map(|name| dir.join(name))
+            .find(|path| path.is_file())
+            .ok_or_else(|| {
+                Error::InvalidModel(format!(
+                    "no weights: add {} (PyTorch .bin checkpoints must be converted to safetensors)",
+                    WEIGHT_FILES.join(" or ")
+                ))
+            })?;
+        let tokenizer_config = optional_json(&dir.join("tokenizer_config.json"))?;
+        let tokenizer = tokenizer_files(dir, architecture, tokenizer_config.as_ref())?;
+
+        let (labels, sentence_transformer) = match task {
+            Task::SequenceClassification => (labels(&config)?, None),
+            Task::SentenceEmbeddings => (Vec::new(), Some(sentence_transformer_files(dir)?)),
+        };
+        let max_sequence_length = match &sentence_transformer {
+            Some(files) => read_json(&files.sentence_bert_config)?
+                .get("max_seq_length")
+                .and_then(Value::as_u64),
+            None => config
+                .get("max_position_embeddings")
+                .and_then(Value::as_u64),
+        }
+        .map(|n| n as usize);
+
+        Ok(Self {
+            dir: dir.to_owned(),
+            manifest,
+            task,
+            architecture,
+            config: config_path,
+            weights,
+            tokenizer,
+            labels,
+            sentence_transformer,
+            max_sequence_length,
+        })
+    }
+}
+
+fn infer_task(dir: &Path, config: &Value) -> Result<Task> {
+    if dir.join("modules.json").is_file() {
+        return Ok(Task::SentenceEmbeddings);
+    }
+    let classifies = config
+        .get("architectures")
+        .and_then(Value::as_array)
+        .is_some_and(|archs| {
+            archs
+                .iter()
+                .filter_map(Value::as_str)
+                .any(|arch| arch.ends_with("ForSequenceClassification"))
+        });
+    if classifies {
+        return Ok(Task::SequenceClassification);
+    }
+    Err(Error::InvalidModel(format!(
+        "cannot tell the model's task from its files (no modules.json, no *ForSequenceClassification \
+         in config.json's architectures): add {MANIFEST_FILE} with a line `task = \"{}\"` or `task = \"{}\"`",
+        Task::SentenceEmbeddings,
+        Task::SequenceClassification
+    )))
+}
+
+fn labels(config: &Value) -> Result<Vec<String>> {
+    let id2label = config
+        .get("id2label")
+        .and_then(Value::as_object)
+        .filter(|map| !map.is_empty())
+        .ok_or_else(|| {
+            Error::InvalidModel("a classification model needs `id2label` in config.json".into())
+        })?;
+    let mut labels = vec![None; id2label.len()];
+    for (id, label) in id2label {
+        let index = id
+            .parse::<usize>()
+            .ok()
+            .filter(|&i| i < labels.len())
+            .ok_or_else(|| {
+                Error::InvalidModel(format!(
+                    "id2label in config.json must number its labels 0..{}; found id `{id}`",
+                    labels.len()
+                ))
+            })?;
+        let label = label.as_str().ok_or_else(|| {
+            Error::InvalidModel(format!("id2label[{id}] in config.json is not a string"))
+        })?;
+        labels[index] = Some(label.to_owned());
+    }
+    Ok(labels.into_iter().flatten().collect())
+}
+
+fn tokenizer_files(
+    dir: &Path,
+    architecture: Architecture,
+    tokenizer_config: Option<&Value>,
+) -> Result<TokenizerFiles> {
+    let flag = |name: &str| {
+        tokenizer_config
+            .and_then(|config| config.get(name))
+            .and_then(Value::as_bool)
+    };
+    let (vocab, merges) = match architecture {
+        Architecture::Bert | Architecture::DistilBert => (require(dir, "vocab.txt")?, None),
+        Architecture::Roberta => (
+            require(dir, "vocab.json")?,
+            Some(require(dir, "merges.txt")?),
+        ),
+        Architecture::XlmRoberta => (require(dir, "sentencepiece.bpe.model")?, None),
+        Architecture::Albert => (require(dir, "spiece.model")?, None),
+    };
+    let (strip_accents, add_prefix_space) = match architecture {
+        // rust-bert refuses add_prefix_space for BERT-style tokenizers.
+        Architecture::Bert | Architecture::DistilBert | Architecture::Albert => {
+            (flag("strip_accents"), None)
+        }
+        Architecture::Roberta | Architecture::XlmRoberta => (None, flag("add_prefix_space")),
+    };
+    Ok(TokenizerFiles {
+        vocab,
+        merges,
+        lower_case: flag("do_lower_case").unwrap_or(architecture.lower_cases_by_default()),
+        strip_accents,
+        add_prefix_space,
+    })
+}
+
+fn sentence_transformer_files(dir: &Path) -> Result<SentenceTransformerFiles> {
+    let modules_path = require(dir, "modules.json")?;
+    let modules = read_json(&modules_path)?;
+    let modules = modules.as_array().ok_or_else(|| {
+        Error::InvalidModel("modules.json must be a list of sentence-transformers modules".into())
+    })?;
+    let kind_of = |module: &Value| {
+        module
+            .get("type")
+            .and_then(Value::as_str)
+            .and_then(|t| t.rsplit('.').next())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let path_of = |module: &Value| {
+        module
+            .get("path")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    let kinds: Vec<String> = modules.iter().map(kind_of).collect();
+    if kinds.first().map(String::as_str) != Some("Transformer")
+        || kinds.get(1).map(String::as_str) != Some("Pooling")
+    {
+        return Err(Error::InvalidModel(format!(
+            "modules.json must start with Transformer then Pooling; it lists [{}]",
+            kinds.join(", ")
+        )));
+    }
+    if let Some(other) = kinds
+        .iter()
+        .skip(2)
+        .find(|k| !matches!(k.as_str(), "Dense" | "Normalize"))
+    {
+        return Err(Error::InvalidModel(format!(
+            "modules.json lists a `{other}` module; so1s supports Dense and Normalize after pooling"
+        )));
+    }
+    let pooling_dir = safe_join(dir, &path_of(&modules[1]))?;
+    let pooling_config = require(&pooling_dir, "config.json")?;
+    read_json(&pooling_config)?;
+    let dense = match modules.iter().skip(2).find(|m| kind_of(m) == "Dense") {
+        Some(module) => {
+            let dense_dir = safe_join(dir, &path_of(module))?;
+            let config = require(&dense_dir, "config.json")?;
+            read_json(&config)?;
+            let weights = WEIGHT_FILES
+                .iter()
+                .map(|name| dense_dir.join(name))
+                .find(|path| path.is_file())
+                .ok_or_else(|| {
+                    Error::InvalidModel(format!(
+                        "the Dense module in {} has no {}",
+                        dense_dir.display(),
+                        WEIGHT_FILES.join(" or ")
+                    ))
+                })?;
+            Some((config, weights))
+        }
+        None => None,
+    };
+    let sentence_bert_config = require(dir, "sentence_bert_config.json")?;
+    read_json(&sentence_bert_config)?;
+    let tokenizer_config = require(dir, "tokenizer_config.json")?;
+    Ok(SentenceTransformerFiles {
+        modules: modules_path,
+        pooling_config,
+        sentence_bert_config,
+        tokenizer_config,
+        dense,
+    })
+}
+
+/// Joins a path taken from a model file onto the model directory, refusing anything that
+/// would leave it.
+fn safe_join(dir: &Path, relative: &str) -> Result<PathBuf> {
+    let relative = Path::new(relative);
+    let stays_inside = relative.components().all(|c| {
+        matches!(
+            c,
+            std::path::Component::Normal(_) | std::path::Component::CurDir
+        )
+    });
+    if !stays_inside {
+        return Err(Error::InvalidModel(format!(
+            "module path `{}` in modules.json leaves the model directory",
+            relative.display()
+        )));
+    }
+    Ok(dir.join(relative))
+}
+
+fn require(dir: &Path, name: &str) -> Result<PathBuf> {
+    let path = dir.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(Error::InvalidModel(format!(
+            "missing {name} in {}",
+            dir.display()
+        )))
+    }
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read(path).map_err(|source| Error::ModelFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    serde_json::from_slice(&text).map_err(|source| Error::ModelJson {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn optional_json(path: &Path) -> Result<Option<Value>> {
+    if path.is_file() {
+        read_json(path).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        let path = dir.join(name);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+
+    fn classifier_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "config.json",
+            r#"{"model_type": "bert", "architectures": ["BertForSequenceClassification"],
+                "id2label": {"1": "positive", "0": "negative"}, "max_position_embeddings": 128}"#,
+        );
+        write(dir.path(), "vocab.txt", "[PAD]\n[UNK]\n");
+        write(dir.path(), "rust_model.ot", "");
+        dir
+    }
+
+    fn embedding_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "config.json", r#"{"model_type": "bert"}"#);
+        write(dir.path(), "vocab.txt", "[PAD]\n");
+        write(dir.path(), "model.safetensors", "");
+        write(
+            dir.path(),
+            "modules.json",
+            r#"[{"path": "", "type": "sentence_transformers.models.Transformer"},
+                {"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+                {"path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]"#,
+        );
+        write(dir.path(), "1_Pooling/config.json", "{}");
+        write(
+            dir.path(),
+            "sentence_bert_config.json",
+            r#"{"max_seq_length": 256}"#,
+        );
+        write(
+            dir.path(),
+            "tokenizer_config.json",
+            r#"{"do_lower_case": true}"#,
+        );
+        dir
+    }
+
+    #[test]
+    fn infers_classification_and_orders_labels_by_id() {
+        let dir = classifier_dir();
+        let layout = ModelLayout::inspect(dir.path()).unwrap();
+        assert_eq!(layout.task, Task::SequenceClassification);
+        assert_eq!(layout.architecture, Architecture::Bert);
+        assert_eq!(layout.labels, ["negative", "positive"]);
+        assert_eq!(layout.weights, dir.path().join("rust_model.ot"));
+        assert!(layout.tokenizer.lower_case, "BERT lower-cases by default");
+        assert_eq!(layout.max_sequence_length, Some(128));
+    }
+
+    #[test]
+    fn infers_sentence_embeddings_from_modules_json() {
+        let dir = embedding_dir();
+        let layout = ModelLayout::inspect(dir.path()).unwrap();
+        assert_eq!(layout.task, Task::SentenceEmbeddings);
+        assert_eq!(layout.weights, dir.path().join("model.safetensors"));
+        let files = layout.sentence_transformer.unwrap();
+        assert_eq!(
+            files.pooling_config,
+            dir.path().join("1_Pooling/config.json")
+        );
+        assert_eq!(files.dense, None);
+        assert_eq!(layout.max_sequence_length, Some(256));
+    }
+
+    #[test]
+    fn safetensors_is_preferred_over_ot() {
+        let dir = classifier_dir();
+        write(dir.path(), "model.safetensors", "");
+        let layout = ModelLayout::inspect(dir.path()).unwrap();
+        assert_eq!(layout.weights, dir.path().join("model.safetensors"));
+    }
+
+    #[test]
+    fn manifest_task_wins_over_inference() {
+        let dir = embedding_dir();
+        write(
+            dir.path(),
+            "so1s.toml",
+            "task = \"sequence-classification\"",
+        );
+        let err = ModelLayout::inspect(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("id2label"), "{err}");
+    }
+
+    #[test]
+    fn ambiguous_model_asks_for_a_manifest() {
+        let dir = classifier_dir();
+        write(dir.path(), "config.json", r#"{"model_type": "bert"}"#);
+        let err = ModelLayout::inspect(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("so1s.toml"), "{err}");
+        assert!(err.contains("task = \"sentence-embeddings\""), "{err}");
+    }
+
+    #[test]
+    fn missing_weights_and_vocab_are_named() {
+        let dir = classifier_dir();
+        fs::remove_file(dir.path().join("rust_model.ot")).unwrap();
+        let err = ModelLayout::inspect(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("model.safetensors or rust_model.ot"), "{err}");
+
+        let dir = classifier_dir();
+        fs::remove_file(dir.path().join("vocab.txt")).unwrap();
+        let err = ModelLayout::inspect(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("missing vocab.txt"), "{err}");
+    }
+
+    #[test]
+    fn bad_json_names_the_file() {
+        let dir = embedding_dir();
+        write(dir.path(), "1_Pooling/config.json", "{not json");
+        let err = ModelLayout::inspect(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("1_Pooling"), "{}", err.chain());
+    }
+
+    #[test]
+    fn unsupported_architecture_and_label_gaps_are_rejected() {
+        let dir = classifier_dir();
+        write(dir.path(), "config.json", r#"{"model_type": "gpt2"}"#);
+        let err = ModelLayout::inspect(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("gpt2") && err.contains("distilbert"), "{err}");
+
+        write(
+            dir.path(),
+            "config.json",
+            r#"{"model_type": "bert", "architectures": ["BertForSequenceClassification"],
+                "id2label": {"0": "a", "2": "c"}}"#,
+        );
+        let err = ModelLayout::inspect(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("found id `2`"), "{err}");
+    }
+
+    #[test]
+    fn module_paths_cannot_leave_the_model_directory() {
+        let dir = embedding_dir();
+        write(
+            dir.path(),
+            "modules.json",
+            r#"[{"path": "", "type": "sentence_transformers.models.Transformer"},
+                {"path": "../../etc", "type": "sentence_transformers.models.Pooling"}]"#,
+        );
+        let err = ModelLayout::inspect(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("leaves the model directory"), "{err}");
+    }
+}

@@ -1,0 +1,60 @@
+//! What a model directory holds and how so1s reads it: the task it serves, its architecture,
+//! weights and tokenizer files, and the optional `so1s.toml` manifest.
+//!
+//! Nothing here loads weights: [`ModelLayout::inspect`] only reads small JSON and TOML files,
+//! so an upload can be checked before anything heavy runs.
+
+mod layout;
+mod manifest;
+
+pub use layout::{Architecture, ModelLayout, TokenizerFiles};
+pub use manifest::{Manifest, ServingOptions, MANIFEST_FILE};
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// What a model does with a text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Task {
+    /// Text → fixed-size vector (sentence-transformers models).
+    SentenceEmbeddings,
+    /// Text → one label of `config.json`'s `id2label`, with its probability.
+    SequenceClassification,
+}
+
+impl Task {
+    /// Every task, in the spelling manifests use.
+    pub const ALL: [Task; 2] = [Task::SentenceEmbeddings, Task::SequenceClassification];
+
+    /// The task's name as written in `so1s.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::SentenceEmbeddings => "sentence-embeddings",
+            Task::SequenceClassification => "sequence-classification",
+        }
+    }
+}
+
+impl fmt::Display for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Task {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Task::ALL
+            .into_iter()
+            .find(|task| task.as_str() == s)
+            .ok_or_else(|| {
+                crate::Error::InvalidModel(format!(
+                    "unknown task `{s}`; so1s serves {}",
+                    Task::ALL.map(Task::as_str).join(", ")
+                ))
+            })
+    }
+}

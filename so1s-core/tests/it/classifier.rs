@@ -1,0 +1,96 @@
+//! A sequence classifier with random weights, saved and loaded back through the same path
+//! users' uploads take.
+
+use crate::support::{load, test_options, tiny_classifier};
+use so1s_core::{Prediction, Task};
+
+const LABELS: [&str; 3] = ["negative", "neutral", "positive"];
+const TEXTS: [&str; 4] = [
+    "the movie was great",
+    "the movie was terrible",
+    "model serving fast",
+    "an input with words outside the tiny vocabulary",
+];
+
+fn labels(predictions: Vec<Prediction>) -> Vec<(String, f64)> {
+    predictions
+        .into_iter()
+        .map(|p| match p {
+            Prediction::Label { label, score } => (label, score),
+            other => panic!("expected a label, got {other:?}"),
+        })
+        .collect()
+}
+
+async fn classify(dir: &std::path::Path) -> Vec<(String, f64)> {
+    let service = load(dir, test_options()).await.unwrap();
+    assert_eq!(service.info().task, Task::SequenceClassification);
+    assert_eq!(service.info().labels, LABELS);
+    assert_eq!(service.info().output_shape, [3]);
+    let texts = TEXTS.iter().map(|t| t.to_string()).collect();
+    labels(service.predict(texts).await.unwrap())
+}
+
+#[tokio::test]
+async fn a_saved_random_classifier_loads_and_answers_with_its_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_classifier(dir.path(), &LABELS, 7, "model.safetensors").unwrap();
+    let first = classify(dir.path()).await;
+    assert_eq!(first.len(), TEXTS.len());
+    for (label, score) in &first {
+        assert!(LABELS.contains(&label.as_str()), "unknown label {label}");
+        // The top class of a softmax over three is at least a third.
+        assert!((1.0 / 3.0 - 1e-6..=1.0).contains(score), "score {score}");
+    }
+    // Loading the same files again gives the very same answers: the weights come from the
+    // file, not from a fresh random initialisation.
+    let second = classify(dir.path()).await;
+    assert_eq!(first, second);
+}
+
+#[tokio::test]
+async fn different_weights_give_different_scores_and_ot_files_load_too() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    tiny_classifier(a.path(), &LABELS, 1, "model.safetensors").unwrap();
+    tiny_classifier(b.path(), &LABELS, 2, "rust_model.ot").unwrap();
+    let scores_a: Vec<f64> = classify(a.path())
+        .await
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect();
+    let scores_b: Vec<f64> = classify(b.path())
+        .await
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect();
+    assert_ne!(scores_a, scores_b);
+}
+
+#[tokio::test]
+async fn a_classifier_without_id2label_is_refused_before_loading() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_classifier(dir.path(), &LABELS, 3, "model.safetensors").unwrap();
+    let config_path = dir.path().join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config.as_object_mut().unwrap().remove("id2label");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let err = load(dir.path(), test_options()).await.err().unwrap();
+    assert!(err.to_string().contains("id2label"), "{err}");
+}
+
+#[tokio::test]
+async fn weights_that_do_not_fit_the_config_fail_with_a_load_error() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_classifier(dir.path(), &LABELS, 4, "model.safetensors").unwrap();
+    // Same files, but the config now promises a bigger model than the weights hold.
+    let config_path = dir.path().join("config.json");
+    let text = std::fs::read_to_string(&config_path)
+        .unwrap()
+        .replace("\"hidden_size\": 32", "\"hidden_size\": 64");
+    std::fs::write(&config_path, text).unwrap();
+    let err = load(dir.path(), test_options()).await.err().unwrap();
+    let message = format!("{err:#}");
+    assert!(message.contains("loading the model failed"), "{message}");
+}

@@ -1,0 +1,93 @@
+//! The real MiniLM model through TransformerService, against Python's reference vectors.
+
+use crate::support::{cosine, load, minilm_dir, norm, reference, test_options};
+use so1s_core::{Prediction, Task};
+
+fn embedding(prediction: Prediction) -> Vec<f32> {
+    match prediction {
+        Prediction::Embedding(vector) => vector,
+        other => panic!("expected an embedding, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn hello_world_matches_the_python_reference() {
+    let service = load(&minilm_dir(), test_options()).await.unwrap();
+    assert_eq!(service.info().task, Task::SentenceEmbeddings);
+    assert_eq!(service.info().output_shape, [384]);
+
+    let (text, expected) = &reference()[0];
+    assert_eq!(text, "Hello world");
+    let vector = embedding(service.predict_one(text.clone()).await.unwrap());
+    assert_eq!(vector.len(), 384);
+    assert!((norm(&vector) - 1.0).abs() < 1e-5, "norm {}", norm(&vector));
+    let similarity = cosine(&vector, expected);
+    assert!(similarity >= 0.9999, "cosine {similarity}");
+    assert!(
+        (vector[0] - -0.034_477_27).abs() < 1e-5,
+        "first value {}",
+        vector[0]
+    );
+}
+
+#[tokio::test]
+async fn every_reference_text_matches_alone_and_in_one_batch() {
+    let service = load(&minilm_dir(), test_options()).await.unwrap();
+    let reference = reference();
+    let texts: Vec<String> = reference.iter().map(|(text, _)| text.clone()).collect();
+    // One request of six texts of very different lengths: padding must not change a vector.
+    let batched = service.predict(texts.clone()).await.unwrap();
+    for ((text, expected), prediction) in reference.iter().zip(batched) {
+        let similarity = cosine(&embedding(prediction), expected);
+        assert!(
+            similarity >= 0.9999,
+            "{text:?} in a batch: cosine {similarity}"
+        );
+    }
+    for (text, expected) in &reference {
+        let similarity = cosine(
+            &embedding(service.predict_one(text.clone()).await.unwrap()),
+            expected,
+        );
+        assert!(similarity >= 0.9999, "{text:?} alone: cosine {similarity}");
+    }
+}
+
+#[tokio::test]
+async fn rust_model_ot_weights_load_like_safetensors() {
+    let source = minilm_dir();
+    let dir = tempfile::tempdir().unwrap();
+    for entry in walk(&source) {
+        let relative = entry.strip_prefix(&source).unwrap();
+        if relative == std::path::Path::new("model.safetensors") {
+            continue;
+        }
+        let target = dir.path().join(relative);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(&entry, &target).unwrap();
+    }
+    // Convert the weights the way rust-bert's tooling does, without Python.
+    let tensors = tch::Tensor::read_safetensors(source.join("model.safetensors")).unwrap();
+    tch::Tensor::save_multi(&tensors, dir.path().join("rust_model.ot")).unwrap();
+
+    let service = load(dir.path(), test_options()).await.unwrap();
+    let (text, expected) = &reference()[1];
+    let similarity = cosine(
+        &embedding(service.predict_one(text.clone()).await.unwrap()),
+        expected,
+    );
+    assert!(similarity >= 0.9999, "cosine {similarity}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}

@@ -63,7 +63,26 @@ pub enum Error {
     #[error("the model is not ready")]
     NotReady,
 
-    /// Binding or serving a socket failed.
+    /// No such model or version.
+    #[error("not found: {0}")]
+    NotFound(String),
+
+    /// The request conflicts with the current state (deleting a serving version, ...).
+    #[error("{0}")]
+    Conflict(String),
+
+    /// An upload is over the size limit.
+    #[error("the upload is larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+
+    /// An upload could not be received or is not an archive.
+    #[error("{0}")]
+    Upload(String),
+
+    /// A file operation or socket failed.
     #[error("{context}")]
     Io {
         /// What was being done.
@@ -88,6 +107,10 @@ impl Error {
             Error::InvalidInput(_) => "validation",
             Error::Overloaded { .. } => "overloaded",
             Error::NotReady => "not_ready",
+            Error::NotFound(_) => "not_found",
+            Error::Conflict(_) => "conflict",
+            Error::TooLarge { .. } => "payload_too_large",
+            Error::Upload(_) => "bad_upload",
             Error::Io { .. } => "io",
         }
     }

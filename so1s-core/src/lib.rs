@@ -9,6 +9,14 @@
 //!   the `so1s.toml` manifest — read without loading weights.
 //! - [`predict`]: the rust-bert pipelines and [`TransformerService`], the batching handle to a
 //!   model running on its own thread.
+//! - [`build`]: [`build::ImageBuilder`], safe archive unpacking, and the embedded bundle
+//!   builder that validates and smoke-tests a model.
+//! - [`rollout`]: [`rollout::Rollout`], the gateway's [`rollout::Routes`], and the process
+//!   backend that runs each version as a `so1s-predict` child.
+//! - [`registry`]: models, versions, states and events, persisted across restarts.
+//! - [`events`]: build and rollout progress lines.
+//! - [`store`]: [`store::ModelStore`], immutable checksummed versions, and its filesystem
+//!   implementation.
 //! - [`http`] (feature `http`): the warp servers; today the predict server.
 //! - [`metrics`]: Prometheus metrics, `so1s_` prefix, buckets in one place.
 //! - [`alloc`]: allocator settings for inference processes.
@@ -17,13 +25,18 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod alloc;
+pub mod build;
 mod error;
+pub mod events;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod predict;
+pub mod registry;
+pub mod rollout;
+pub mod store;
 
 pub use error::{Error, Result};
-pub use model::{ModelLayout, Task};
+pub use model::{ModelLayout, ModelName, Task, VersionId};
 pub use predict::{Prediction, TransformerService};

@@ -64,6 +64,10 @@ impl From<&Error> for ApiError {
             Error::InvalidInput(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Upload(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::new(status, error.error_type(), error.chain())

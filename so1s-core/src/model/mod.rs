@@ -6,9 +6,11 @@
 
 mod layout;
 mod manifest;
+mod name;
 
 pub use layout::{Architecture, ModelLayout, TokenizerFiles};
 pub use manifest::{Manifest, ServingOptions, MANIFEST_FILE};
+pub use name::{ModelName, VersionId};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

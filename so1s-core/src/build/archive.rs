@@ -1,0 +1,615 @@
+//! Unpacking an uploaded archive, which is untrusted input.
+//!
+//! Refused: absolute paths, `..`, links that point outside the directory (hard links,
+//! devices and FIFOs always), writes through a link, more entries or bytes than the limits
+//! allow. Sizes are counted as bytes are written, so a header that lies (or a gzip bomb)
+//! stops at the limit. Once unpacked, every link is resolved and must land inside.
+
+use crate::store::ArchiveFormat;
+use crate::{Error, Result};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Component, Path, PathBuf};
+
+/// Bounds on what one archive may unpack to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnpackLimits {
+    /// Most entries (files, directories, links).
+    pub max_entries: usize,
+    /// Most bytes in all files together.
+    pub max_total_bytes: u64,
+}
+
+impl Default for UnpackLimits {
+    fn default() -> Self {
+        Self {
+            max_entries: 10_000,
+            max_total_bytes: 8 << 30,
+        }
+    }
+}
+
+/// Unpacks `archive` into the empty directory `dest` and returns the model's root: `dest`
+/// itself, or the single top-level folder the archive wraps everything in.
+pub fn unpack(
+    archive: &Path,
+    format: ArchiveFormat,
+    dest: &Path,
+    limits: UnpackLimits,
+) -> Result<PathBuf> {
+    let file = File::open(archive).map_err(|source| Error::ModelFile {
+        path: archive.to_owned(),
+        source,
+    })?;
+    let mut budget = Budget {
+        limits,
+        entries: 0,
+        bytes: 0,
+    };
+    match format {
+        ArchiveFormat::TarGz => unpack_tar(file, dest, &mut budget)?,
+        ArchiveFormat::Zip => unpack_zip(file, dest, &mut budget)?,
+    }
+    check_links_resolve_inside(dest)?;
+    model_root(dest)
+}
+
+struct Budget {
+    limits: UnpackLimits,
+    entries: usize,
+    bytes: u64,
+}
+
+impl Budget {
+    fn entry(&mut self) -> Result<()> {
+        self.entries += 1;
+        if self.entries > self.limits.max_entries {
+            return Err(Error::InvalidModel(format!(
+                "the archive has more than {} entries",
+                self.limits.max_entries
+            )));
+        }
+        Ok(())
+    }
+
+    /// Copies an entry's bytes into `target`, counting them against the limit.
+    fn copy(&mut self, mut from: impl Read, target: &Path) -> Result<()> {
+        let mut out = File::create(target).map_err(|e| write_error(target, e))?;
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let n = from
+                .read(&mut buffer)
+                .map_err(|e| Error::InvalidModel(format!("the archive is corrupt: {e}")))?;
+            if n == 0 {
+                return Ok(());
+            }
+            self.bytes += n as u64;
+            if self.bytes > self.limits.max_total_bytes {
+                return Err(Error::InvalidModel(format!(
+                    "the archive unpacks to more than {} bytes",
+                    self.limits.max_total_bytes
+                )));
+            }
+            out.write_all(&buffer[..n])
+                .map_err(|e| write_error(target, e))?;
+        }
+    }
+}
+
+/// Checks an entry's path and returns where it goes under `dest`.
+fn checked_path(dest: &Path, name: &Path) -> Result<PathBuf> {
+    let mut clean = PathBuf::new();
+    for component in name.components() {
+        match component {
+            Component::Normal(part) => clean.push(part),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                return Err(Error::InvalidModel(format!(
+                    "the archive entry `{}` contains `..`",
+                    name.display()
+                )))
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(Error::InvalidModel(format!(
+                    "the archive entry `{}` is an absolute path",
+                    name.display()
+                )))
+            }
+        }
+    }
+    Ok(dest.join(clean))
+}
+
+/// Checks that a symbolic link at `entry` (relative to the archive root) pointing at
+/// `target` stays inside the archive.
+fn check_link(entry: &Path, target: &Path) -> Result<()> {
+    let escapes = || {
+        Error::InvalidModel(format!(
+            "the archive's link `{}` -> `{}` points outside the model directory",
+            entry.display(),
+            target.display()
+        ))
+    };
+    if target.is_absolute() {
+        return Err(escapes());
+    }
+    // Depth of the link's directory below the root, then walk the target.
+    let mut depth: i64 = entry
+        .parent()
+        .map(|p| {
+            p.components()
+                .filter(|c| matches!(c, Component::Normal(_)))
+                .count() as i64
+        })
+        .unwrap_or(0);
+    for component in target.components() {
+        match component {
+            Component::Normal(_) => depth += 1,
+            Component::ParentDir => depth -= 1,
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => return Err(escapes()),
+        }
+        if depth < 0 {
+            return Err(escapes());
+        }
+    }
+    Ok(())
+}
+
+fn unpack_tar(file: File, dest: &Path, budget: &mut Budget) -> Result<()> {
+    let corrupt = |e: std::io::Error| Error::InvalidModel(format!("the archive is corrupt: {e}"));
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    for entry in archive.entries().map_err(corrupt)? {
+        let mut entry = entry.map_err(corrupt)?;
+        budget.entry()?;
+        let name = entry.path().map_err(corrupt)?.into_owned();
+        let target = checked_path(dest, &name)?;
+        let kind = entry.header().entry_type();
+        if kind.is_dir() {
+            create_dir(dest, &target)?;
+        } else if kind.is_file() {
+            create_parent(dest, &target)?;
+            budget.copy(&mut entry, &target)?;
+        } else if kind.is_symlink() {
+            let link = entry
+                .link_name()
+                .map_err(corrupt)?
+                .ok_or_else(|| {
+                    Error::InvalidModel(format!("the link `{}` has no target", name.display()))
+                })?
+                .into_owned();
+            check_link(&name, &link)?;
+            create_parent(dest, &target)?;
+            symlink(&link, &target)?;
+        } else if kind.is_pax_global_extensions()
+            || kind.is_pax_local_extensions()
+            || kind.is_gnu_longname()
+            || kind.is_gnu_longlink()
+        {
+            continue;
+        } else {
+            return Err(Error::InvalidModel(format!(
+                "the archive entry `{}` is a {}; only files, directories and links inside the archive are allowed",
+                name.display(),
+                entry_kind(kind)
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn entry_kind(kind: tar::EntryType) -> &'static str {
+    if kind.is_hard_link() {
+        "hard link"
+    } else if kind.is_character_special() || kind.is_block_special() {
+        "device"
+    } else if kind.is_fifo() {
+        "FIFO"
+    } else {
+        "special entry"
+    }
+}
+
+fn unpack_zip(file: File, dest: &Path, budget: &mut Budget) -> Result<()> {
+    let corrupt =
+        |e: zip::result::ZipError| Error::InvalidModel(format!("the archive is corrupt: {e}"));
+    let mut archive = zip::ZipArchive::new(file).map_err(corrupt)?;
+    for index in 0..archive.len() {
+        let mut entry = archive.by_index(index).map_err(corrupt)?;
+        budget.entry()?;
+        let name = PathBuf::from(entry.name());
+        // zip's own check (enclosed_name) agrees with ours; ours names the problem.
+        let target = checked_path(dest, &name)?;
+        if entry.is_symlink() {
+            let mut link = String::new();
+            entry
+                .read_to_string(&mut link)
+                .map_err(|e| Error::InvalidModel(format!("the archive is corrupt: {e}")))?;
+            let link = PathBuf::from(link);
+            check_link(&name, &link)?;
+            create_parent(dest, &target)?;
+            symlink(&link, &target)?;
+        } else if entry.is_dir() {
+            create_dir(dest, &target)?;
+        } else {
+            create_parent(dest, &target)?;
+            budget.copy(&mut entry, &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// The directory holding the model: `dest`, or its only child directory when the archive
+/// wrapped everything in one folder.
+fn model_root(dest: &Path) -> Result<PathBuf> {
+    let entries: Vec<_> = std::fs::read_dir(dest)
+        .map_err(|e| write_error(dest, e))?
+        .filter_map(|entry| entry.ok())
+        .collect();
+    match entries.as_slice() {
+        [] => Err(Error::InvalidModel("the archive is empty".into())),
+        [only] if only.file_type().map(|t| t.is_dir()).unwrap_or(false) => Ok(only.path()),
+        _ => Ok(dest.to_owned()),
+    }
+}
+
+/// Refuses a path under `dest` if it or any folder on the way is a link: entries are only
+/// ever written into real directories, never through a link.
+fn refuse_links_on_the_way(dest: &Path, path: &Path) -> Result<()> {
+    let relative = path.strip_prefix(dest).unwrap_or(path);
+    let mut current = dest.to_owned();
+    for component in relative.components() {
+        current.push(component);
+        match std::fs::symlink_metadata(&current) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(Error::InvalidModel(format!(
+                    "the archive writes through the link `{}`",
+                    relative.display()
+                )))
+            }
+            Ok(_) => {}
+            Err(_) => break, // nothing there yet, nor below
+        }
+    }
+    Ok(())
+}
+
+fn create_dir(dest: &Path, path: &Path) -> Result<()> {
+    refuse_links_on_the_way(dest, path)?;
+    std::fs::create_dir_all(path).map_err(|e| write_error(path, e))
+}
+
+fn create_parent(dest: &Path, path: &Path) -> Result<()> {
+    refuse_links_on_the_way(dest, path)?;
+    match path.parent() {
+        Some(parent) => std::fs::create_dir_all(parent).map_err(|e| write_error(parent, e)),
+        None => Ok(()),
+    }
+}
+
+/// After unpacking: every link must resolve to something inside `dest`.
+fn check_links_resolve_inside(dest: &Path) -> Result<()> {
+    let root = dest.canonicalize().map_err(|e| write_error(dest, e))?;
+    let mut pending = vec![dest.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(|e| write_error(&dir, e))? {
+            let entry = entry.map_err(|e| write_error(&dir, e))?;
+            let path = entry.path();
+            let kind = entry.file_type().map_err(|e| write_error(&path, e))?;
+            if kind.is_symlink() {
+                let inside = path
+                    .canonicalize()
+                    .map(|resolved| resolved.starts_with(&root))
+                    .unwrap_or(false);
+                if !inside {
+                    return Err(Error::InvalidModel(format!(
+                        "the archive's link `{}` points outside the model directory or nowhere",
+                        path.strip_prefix(dest).unwrap_or(&path).display()
+                    )));
+                }
+            } else if kind.is_dir() {
+                pending.push(path);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn symlink(link: &Path, at: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(link, at).map_err(|e| write_error(at, e))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (link, at);
+        Err(Error::InvalidModel(
+            "links in archives need a Unix host".into(),
+        ))
+    }
+}
+
+fn write_error(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        context: format!("unpacking into {}", path.display()),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    /// A tar.gz built entry by entry, with raw names so hostile paths can be written.
+    struct Tar {
+        builder: tar::Builder<flate2::write::GzEncoder<Vec<u8>>>,
+    }
+
+    impl Tar {
+        fn new() -> Self {
+            let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            Self {
+                builder: tar::Builder::new(encoder),
+            }
+        }
+
+        fn header(name: &str, kind: tar::EntryType, size: u64) -> tar::Header {
+            let mut header = tar::Header::new_gnu();
+            let field = &mut header.as_old_mut().name;
+            field[..name.len()].copy_from_slice(name.as_bytes());
+            header.set_entry_type(kind);
+            header.set_size(size);
+            header.set_mode(0o644);
+            header.set_cksum();
+            header
+        }
+
+        fn file(mut self, name: &str, data: &[u8]) -> Self {
+            let header = Self::header(name, tar::EntryType::Regular, data.len() as u64);
+            self.builder.append(&header, data).unwrap();
+            self
+        }
+
+        fn dir(mut self, name: &str) -> Self {
+            let header = Self::header(name, tar::EntryType::Directory, 0);
+            self.builder.append(&header, std::io::empty()).unwrap();
+            self
+        }
+
+        fn link(mut self, name: &str, target: &str) -> Self {
+            let mut header = Self::header(name, tar::EntryType::Symlink, 0);
+            header.as_old_mut().linkname[..target.len()].copy_from_slice(target.as_bytes());
+            header.set_cksum();
+            self.builder.append(&header, std::io::empty()).unwrap();
+            self
+        }
+
+        fn write(self, dir: &Path) -> PathBuf {
+            let bytes = self.builder.into_inner().unwrap().finish().unwrap();
+            let path = dir.join("upload.tar.gz");
+            std::fs::write(&path, bytes).unwrap();
+            path
+        }
+    }
+
+    struct Case {
+        _tmp: tempfile::TempDir,
+        archive: PathBuf,
+        dest: PathBuf,
+    }
+
+    fn case(tar: Tar) -> Case {
+        let tmp = tempfile::tempdir().unwrap();
+        let archive = tar.write(tmp.path());
+        let dest = tmp.path().join("work/unpacked");
+        std::fs::create_dir_all(&dest).unwrap();
+        Case {
+            _tmp: tmp,
+            archive,
+            dest,
+        }
+    }
+
+    fn unpack_case(case: &Case) -> Result<PathBuf> {
+        unpack(
+            &case.archive,
+            ArchiveFormat::TarGz,
+            &case.dest,
+            UnpackLimits::default(),
+        )
+    }
+
+    fn refused(tar: Tar, expected: &str) {
+        let case = case(tar);
+        let err = unpack_case(&case).unwrap_err().to_string();
+        assert!(err.contains(expected), "expected `{expected}` in: {err}");
+        // Nothing landed beside the destination.
+        let beside: Vec<_> = std::fs::read_dir(case.dest.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            beside,
+            ["unpacked"],
+            "files written outside the destination"
+        );
+    }
+
+    #[test]
+    fn a_wrapped_model_folder_becomes_the_root() {
+        let case = case(
+            Tar::new()
+                .dir("minilm/")
+                .file("minilm/config.json", b"{}")
+                .file("minilm/1_Pooling/config.json", b"{\"p\": 1}")
+                .link("minilm/weights", "config.json"),
+        );
+        let root = unpack_case(&case).unwrap();
+        assert_eq!(root, case.dest.join("minilm"));
+        assert_eq!(
+            std::fs::read(root.join("1_Pooling/config.json")).unwrap(),
+            b"{\"p\": 1}"
+        );
+        assert_eq!(std::fs::read(root.join("weights")).unwrap(), b"{}");
+    }
+
+    #[test]
+    fn flat_archives_unpack_in_place() {
+        let case = case(
+            Tar::new()
+                .file("config.json", b"{}")
+                .file("vocab.txt", b"a"),
+        );
+        assert_eq!(unpack_case(&case).unwrap(), case.dest);
+    }
+
+    #[test]
+    fn hostile_paths_are_refused() {
+        refused(Tar::new().file("../evil", b"x"), "contains `..`");
+        refused(Tar::new().file("model/../../evil", b"x"), "contains `..`");
+        refused(Tar::new().file("/tmp/so1s-evil", b"x"), "absolute path");
+    }
+
+    #[test]
+    fn links_may_not_leave_or_be_written_through() {
+        refused(
+            Tar::new().link("escape", "../../etc/passwd"),
+            "points outside",
+        );
+        refused(Tar::new().link("escape", "/etc/passwd"), "points outside");
+        // Each link looks harmless alone; together `c` resolves above the root.
+        refused(
+            Tar::new().dir("sub/").link("a", ".").link("c", "a/.."),
+            "points outside",
+        );
+        refused(
+            Tar::new().dir("sub/").link("a", "sub").file("a/x", b"x"),
+            "writes through the link",
+        );
+        refused(
+            Tar::new().link("dangling", "missing"),
+            "points outside the model directory or nowhere",
+        );
+    }
+
+    #[test]
+    fn hard_links_and_devices_are_refused() {
+        let mut tar = Tar::new();
+        let mut header = Tar::header("hard", tar::EntryType::Link, 0);
+        header.as_old_mut().linkname[..6].copy_from_slice(b"target");
+        header.set_cksum();
+        tar.builder.append(&header, std::io::empty()).unwrap();
+        refused(tar, "is a hard link");
+
+        let mut tar = Tar::new();
+        let header = Tar::header("fifo", tar::EntryType::Fifo, 0);
+        tar.builder.append(&header, std::io::empty()).unwrap();
+        refused(tar, "is a FIFO");
+    }
+
+    #[test]
+    fn size_and_entry_limits_hold_even_when_headers_lie() {
+        let big = case(Tar::new().file("big", &vec![7u8; 10_000]));
+        let limits = UnpackLimits {
+            max_entries: 10,
+            max_total_bytes: 4096,
+        };
+        let err = unpack(&big.archive, ArchiveFormat::TarGz, &big.dest, limits).unwrap_err();
+        assert!(err.to_string().contains("more than 4096 bytes"), "{err}");
+
+        let mut tar = Tar::new();
+        for i in 0..12 {
+            tar = tar.file(&format!("f{i}"), b"x");
+        }
+        let many = case(tar);
+        let err = unpack(&many.archive, ArchiveFormat::TarGz, &many.dest, limits).unwrap_err();
+        assert!(err.to_string().contains("more than 10 entries"), "{err}");
+    }
+
+    #[test]
+    fn corrupt_and_empty_archives_say_so() {
+        let tmp = tempfile::tempdir().unwrap();
+        let archive = Tar::new()
+            .file("config.json", &[1u8; 5000])
+            .write(tmp.path());
+        let bytes = std::fs::read(&archive).unwrap();
+        std::fs::write(&archive, &bytes[..bytes.len() / 2]).unwrap();
+        let dest = tmp.path().join("out");
+        std::fs::create_dir(&dest).unwrap();
+        let err = unpack(
+            &archive,
+            ArchiveFormat::TarGz,
+            &dest,
+            UnpackLimits::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("corrupt"), "{err}");
+
+        let case = case(Tar::new());
+        assert!(unpack_case(&case)
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
+    }
+
+    fn zip_archive(build: impl FnOnce(&mut zip::ZipWriter<Cursor<Vec<u8>>>)) -> Case {
+        let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        build(&mut writer);
+        let bytes = writer.finish().unwrap().into_inner();
+        let tmp = tempfile::tempdir().unwrap();
+        let archive = tmp.path().join("upload.zip");
+        std::fs::write(&archive, bytes).unwrap();
+        let dest = tmp.path().join("work/unpacked");
+        std::fs::create_dir_all(&dest).unwrap();
+        Case {
+            _tmp: tmp,
+            archive,
+            dest,
+        }
+    }
+
+    #[test]
+    fn zip_archives_unpack_with_the_same_rules() {
+        let options = zip::write::SimpleFileOptions::default();
+        let case = zip_archive(|w| {
+            w.add_directory("model/", options).unwrap();
+            w.start_file("model/config.json", options).unwrap();
+            w.write_all(b"{}").unwrap();
+        });
+        let root = unpack(
+            &case.archive,
+            ArchiveFormat::Zip,
+            &case.dest,
+            UnpackLimits::default(),
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(root.join("config.json")).unwrap(), b"{}");
+
+        let case = zip_archive(|w| {
+            w.start_file("../evil", options).unwrap();
+            w.write_all(b"x").unwrap();
+        });
+        let err = unpack(
+            &case.archive,
+            ArchiveFormat::Zip,
+            &case.dest,
+            UnpackLimits::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("contains `..`"), "{err}");
+
+        let case = zip_archive(|w| {
+            w.add_symlink("escape", "../../etc/passwd", options)
+                .unwrap();
+        });
+        let err = unpack(
+            &case.archive,
+            ArchiveFormat::Zip,
+            &case.dest,
+            UnpackLimits::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("points outside"), "{err}");
+    }
+}

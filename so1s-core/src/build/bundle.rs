@@ -1,0 +1,158 @@
+//! [`BundleBuilder`]: the embedded backend's builder. The artifact is the unpacked model
+//! directory itself.
+
+use super::archive::{unpack, UnpackLimits};
+use super::{Artifact, ImageBuilder};
+use crate::events::Events;
+use crate::model::ModelLayout;
+use crate::predict::{Prediction, ServiceOptions};
+use crate::store::StoredVersion;
+use crate::{Error, Result, TransformerService};
+use std::path::{Path, PathBuf};
+
+const SMOKE_TEXT: &str = "so1s smoke test: does this model answer?";
+
+/// Unpacks archives into `ROOT/<model>/<version>/`, validates the model, and smoke-tests it
+/// by loading it and running one prediction.
+#[derive(Debug, Clone)]
+pub struct BundleBuilder {
+    root: PathBuf,
+    limits: UnpackLimits,
+}
+
+impl BundleBuilder {
+    /// A builder that keeps bundles under `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            limits: UnpackLimits::default(),
+        }
+    }
+
+    /// Sets the unpacking limits.
+    pub fn with_limits(mut self, limits: UnpackLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    async fn unpack_and_check(
+        &self,
+        version: &StoredVersion,
+        archive: &Path,
+        staging: &Path,
+        events: &Events,
+    ) -> Result<PathBuf> {
+        events.progress(format!(
+            "unpacking the {} archive ({} bytes, sha256 {})",
+            match version.format {
+                crate::store::ArchiveFormat::TarGz => "tar.gz",
+                crate::store::ArchiveFormat::Zip => "zip",
+            },
+            version.size,
+            &version.sha256[..12.min(version.sha256.len())]
+        ));
+        let (archive, staging_dir) = (archive.to_owned(), staging.to_owned());
+        let (format, limits) = (version.format, self.limits);
+        let root = blocking(move || {
+            std::fs::create_dir_all(&staging_dir).map_err(|source| Error::Io {
+                context: format!("creating {}", staging_dir.display()),
+                source,
+            })?;
+            unpack(&archive, format, &staging_dir, limits)
+        })
+        .await?;
+        events.progress("checking the model files");
+        let layout = {
+            let root = root.clone();
+            blocking(move || ModelLayout::inspect(&root)).await?
+        };
+        events.log(format!(
+            "task {}, architecture {}, weights {}",
+            layout.task,
+            layout.architecture.as_str(),
+            layout
+                .weights
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        ));
+        events.progress("smoke test: loading the model and running one prediction");
+        let options = ServiceOptions {
+            max_batch_size: 1,
+            queue_capacity: 1,
+            threads: Some(1),
+            ..ServiceOptions::default()
+        };
+        let service = TransformerService::load(layout, options).await?;
+        let answer = match service.predict_one(SMOKE_TEXT).await? {
+            Prediction::Embedding(vector) => {
+                if vector.iter().any(|x| !x.is_finite()) {
+                    return Err(Error::InvalidModel(
+                        "the smoke prediction contains NaN or infinite values".into(),
+                    ));
+                }
+                format!("a {}-value embedding", vector.len())
+            }
+            Prediction::Label { label, score } => format!("label `{label}` ({score:.3})"),
+        };
+        events.log(format!("smoke prediction: {answer}"));
+        Ok(root)
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Load(format!("a build step panicked: {e}")))?
+}
+
+#[async_trait::async_trait]
+impl ImageBuilder for BundleBuilder {
+    async fn build(
+        &self,
+        version: &StoredVersion,
+        archive: &Path,
+        events: &Events,
+    ) -> Result<Artifact> {
+        let model_dir = self.root.join(version.model.as_str());
+        let target = model_dir.join(version.version.to_string());
+        let staging = model_dir.join(format!("{}.partial", version.version));
+        let _ = tokio::fs::remove_dir_all(&staging).await;
+        let checked = self
+            .unpack_and_check(version, archive, &staging, events)
+            .await;
+        let root = match checked {
+            Ok(root) => root,
+            Err(e) => {
+                let _ = tokio::fs::remove_dir_all(&staging).await;
+                return Err(e);
+            }
+        };
+        // A rebuild replaces an earlier bundle of the same (immutable) version.
+        let _ = tokio::fs::remove_dir_all(&target).await;
+        tokio::fs::rename(&staging, &target)
+            .await
+            .map_err(|source| Error::Io {
+                context: format!("moving the bundle to {}", target.display()),
+                source,
+            })?;
+        let relative = root.strip_prefix(&staging).unwrap_or(Path::new(""));
+        let dir = target.join(relative);
+        events.progress(format!("built bundle {}", dir.display()));
+        Ok(Artifact::Bundle { dir })
+    }
+
+    async fn remove(&self, artifact: &Artifact) -> Result<()> {
+        if let Artifact::Bundle { dir } = artifact {
+            // The bundle is ROOT/<model>/<version>[/<wrapped folder>]: remove the version's folder.
+            let version_dir = dir
+                .ancestors()
+                .find(|p| p.parent().and_then(Path::parent) == Some(self.root.as_path()))
+                .unwrap_or(dir);
+            if version_dir.starts_with(&self.root) {
+                let _ = tokio::fs::remove_dir_all(version_dir).await;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,57 @@
+//! [`ImageBuilder`]: turning a stored version into an [`Artifact`] that a
+//! [`Rollout`](crate::rollout::Rollout) can start.
+//!
+//! Every builder checks the model before anything is switched: the archive unpacks safely,
+//! the model directory is complete, and the model loads and answers one prediction.
+
+pub mod archive;
+mod bundle;
+
+pub use bundle::BundleBuilder;
+
+use crate::events::Events;
+use crate::store::StoredVersion;
+use crate::Result;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// What a build produces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Artifact {
+    /// A validated, unpacked model directory (the embedded backend).
+    Bundle {
+        /// The model directory.
+        dir: PathBuf,
+    },
+    /// A container image (the docker and Kubernetes backends).
+    Image {
+        /// The image reference, `so1s/<model>:<version>`.
+        reference: String,
+    },
+}
+
+impl std::fmt::Display for Artifact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Artifact::Bundle { dir } => write!(f, "bundle {}", dir.display()),
+            Artifact::Image { reference } => write!(f, "image {reference}"),
+        }
+    }
+}
+
+/// Builds deployable artifacts from stored versions.
+#[async_trait::async_trait]
+pub trait ImageBuilder: Send + Sync {
+    /// Builds `version` from its archive at `archive`, reporting progress and log lines to
+    /// `events`. Fails with a message a user can act on; a failed build leaves nothing behind.
+    async fn build(
+        &self,
+        version: &StoredVersion,
+        archive: &Path,
+        events: &Events,
+    ) -> Result<Artifact>;
+
+    /// Removes an artifact that is no longer needed (its version was deleted).
+    async fn remove(&self, artifact: &Artifact) -> Result<()>;
+}

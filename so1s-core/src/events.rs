@@ -1,0 +1,111 @@
+//! Progress events of builds and rollouts: what a user follows live (server-sent events) and
+//! reads back later (the registry keeps them).
+
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The stage an event belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// Receiving and storing the upload.
+    Upload,
+    /// Turning the stored version into an artifact.
+    Build,
+    /// Starting the artifact and switching traffic to it.
+    Rollout,
+}
+
+/// What kind of line an event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventKind {
+    /// A step began or ended.
+    Progress,
+    /// Output of the work (build logs, server logs).
+    Log,
+    /// The step failed; the message says why.
+    Error,
+}
+
+/// One line of a version's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// The stage.
+    pub stage: Stage,
+    /// The kind of line.
+    pub kind: EventKind,
+    /// The text.
+    pub message: String,
+}
+
+impl Event {
+    /// An event stamped now.
+    pub fn now(stage: Stage, kind: EventKind, message: impl Into<String>) -> Self {
+        Self {
+            at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            stage,
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// Where builders and rollouts report: a cheap handle bound to one stage.
+#[derive(Clone)]
+pub struct Events {
+    stage: Stage,
+    sink: Arc<dyn Fn(Event) + Send + Sync>,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events")
+            .field("stage", &self.stage)
+            .finish()
+    }
+}
+
+impl Events {
+    /// Events of `stage`, each handed to `sink`.
+    pub fn new(stage: Stage, sink: impl Fn(Event) + Send + Sync + 'static) -> Self {
+        Self {
+            stage,
+            sink: Arc::new(sink),
+        }
+    }
+
+    /// Events that go nowhere.
+    pub fn discard(stage: Stage) -> Self {
+        Self::new(stage, |_| {})
+    }
+
+    /// The same sink for another stage.
+    pub fn for_stage(&self, stage: Stage) -> Self {
+        Self {
+            stage,
+            sink: self.sink.clone(),
+        }
+    }
+
+    /// Reports progress.
+    pub fn progress(&self, message: impl Into<String>) {
+        (self.sink)(Event::now(self.stage, EventKind::Progress, message));
+    }
+
+    /// Reports a log line.
+    pub fn log(&self, message: impl Into<String>) {
+        (self.sink)(Event::now(self.stage, EventKind::Log, message));
+    }
+
+    /// Reports a failure.
+    pub fn error(&self, message: impl Into<String>) {
+        (self.sink)(Event::now(self.stage, EventKind::Error, message));
+    }
+}

@@ -1,0 +1,61 @@
+//! [`Rollout`]: putting a built artifact in front of traffic without dropping a request.
+//!
+//! A rollout starts the new version next to the old one, waits until it is ready and answers
+//! a smoke prediction, switches the gateway's [`Routes`] to it, lets the requests in flight to
+//! the old version finish, then stops the old version. If anything before the switch fails,
+//! the new instance is removed and the old version keeps serving.
+
+mod process;
+mod routes;
+
+pub use process::{ProcessRollout, ProcessRolloutConfig};
+pub use routes::{InFlight, Routes, Upstream};
+
+use crate::build::Artifact;
+use crate::events::Events;
+use crate::model::{ModelName, VersionId};
+use crate::Result;
+use serde::{Deserialize, Serialize};
+
+/// What to deploy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// The model.
+    pub model: ModelName,
+    /// The version.
+    pub version: VersionId,
+    /// Its artifact.
+    pub artifact: Artifact,
+}
+
+/// A version that is live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployment {
+    /// What was deployed.
+    pub target: Target,
+    /// Base URL of the predict server(s) serving it.
+    pub endpoint: String,
+}
+
+/// Runs model versions and switches traffic between them.
+#[async_trait::async_trait]
+pub trait Rollout: Send + Sync {
+    /// Deploys `target`: start, wait ready, smoke-test, switch traffic, drain and stop the
+    /// previous version of the same model. On failure the previous version keeps serving.
+    async fn deploy(&self, target: &Target, events: &Events) -> Result<Deployment>;
+
+    /// Brings a version that was live before a restart of the api server back: adopts it if
+    /// it still runs, deploys it otherwise.
+    async fn resume(&self, target: &Target, events: &Events) -> Result<Deployment> {
+        self.deploy(target, events).await
+    }
+
+    /// The live deployment of `model`, if any.
+    async fn status(&self, model: &ModelName) -> Option<Deployment>;
+
+    /// Stops serving `model` altogether.
+    async fn undeploy(&self, model: &ModelName) -> Result<()>;
+
+    /// Stops every deployment (the api server is shutting down).
+    async fn shutdown(&self);
+}

@@ -1,0 +1,317 @@
+//! [`ProcessRollout`]: the embedded backend. Each version runs as a `so1s-predict` child on a
+//! free loopback port, blue/green behind the gateway.
+
+use super::{Deployment, Rollout, Routes, Target};
+use crate::build::Artifact;
+use crate::events::Events;
+use crate::model::ModelName;
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::Mutex;
+
+/// How the process backend runs predict servers.
+#[derive(Debug, Clone)]
+pub struct ProcessRolloutConfig {
+    /// The `so1s-predict` executable.
+    pub predict_bin: PathBuf,
+    /// libtorch intra-op threads per predict server (default: libtorch's).
+    pub threads: Option<usize>,
+    /// Longest wait for a new version to become ready.
+    pub ready_timeout: Duration,
+    /// Longest wait for the old version's requests to finish before it is stopped.
+    pub drain_timeout: Duration,
+    /// Extra environment for the predict servers.
+    pub env: Vec<(String, String)>,
+}
+
+impl ProcessRolloutConfig {
+    /// Defaults around the given `so1s-predict` executable.
+    pub fn new(predict_bin: impl Into<PathBuf>) -> Self {
+        Self {
+            predict_bin: predict_bin.into(),
+            threads: None,
+            ready_timeout: Duration::from_secs(120),
+            drain_timeout: Duration::from_secs(30),
+            env: Vec::new(),
+        }
+    }
+}
+
+struct Running {
+    deployment: Deployment,
+    child: Child,
+}
+
+/// Runs each model version as a child process and switches [`Routes`] between them.
+pub struct ProcessRollout {
+    config: ProcessRolloutConfig,
+    routes: Routes,
+    client: reqwest::Client,
+    running: Mutex<HashMap<ModelName, Running>>,
+    /// One rollout per model at a time.
+    deploying: Mutex<HashMap<ModelName, std::sync::Arc<Mutex<()>>>>,
+}
+
+impl ProcessRollout {
+    /// A rollout that switches `routes`.
+    pub fn new(config: ProcessRolloutConfig, routes: Routes) -> Self {
+        Self {
+            config,
+            routes,
+            client: reqwest::Client::new(),
+            running: Mutex::new(HashMap::new()),
+            deploying: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn model_lock(&self, model: &ModelName) -> std::sync::Arc<Mutex<()>> {
+        self.deploying
+            .lock()
+            .await
+            .entry(model.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Starts the child and waits until it is ready and answers; kills it on any failure.
+    async fn start(&self, target: &Target, events: &Events) -> Result<(Child, String)> {
+        let Artifact::Bundle { dir } = &target.artifact else {
+            return Err(Error::Conflict(format!(
+                "the process backend runs model bundles, not {}",
+                target.artifact
+            )));
+        };
+        let mut command = Command::new(&self.config.predict_bin);
+        command
+            .arg("--host")
+            .arg("127.0.0.1")
+            .args(["--port", "0"])
+            .arg("--model-dir")
+            .arg(dir)
+            .arg("--model-name")
+            .arg(target.model.as_str())
+            .arg("--model-version")
+            .arg(target.version.to_string())
+            .envs(self.config.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(threads) = self.config.threads {
+            command.arg("--threads").arg(threads.to_string());
+        }
+        die_with_parent(&mut command);
+        let mut child = command.spawn().map_err(|source| Error::Io {
+            context: format!("starting {}", self.config.predict_bin.display()),
+            source,
+        })?;
+        events.progress(format!(
+            "started so1s-predict for {} {} (pid {})",
+            target.model,
+            target.version,
+            child.id().unwrap_or(0)
+        ));
+        if let Some(stderr) = child.stderr.take() {
+            forward_logs(stderr, events.clone(), target);
+        }
+        match self.wait_ready(&mut child, events).await {
+            Ok(url) => Ok((child, url)),
+            Err(e) => {
+                stop_child(&mut child, Duration::from_secs(5)).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn wait_ready(&self, child: &mut Child, events: &Events) -> Result<String> {
+        let deadline = Instant::now() + self.config.ready_timeout;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| Error::Load("so1s-predict has no stdout".into()))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let first = tokio::time::timeout(self.config.ready_timeout, lines.next_line())
+            .await
+            .map_err(|_| Error::Load("so1s-predict did not report its address".into()))?
+            .map_err(|source| Error::Io {
+                context: "reading so1s-predict's output".into(),
+                source,
+            })?;
+        let url = first
+            .as_deref()
+            .and_then(|line| line.strip_prefix("listening on "))
+            .map(str::to_owned)
+            .ok_or_else(|| exited(child, "before listening"))?;
+        events.progress(format!("waiting for {url}/readyz"));
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(Error::Load(format!(
+                    "so1s-predict exited with {status} before it was ready (see the log lines above)"
+                )));
+            }
+            if let Ok(response) = self.client.get(format!("{url}/readyz")).send().await {
+                if response.status().is_success() {
+                    break;
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Load(format!(
+                    "not ready after {} s",
+                    self.config.ready_timeout.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let smoke = self
+            .client
+            .post(format!("{url}/predict"))
+            .json(&serde_json::json!({"text": "so1s rollout check"}))
+            .send()
+            .await
+            .map_err(|e| Error::Load(format!("the smoke prediction failed: {e}")))?;
+        if !smoke.status().is_success() {
+            let status = smoke.status();
+            let body = smoke.text().await.unwrap_or_default();
+            return Err(Error::Load(format!(
+                "the smoke prediction answered {status}: {body}"
+            )));
+        }
+        events.progress("ready: the smoke prediction answered");
+        Ok(url)
+    }
+}
+
+fn exited(child: &mut Child, when: &str) -> Error {
+    match child.try_wait() {
+        Ok(Some(status)) => Error::Load(format!(
+            "so1s-predict exited with {status} {when} (see the log lines above)"
+        )),
+        _ => Error::Load(format!("so1s-predict said something unexpected {when}")),
+    }
+}
+
+/// Forwards the child's log lines to the version's events.
+fn forward_logs(stderr: tokio::process::ChildStderr, events: Events, target: &Target) {
+    let label = format!("{} {}", target.model, target.version);
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            tracing::debug!(target: "so1s::predict", "{label}: {line}");
+            events.log(line);
+        }
+    });
+}
+
+/// Asks the child to stop (SIGTERM: it finishes requests in flight), then kills it if it
+/// has not exited within `grace`.
+async fn stop_child(child: &mut Child, grace: Duration) {
+    if let Some(pid) = child.id() {
+        terminate(pid);
+        if tokio::time::timeout(grace, child.wait()).await.is_ok() {
+            return;
+        }
+    }
+    let _ = child.kill().await;
+}
+
+#[allow(unsafe_code)]
+fn terminate(pid: u32) {
+    #[cfg(unix)]
+    // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped) and a valid signal.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+    }
+    #[cfg(not(unix))]
+    let _ = pid;
+}
+
+/// Makes the child receive SIGTERM if the api server dies, so no orphan keeps a port.
+#[allow(unsafe_code)]
+fn die_with_parent(command: &mut Command) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = command;
+}
+
+#[async_trait::async_trait]
+impl Rollout for ProcessRollout {
+    async fn deploy(&self, target: &Target, events: &Events) -> Result<Deployment> {
+        let lock = self.model_lock(&target.model).await;
+        let _one_at_a_time = lock.lock().await;
+        let (child, url) = self.start(target, events).await?;
+        let deployment = Deployment {
+            target: target.clone(),
+            endpoint: url.clone(),
+        };
+        let old_upstream = self.routes.switch(&target.model, target.version, url);
+        events.progress(format!(
+            "switched {} traffic to {}",
+            target.model, target.version
+        ));
+        let old = self.running.lock().await.insert(
+            target.model.clone(),
+            Running {
+                deployment: deployment.clone(),
+                child,
+            },
+        );
+        if let Some(mut old) = old {
+            let version = old.deployment.target.version;
+            if let Some(upstream) = old_upstream {
+                events.progress(format!("draining {version}"));
+                if !upstream.drained(self.config.drain_timeout).await {
+                    events.log(format!(
+                        "{} requests to {version} still running after {} s; stopping it anyway",
+                        upstream.in_flight(),
+                        self.config.drain_timeout.as_secs()
+                    ));
+                }
+            }
+            stop_child(&mut old.child, self.config.drain_timeout).await;
+            events.progress(format!("stopped {version}"));
+        }
+        Ok(deployment)
+    }
+
+    async fn status(&self, model: &ModelName) -> Option<Deployment> {
+        self.running
+            .lock()
+            .await
+            .get(model)
+            .map(|running| running.deployment.clone())
+    }
+
+    async fn undeploy(&self, model: &ModelName) -> Result<()> {
+        let lock = self.model_lock(model).await;
+        let _one_at_a_time = lock.lock().await;
+        let upstream = self.routes.remove(model);
+        let running = self.running.lock().await.remove(model);
+        if let Some(mut running) = running {
+            if let Some(upstream) = upstream {
+                upstream.drained(self.config.drain_timeout).await;
+            }
+            stop_child(&mut running.child, self.config.drain_timeout).await;
+        }
+        Ok(())
+    }
+
+    async fn shutdown(&self) {
+        let running: Vec<_> = self.running.lock().await.drain().collect();
+        for (model, mut running) in running {
+            self.routes.remove(&model);
+            stop_child(&mut running.child, Duration::from_secs(10)).await;
+        }
+    }
+}

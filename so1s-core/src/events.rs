@@ -40,6 +40,9 @@ pub struct Event {
     pub kind: EventKind,
     /// The text.
     pub message: String,
+    /// The state the version entered with this event, for state changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<crate::registry::VersionState>,
 }
 
 impl Event {
@@ -53,6 +56,7 @@ impl Event {
             stage,
             kind,
             message: message.into(),
+            state: None,
         }
     }
 }

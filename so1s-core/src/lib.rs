@@ -13,6 +13,7 @@
 //!   builder that validates and smoke-tests a model.
 //! - [`rollout`]: [`rollout::Rollout`], the gateway's [`rollout::Routes`], and the process
 //!   backend that runs each version as a `so1s-predict` child.
+//! - [`platform`]: [`platform::Platform`], upload → store → build → roll out.
 //! - [`registry`]: models, versions, states and events, persisted across restarts.
 //! - [`events`]: build and rollout progress lines.
 //! - [`store`]: [`store::ModelStore`], immutable checksummed versions, and its filesystem
@@ -32,6 +33,7 @@ pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod platform;
 pub mod predict;
 pub mod registry;
 pub mod rollout;

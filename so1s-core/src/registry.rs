@@ -5,7 +5,7 @@
 //! channel per version; a subscriber gets the history first, then what follows, without gaps.
 
 use crate::build::Artifact;
-use crate::events::{Event, EventKind};
+use crate::events::{Event, EventKind, Stage};
 use crate::model::{ModelName, VersionId};
 use crate::store::StoredVersion;
 use crate::{Error, Result};
@@ -36,6 +36,14 @@ pub enum VersionState {
 }
 
 impl VersionState {
+    /// Whether the upload's pipeline has ended here: live, failed or (later) retired.
+    pub fn ends_pipeline(self) -> bool {
+        matches!(
+            self,
+            VersionState::Live | VersionState::Failed | VersionState::Retired
+        )
+    }
+
     /// Whether the version is done moving (no build or rollout running for it).
     pub fn is_settled(self) -> bool {
         matches!(
@@ -64,6 +72,49 @@ pub struct VersionRecord {
     /// When it last went live.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub live_since_ms: Option<u64>,
+}
+
+/// A state change of a version.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    /// The new state.
+    pub state: VersionState,
+    /// The stage it belongs to.
+    pub stage: Stage,
+    /// What happened, for the event history.
+    pub message: String,
+    /// Why it failed (for [`VersionState::Failed`]).
+    pub error: Option<String>,
+    /// The artifact, once built.
+    pub artifact: Option<Artifact>,
+}
+
+impl Transition {
+    /// A change to `state` with a message.
+    pub fn to(state: VersionState, stage: Stage, message: impl Into<String>) -> Self {
+        Self {
+            state,
+            stage,
+            message: message.into(),
+            error: None,
+            artifact: None,
+        }
+    }
+
+    /// A failure: the message is the error.
+    pub fn failed(stage: Stage, error: impl Into<String>) -> Self {
+        let error = error.into();
+        Self {
+            error: Some(error.clone()),
+            ..Self::to(VersionState::Failed, stage, error)
+        }
+    }
+
+    /// Attaches the built artifact.
+    pub fn with_artifact(mut self, artifact: Artifact) -> Self {
+        self.artifact = Some(artifact);
+        self
+    }
 }
 
 /// The persisted document.
@@ -188,14 +239,13 @@ impl Registry {
         Ok(record)
     }
 
-    /// Changes a version's state (and error/artifact), persisting the change.
-    pub fn set_state(
+    /// Moves a version to a new state, recording the change as an event of its own (with
+    /// `state` set) in the same step, and persists it.
+    pub fn apply(
         &self,
         model: &ModelName,
         version: VersionId,
-        new: VersionState,
-        error: Option<String>,
-        artifact: Option<Artifact>,
+        transition: Transition,
     ) -> Result<VersionRecord> {
         let mut state = self.lock();
         let record = state
@@ -204,16 +254,24 @@ impl Registry {
             .get_mut(model)
             .and_then(|versions| versions.get_mut(&version))
             .ok_or_else(|| Error::NotFound(format!("{model} {version}")))?;
-        record.state = new;
-        record.error = error;
-        if artifact.is_some() {
-            record.artifact = artifact;
+        record.state = transition.state;
+        record.error = transition.error.clone();
+        if transition.artifact.is_some() {
+            record.artifact = transition.artifact;
         }
         record.updated_at_ms = now_ms();
-        if new == VersionState::Live {
+        if transition.state == VersionState::Live {
             record.live_since_ms = Some(record.updated_at_ms);
         }
         let record = record.clone();
+        let kind = if transition.state == VersionState::Failed {
+            EventKind::Error
+        } else {
+            EventKind::Progress
+        };
+        let mut event = Event::now(transition.stage, kind, transition.message);
+        event.state = Some(transition.state);
+        Self::push_event(&mut state, model, version, event);
         self.persist(&state)?;
         Ok(record)
     }
@@ -221,6 +279,17 @@ impl Registry {
     /// Appends an event to a version's history and sends it to live subscribers.
     pub fn record_event(&self, model: &ModelName, version: VersionId, event: Event) {
         let mut state = self.lock();
+        let kind = event.kind;
+        Self::push_event(&mut state, model, version, event);
+        // Progress and errors are worth a write; log lines ride along with the next one.
+        if kind != EventKind::Log {
+            if let Err(e) = self.persist(&state) {
+                tracing::warn!(error = %e.chain(), "could not persist the registry");
+            }
+        }
+    }
+
+    fn push_event(state: &mut State, model: &ModelName, version: VersionId, event: Event) {
         let key = key(model, version);
         let history = state.doc.events.entry(key.clone()).or_default();
         history.push(event.clone());
@@ -229,13 +298,7 @@ impl Registry {
             history.drain(..excess);
         }
         if let Some(channel) = state.channels.get(&key) {
-            let _ = channel.send(event.clone());
-        }
-        // Progress and errors are worth a write; log lines ride along with the next one.
-        if event.kind != EventKind::Log {
-            if let Err(e) = self.persist(&state) {
-                tracing::warn!(error = %e.chain(), "could not persist the registry");
-            }
+            let _ = channel.send(event);
         }
     }
 
@@ -312,7 +375,6 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::Stage;
     use crate::store::ArchiveFormat;
 
     fn stored(model: &str, version: u32) -> StoredVersion {
@@ -340,10 +402,19 @@ mod tests {
                 dir: "/b/m/v1".into(),
             };
             registry
-                .set_state(&model, v1, VersionState::Live, None, Some(artifact))
+                .apply(
+                    &model,
+                    v1,
+                    Transition::to(VersionState::Live, Stage::Rollout, "live")
+                        .with_artifact(artifact),
+                )
                 .unwrap();
             registry
-                .set_state(&model, v2, VersionState::Building, None, None)
+                .apply(
+                    &model,
+                    v2,
+                    Transition::to(VersionState::Building, Stage::Build, "building"),
+                )
                 .unwrap();
             registry.record_event(
                 &model,
@@ -365,8 +436,14 @@ mod tests {
         assert_eq!(interrupted.state, VersionState::Failed);
         assert!(interrupted.error.unwrap().contains("interrupted"));
         let (history, _) = registry.subscribe(&model, v1);
-        assert_eq!(history.len(), 1);
-        assert_eq!(history[0].message, "live");
+        let messages: Vec<_> = history.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(messages, ["live", "live"]);
+        assert_eq!(
+            history[0].state,
+            Some(VersionState::Live),
+            "transitions carry their state"
+        );
+        assert_eq!(history[1].state, None);
     }
 
     #[tokio::test]

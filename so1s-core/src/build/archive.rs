@@ -29,6 +29,20 @@ impl Default for UnpackLimits {
     }
 }
 
+/// Packs a model directory into a `.tar.gz` in memory (what `so1s deploy DIR` uploads).
+/// Links are followed, so the archive holds the files themselves.
+pub fn pack_dir(dir: &Path) -> Result<Vec<u8>> {
+    let io = |source| Error::Io {
+        context: format!("packing {}", dir.display()),
+        source,
+    };
+    let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut builder = tar::Builder::new(encoder);
+    builder.follow_symlinks(true);
+    builder.append_dir_all(".", dir).map_err(io)?;
+    builder.into_inner().and_then(|e| e.finish()).map_err(io)
+}
+
 /// Unpacks `archive` into the empty directory `dest` and returns the model's root: `dest`
 /// itself, or the single top-level folder the archive wraps everything in.
 pub fn unpack(
@@ -452,6 +466,31 @@ mod tests {
             b"{\"p\": 1}"
         );
         assert_eq!(std::fs::read(root.join("weights")).unwrap(), b"{}");
+    }
+
+    #[test]
+    fn packed_directories_unpack_to_the_same_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let model = tmp.path().join("model");
+        std::fs::create_dir_all(model.join("1_Pooling")).unwrap();
+        std::fs::write(model.join("config.json"), b"{}").unwrap();
+        std::fs::write(model.join("1_Pooling/config.json"), b"{\"p\": 2}").unwrap();
+        let archive = tmp.path().join("model.tar.gz");
+        std::fs::write(&archive, pack_dir(&model).unwrap()).unwrap();
+        let dest = tmp.path().join("out");
+        std::fs::create_dir(&dest).unwrap();
+        let root = unpack(
+            &archive,
+            ArchiveFormat::TarGz,
+            &dest,
+            UnpackLimits::default(),
+        )
+        .unwrap();
+        assert_eq!(root, dest);
+        assert_eq!(
+            std::fs::read(root.join("1_Pooling/config.json")).unwrap(),
+            b"{\"p\": 2}"
+        );
     }
 
     #[test]

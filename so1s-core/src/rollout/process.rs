@@ -9,6 +9,8 @@ use crate::{Error, Result};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -54,7 +56,7 @@ pub struct ProcessRollout {
     client: reqwest::Client,
     running: Mutex<HashMap<ModelName, Running>>,
     /// One rollout per model at a time.
-    deploying: Mutex<HashMap<ModelName, std::sync::Arc<Mutex<()>>>>,
+    deploying: Mutex<HashMap<ModelName, Arc<Mutex<()>>>>,
 }
 
 impl ProcessRollout {
@@ -69,7 +71,7 @@ impl ProcessRollout {
         }
     }
 
-    async fn model_lock(&self, model: &ModelName) -> std::sync::Arc<Mutex<()>> {
+    async fn model_lock(&self, model: &ModelName) -> Arc<Mutex<()>> {
         self.deploying
             .lock()
             .await
@@ -116,11 +118,16 @@ impl ProcessRollout {
             target.version,
             child.id().unwrap_or(0)
         ));
+        let attached = Arc::new(AtomicBool::new(true));
         if let Some(stderr) = child.stderr.take() {
-            forward_logs(stderr, events.clone(), target);
+            forward_logs(stderr, events.clone(), attached.clone(), target);
         }
         match self.wait_ready(&mut child, events).await {
-            Ok(url) => Ok((child, url)),
+            Ok(url) => {
+                // From now on the server's log lines go to the api server's log only.
+                attached.store(false, Ordering::SeqCst);
+                Ok((child, url))
+            }
             Err(e) => {
                 stop_child(&mut child, Duration::from_secs(5)).await;
                 Err(e)
@@ -195,14 +202,22 @@ fn exited(child: &mut Child, when: &str) -> Error {
     }
 }
 
-/// Forwards the child's log lines to the version's events.
-fn forward_logs(stderr: tokio::process::ChildStderr, events: Events, target: &Target) {
+/// Forwards the child's log lines to the version's events while `attached`, and to the
+/// api server's log always.
+fn forward_logs(
+    stderr: tokio::process::ChildStderr,
+    events: Events,
+    attached: Arc<AtomicBool>,
+    target: &Target,
+) {
     let label = format!("{} {}", target.model, target.version);
     tokio::spawn(async move {
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            tracing::debug!(target: "so1s::predict", "{label}: {line}");
-            events.log(line);
+            tracing::info!(target: "so1s::predict", "{label}: {line}");
+            if attached.load(Ordering::SeqCst) {
+                events.log(line);
+            }
         }
     });
 }

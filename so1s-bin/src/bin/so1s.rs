@@ -1,0 +1,289 @@
+//! `so1s`: run the platform (`serve`) and talk to it (`deploy`, `status`, `predict`,
+//! `rollback`).
+//!
+//! Exit codes: 0 success; 1 the operation failed (a build or rollout failed, the server
+//! answered an error); 2 bad usage; 3 the server could not be reached.
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use so1s_core::build::BundleBuilder;
+use so1s_core::platform::Platform;
+use so1s_core::registry::Registry;
+use so1s_core::rollout::{ProcessRollout, ProcessRolloutConfig, Routes};
+use so1s_core::store::FsModelStore;
+use so1s_core::ModelName;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// so1s: turn an uploaded model into a live inference endpoint.
+#[derive(Debug, Parser)]
+#[command(name = "so1s", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the api server and gateway.
+    Serve(ServeArgs),
+    /// Upload a model (a directory, .tar.gz or .zip) and follow it until live or failed.
+    Deploy {
+        /// Model directory or archive.
+        path: PathBuf,
+        /// The model's name.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Show models, or one model's versions.
+    Status {
+        /// A model's name.
+        name: Option<String>,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Ask a model for a prediction through the gateway.
+    Predict {
+        /// The model's name.
+        name: String,
+        /// The text.
+        text: String,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Return a model's traffic to its previous good version.
+    Rollback {
+        /// The model's name.
+        name: String,
+        #[command(flatten)]
+        server: Server,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct Server {
+    /// The api server.
+    #[arg(long, env = "SO1S_SERVER", default_value = "http://127.0.0.1:8000")]
+    server: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "SO1S_HOST", default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// Port to listen on (0: any free port, printed on stdout).
+    #[arg(long, env = "SO1S_PORT", default_value_t = 8000)]
+    port: u16,
+    /// Where models, builds and the registry live.
+    #[arg(long, env = "SO1S_DATA_DIR", default_value = "so1s-data")]
+    data_dir: PathBuf,
+    /// Where versions run: `local` (a so1s-predict process per version).
+    #[arg(long, env = "SO1S_BACKEND", default_value = "local")]
+    backend: String,
+    /// The so1s-predict executable (default: next to this one).
+    #[arg(long, env = "SO1S_PREDICT_BIN")]
+    predict_bin: Option<PathBuf>,
+    /// libtorch threads of each predict server.
+    #[arg(long, env = "SO1S_PREDICT_THREADS")]
+    predict_threads: Option<usize>,
+    /// The model `/inference/predict` serves (default: the first to go live).
+    #[arg(long, env = "SO1S_DEFAULT_MODEL")]
+    default_model: Option<String>,
+    /// Largest upload in bytes.
+    #[arg(long, env = "SO1S_MAX_UPLOAD_BYTES", default_value_t = 4 << 30)]
+    max_upload_bytes: u64,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => {
+            so1s_bin::init_tracing();
+            serve(args).await
+        }
+        Command::Deploy { path, name, server } => deploy(&server.server, &path, &name).await,
+        Command::Status { name, server } => status(&server.server, name.as_deref()).await,
+        Command::Predict { name, text, server } => {
+            let url = format!("{}/inference/{name}/predict", server.server);
+            let body = serde_json::json!({ "text": text });
+            call(reqwest::Client::new().post(url).json(&body)).await
+        }
+        Command::Rollback { name, server } => {
+            let url = format!("{}/v1/models/{name}/rollback", server.server);
+            call(reqwest::Client::new().post(url)).await
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.chain().any(|cause| {
+                cause
+                    .downcast_ref::<reqwest::Error>()
+                    .is_some_and(|e| e.is_connect())
+            }) {
+                ExitCode::from(3)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    tracing::info!(?args, "starting so1s");
+    if args.backend != "local" {
+        bail!(
+            "unknown backend `{}`: this build runs `local`",
+            args.backend
+        );
+    }
+    let default_model = args
+        .default_model
+        .as_deref()
+        .map(ModelName::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let predict_bin = match args.predict_bin {
+        Some(path) => path,
+        None => std::env::current_exe()?
+            .parent()
+            .context("locating so1s's directory")?
+            .join("so1s-predict"),
+    };
+    if !predict_bin.is_file() {
+        bail!(
+            "{} not found: build it or pass --predict-bin",
+            predict_bin.display()
+        );
+    }
+    let data = &args.data_dir;
+    let store = FsModelStore::open(data.join("store"), args.max_upload_bytes)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let registry =
+        Registry::open(data.join("registry.json")).map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let routes = Routes::default();
+    let mut rollout = ProcessRolloutConfig::new(predict_bin);
+    rollout.threads = args.predict_threads;
+    let platform = Platform::new(
+        Arc::new(store),
+        Arc::new(BundleBuilder::new(data.join("bundles"))),
+        Arc::new(ProcessRollout::new(rollout, routes.clone())),
+        registry,
+        routes,
+        default_model,
+    );
+    let addr = SocketAddr::new(args.host, args.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    println!("listening on http://{}", listener.local_addr()?);
+    platform.restore().await;
+    so1s_core::http::api::run(listener, platform.clone(), so1s_bin::shutdown_signal())
+        .await
+        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+    platform.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sends a request and prints the JSON answer; an error status is a failure.
+async fn call(request: reqwest::RequestBuilder) -> anyhow::Result<ExitCode> {
+    let response = request.send().await?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    println!("{}", serde_json::to_string_pretty(&body)?);
+    Ok(if status.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+async fn status(server: &str, name: Option<&str>) -> anyhow::Result<ExitCode> {
+    let url = match name {
+        Some(name) => format!("{server}/v1/models/{name}"),
+        None => format!("{server}/v1/models"),
+    };
+    call(reqwest::Client::new().get(url)).await
+}
+
+async fn deploy(server: &str, path: &std::path::Path, name: &str) -> anyhow::Result<ExitCode> {
+    let body = if path.is_dir() {
+        eprintln!("packing {}", path.display());
+        so1s_core::build::archive::pack_dir(path).map_err(|e| anyhow::anyhow!(e.chain()))?
+    } else {
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
+    };
+    eprintln!("uploading {} bytes as {name}", body.len());
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("{server}/v1/models/{name}/versions"))
+        .header("content-type", "application/octet-stream")
+        .body(body)
+        .send()
+        .await?;
+    let status = response.status();
+    let answer: serde_json::Value = response.json().await.unwrap_or_default();
+    if !status.is_success() {
+        eprintln!(
+            "upload refused ({status}): {}",
+            answer["error"].as_str().unwrap_or("?")
+        );
+        return Ok(ExitCode::from(1));
+    }
+    let version = answer["version"].as_str().unwrap_or("?").to_owned();
+    let events = answer["links"]["events"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    eprintln!("stored {name} {version}; following its build and rollout");
+    let mut stream = client
+        .get(format!("{server}{events}"))
+        .send()
+        .await?
+        .bytes_stream();
+    let mut buffer = String::new();
+    while let Some(chunk) = stream.next().await {
+        buffer.push_str(&String::from_utf8_lossy(&chunk?));
+        while let Some(end) = buffer.find("\n\n") {
+            let message: String = buffer.drain(..end + 2).collect();
+            if let Some(data) = message.lines().find_map(|l| l.strip_prefix("data:")) {
+                if let Ok(event) = serde_json::from_str::<serde_json::Value>(data.trim()) {
+                    eprintln!(
+                        "[{}] {}",
+                        event["stage"].as_str().unwrap_or(""),
+                        event["message"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+    }
+    let record: serde_json::Value = client
+        .get(format!("{server}/v1/models/{name}/versions/{version}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let state = record["state"].as_str().unwrap_or("unknown");
+    match state {
+        "live" => {
+            println!("{name} {version} is live: POST {server}/inference/{name}/predict");
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => {
+            println!(
+                "{name} {version} is {state}: {}",
+                record["error"].as_str().unwrap_or("see the events above")
+            );
+            Ok(ExitCode::from(1))
+        }
+    }
+}

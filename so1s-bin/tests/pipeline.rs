@@ -425,6 +425,32 @@ async fn cli_deploys_a_directory_and_fails_loudly_on_a_bad_build() {
     let status: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(status["live_version"], "v1");
 
+    // Uploads also come as a multipart form with the archive in the field `model`.
+    let boundary = "so1s-test-boundary";
+    let mut form = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nignored\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"model\"; filename=\"minilm.tar.gz\"\r\n\
+         Content-Type: application/gzip\r\n\r\n"
+    )
+    .into_bytes();
+    form.extend(minilm_archive());
+    form.extend(format!("\r\n--{boundary}--\r\n").into_bytes());
+    let response = api
+        .client
+        .post(format!("{}/v1/models/minilm/versions", api.base))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let accepted: Value = response.json().await.unwrap();
+    assert_eq!(accepted["version"], "v3");
+    assert_eq!(api.settle("minilm", "v3").await["state"], "live");
+
     let output = Command::new(env!("CARGO_BIN_EXE_so1s"))
         .args(["status", "--server", "http://127.0.0.1:9"])
         .output()

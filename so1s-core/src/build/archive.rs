@@ -30,13 +30,15 @@ impl Default for UnpackLimits {
 }
 
 /// Packs a model directory into a `.tar.gz` in memory (what `so1s deploy DIR` uploads).
-/// Links are followed, so the archive holds the files themselves.
+/// Links are followed, so the archive holds the files themselves. Weights barely compress
+/// (MiniLM: 91 MB → 84 MB at the fastest level, for over a second of CPU), so the gzip
+/// stream stores the files uncompressed.
 pub fn pack_dir(dir: &Path) -> Result<Vec<u8>> {
     let io = |source| Error::Io {
         context: format!("packing {}", dir.display()),
         source,
     };
-    let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
     let mut builder = tar::Builder::new(encoder);
     builder.follow_symlinks(true);
     builder.append_dir_all(".", dir).map_err(io)?;

@@ -137,9 +137,9 @@ impl ImageBuilder for BundleBuilder {
                 source,
             })?;
         let relative = root.strip_prefix(&staging).unwrap_or(Path::new(""));
-        let dir = target.join(relative);
-        events.progress(format!("built bundle {}", dir.display()));
-        Ok(Artifact::Bundle { dir })
+        Ok(Artifact::Bundle {
+            dir: target.join(relative),
+        })
     }
 
     async fn remove(&self, artifact: &Artifact) -> Result<()> {

@@ -1,0 +1,78 @@
+//! Store, build and roll out a model in-process with so1s-core's building blocks, then ask
+//! it for a prediction through the routing table the gateway uses.
+//!
+//! ```sh
+//! cargo build --release -p so1s-bin       # the so1s-predict child each version runs as
+//! cargo run --release -p so1s-examples --example pipeline_embed -- [MODEL_DIR]
+//! ```
+
+use anyhow::Context;
+use so1s_core::build::{archive, BundleBuilder};
+use so1s_core::platform::Platform;
+use so1s_core::registry::{Registry, VersionState};
+use so1s_core::rollout::{ProcessRollout, ProcessRolloutConfig, Routes};
+use so1s_core::store::FsModelStore;
+use so1s_core::ModelName;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let model_dir = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| ".cache/models/all-MiniLM-L6-v2".into());
+    let predict_bin =
+        std::env::var("SO1S_PREDICT_BIN").unwrap_or_else(|_| "target/release/so1s-predict".into());
+    let data = std::env::temp_dir().join(format!("so1s-example-{}", std::process::id()));
+
+    let routes = Routes::default();
+    let platform = Platform::new(
+        Arc::new(FsModelStore::open(data.join("store"), 4 << 30).await?),
+        Arc::new(BundleBuilder::new(data.join("bundles"))),
+        Arc::new(ProcessRollout::new(
+            ProcessRolloutConfig::new(&predict_bin),
+            routes.clone(),
+        )),
+        Registry::open(data.join("registry.json"))?,
+        routes.clone(),
+        None,
+    );
+
+    let name = ModelName::parse("example")?;
+    let bytes = archive::pack_dir(model_dir.as_ref())?;
+    let body = Box::pin(futures::stream::once(async move {
+        Ok(bytes::Bytes::from(bytes))
+    }));
+    let record = platform.upload(&name, body).await?;
+    println!(
+        "stored {} {} (sha256 {})",
+        name, record.stored.version, record.stored.sha256
+    );
+
+    let version = record.stored.version;
+    let live = loop {
+        let record = platform.registry().version(&name, version)?;
+        match record.state {
+            VersionState::Live => break record,
+            VersionState::Failed => anyhow::bail!("failed: {}", record.error.unwrap_or_default()),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    println!("{} {} is {:?}", name, version, live.state);
+
+    let upstream = routes.acquire(&name).context("no route")?;
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/predict", upstream.upstream().url))
+        .json(&serde_json::json!({"text": "Hello world"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    drop(upstream);
+    let values = answer["result"].as_array().map(Vec::len).unwrap_or(0);
+    println!("prediction: {values} values, first {}", answer["result"][0]);
+
+    platform.shutdown().await;
+    let _ = std::fs::remove_dir_all(&data);
+    Ok(())
+}

@@ -2,23 +2,15 @@
 //! process backend running real `so1s-predict` children, each test with its own data
 //! directory and ports.
 
+mod common;
+
+use common::{minilm_dir, spawn_listening};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn minilm_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/models/all-MiniLM-L6-v2");
-    assert!(
-        dir.is_dir(),
-        "run scripts/setup.sh first: {} is missing",
-        dir.display()
-    );
-    dir
-}
 
 /// `so1s serve` on a free port over `data`.
 struct Api {
@@ -29,25 +21,14 @@ struct Api {
 
 impl Api {
     fn start(data: &Path) -> Api {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_so1s"))
-            .args(["serve", "--port", "0", "--predict-threads", "1"])
-            .arg("--data-dir")
-            .arg(data)
-            .arg("--predict-bin")
-            .arg(env!("CARGO_BIN_EXE_so1s-predict"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("so1s serve starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
+        let (child, base) = spawn_listening(
+            Command::new(env!("CARGO_BIN_EXE_so1s"))
+                .args(["serve", "--port", "0", "--predict-threads", "1"])
+                .arg("--data-dir")
+                .arg(data)
+                .arg("--predict-bin")
+                .arg(env!("CARGO_BIN_EXE_so1s-predict")),
+        );
         Api {
             child,
             base,

@@ -1,40 +1,19 @@
 //! The real `so1s-predict` binary: flags, port 0, a prediction, SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-fn minilm_dir() -> std::path::PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/models/all-MiniLM-L6-v2");
-    assert!(
-        dir.is_dir(),
-        "run scripts/setup.sh first: {} is missing",
-        dir.display()
-    );
-    dir
-}
+use common::{minilm_dir, spawn_listening};
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 #[tokio::test]
 async fn serves_on_port_zero_and_stops_cleanly_on_sigterm() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_so1s-predict"))
-        .args(["--port", "0", "--threads", "1", "--model-version", "v7"])
-        .arg("--model-dir")
-        .arg(minilm_dir())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("so1s-predict starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
+    let (mut child, base) = spawn_listening(
+        Command::new(env!("CARGO_BIN_EXE_so1s-predict"))
+            .args(["--port", "0", "--threads", "1", "--model-version", "v7"])
+            .arg("--model-dir")
+            .arg(minilm_dir()),
+    );
 
     let client = reqwest::Client::new();
     let started = Instant::now();

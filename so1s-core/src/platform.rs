@@ -171,9 +171,7 @@ impl Platform {
                     );
                     let _ = self.registry.apply(model, previous.stored.version, retired);
                 }
-                if self.routes.default_model().is_none() {
-                    self.routes.set_default(Some(model.clone()));
-                }
+                self.default_if_unset(model);
                 let live = Transition::to(
                     VersionState::Live,
                     Stage::Rollout,
@@ -260,11 +258,7 @@ impl Platform {
                 artifact,
             };
             match self.rollout.resume(&target, &events).await {
-                Ok(_) => {
-                    if self.routes.default_model().is_none() {
-                        self.routes.set_default(Some(model.clone()));
-                    }
-                }
+                Ok(_) => self.default_if_unset(&model),
                 Err(e) => events.error(format!(
                     "could not bring {model} {version} back: {}",
                     e.chain()
@@ -272,6 +266,13 @@ impl Platform {
             }
         }
         if let Some(model) = &self.default_model {
+            self.routes.set_default(Some(model.clone()));
+        }
+    }
+
+    /// Makes `model` the one `/inference/predict` serves, unless there is one.
+    fn default_if_unset(&self, model: &ModelName) {
+        if self.routes.default_model().is_none() {
             self.routes.set_default(Some(model.clone()));
         }
     }

@@ -155,6 +155,12 @@ async fn upload_swap_refuse_rollback_and_restart() {
     let data = tmp.path().join("data");
     let api = Api::start(&data);
 
+    // Nothing is live yet: the gateway says so clearly.
+    let response = api.predict("/inference/predict", "anyone?").await.unwrap();
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error_type"], "not_live", "{body}");
+
     // v1 goes live and answers through the seed's path and the named path.
     let accepted = api.upload("minilm", minilm_archive()).await;
     assert_eq!(accepted["version"], "v1");

@@ -69,9 +69,11 @@ fn routes(
         VersionId::parse(&v).map_err(|e| warp::reject::custom(ApiError::from(e)))
     });
 
-    let upload = warp::path("v1")
-        .and(warp::path("models"))
-        .and(model_name)
+    // /v1/models/{name} and /v1/models/{name}/versions/{version}, extended per route.
+    let model_path = warp::path("v1").and(warp::path("models")).and(model_name);
+    let version_path = model_path.and(warp::path("versions")).and(version_id);
+
+    let upload = model_path
         .and(warp::path("versions"))
         .and(warp::path::end())
         .and(warp::post())
@@ -83,18 +85,12 @@ fn routes(
         .and(warp::get())
         .and(with.clone())
         .map(|platform: Arc<Platform>| list_models(&platform));
-    let model = warp::path("v1")
-        .and(warp::path("models"))
-        .and(model_name)
+    let model = model_path
         .and(warp::path::end())
         .and(warp::get())
         .and(with.clone())
         .map(|name: ModelName, platform: Arc<Platform>| reply(model_json(&platform, &name)));
-    let version = warp::path("v1")
-        .and(warp::path("models"))
-        .and(model_name)
-        .and(warp::path("versions"))
-        .and(version_id)
+    let version = version_path
         .and(warp::path::end())
         .and(warp::get())
         .and(with.clone())
@@ -108,19 +104,13 @@ fn routes(
                 )
             },
         );
-    let events = warp::path("v1")
-        .and(warp::path("models"))
-        .and(model_name)
-        .and(warp::path("versions"))
-        .and(version_id)
+    let events = version_path
         .and(warp::path("events"))
         .and(warp::path::end())
         .and(warp::get())
         .and(with.clone())
         .map(events);
-    let rollback = warp::path("v1")
-        .and(warp::path("models"))
-        .and(model_name)
+    let rollback = model_path
         .and(warp::path("rollback"))
         .and(warp::path::end())
         .and(warp::post())
@@ -128,11 +118,7 @@ fn routes(
         .then(|name: ModelName, platform: Arc<Platform>| async move {
             reply(platform.rollback(&name).await.map(|r| record_json(&r)))
         });
-    let delete = warp::path("v1")
-        .and(warp::path("models"))
-        .and(model_name)
-        .and(warp::path("versions"))
-        .and(version_id)
+    let delete = version_path
         .and(warp::path::end())
         .and(warp::delete())
         .and(with.clone())

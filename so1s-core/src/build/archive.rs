@@ -401,44 +401,50 @@ mod tests {
             self
         }
 
-        fn write(self, dir: &Path) -> PathBuf {
-            let bytes = self.builder.into_inner().unwrap().finish().unwrap();
-            let path = dir.join("upload.tar.gz");
-            std::fs::write(&path, bytes).unwrap();
-            path
+        fn bytes(self) -> Vec<u8> {
+            self.builder.into_inner().unwrap().finish().unwrap()
         }
     }
 
+    /// An archive written to a temporary folder, and an empty destination beside it.
     struct Case {
         _tmp: tempfile::TempDir,
         archive: PathBuf,
+        format: ArchiveFormat,
         dest: PathBuf,
     }
 
-    fn case(tar: Tar) -> Case {
-        let tmp = tempfile::tempdir().unwrap();
-        let archive = tar.write(tmp.path());
-        let dest = tmp.path().join("work/unpacked");
-        std::fs::create_dir_all(&dest).unwrap();
-        Case {
-            _tmp: tmp,
-            archive,
-            dest,
+    impl Case {
+        fn new(bytes: &[u8], format: ArchiveFormat) -> Self {
+            let tmp = tempfile::tempdir().unwrap();
+            let archive = tmp.path().join("upload");
+            std::fs::write(&archive, bytes).unwrap();
+            let dest = tmp.path().join("work/unpacked");
+            std::fs::create_dir_all(&dest).unwrap();
+            Case {
+                _tmp: tmp,
+                archive,
+                format,
+                dest,
+            }
+        }
+
+        fn unpack_with(&self, limits: UnpackLimits) -> Result<PathBuf> {
+            unpack(&self.archive, self.format, &self.dest, limits)
+        }
+
+        fn unpack(&self) -> Result<PathBuf> {
+            self.unpack_with(UnpackLimits::default())
         }
     }
 
-    fn unpack_case(case: &Case) -> Result<PathBuf> {
-        unpack(
-            &case.archive,
-            ArchiveFormat::TarGz,
-            &case.dest,
-            UnpackLimits::default(),
-        )
+    fn case(tar: Tar) -> Case {
+        Case::new(&tar.bytes(), ArchiveFormat::TarGz)
     }
 
     fn refused(tar: Tar, expected: &str) {
         let case = case(tar);
-        let err = unpack_case(&case).unwrap_err().to_string();
+        let err = case.unpack().unwrap_err().to_string();
         assert!(err.contains(expected), "expected `{expected}` in: {err}");
         // Nothing landed beside the destination.
         let beside: Vec<_> = std::fs::read_dir(case.dest.parent().unwrap())
@@ -461,7 +467,7 @@ mod tests {
                 .file("minilm/1_Pooling/config.json", b"{\"p\": 1}")
                 .link("minilm/weights", "config.json"),
         );
-        let root = unpack_case(&case).unwrap();
+        let root = case.unpack().unwrap();
         assert_eq!(root, case.dest.join("minilm"));
         assert_eq!(
             std::fs::read(root.join("1_Pooling/config.json")).unwrap(),
@@ -477,18 +483,9 @@ mod tests {
         std::fs::create_dir_all(model.join("1_Pooling")).unwrap();
         std::fs::write(model.join("config.json"), b"{}").unwrap();
         std::fs::write(model.join("1_Pooling/config.json"), b"{\"p\": 2}").unwrap();
-        let archive = tmp.path().join("model.tar.gz");
-        std::fs::write(&archive, pack_dir(&model).unwrap()).unwrap();
-        let dest = tmp.path().join("out");
-        std::fs::create_dir(&dest).unwrap();
-        let root = unpack(
-            &archive,
-            ArchiveFormat::TarGz,
-            &dest,
-            UnpackLimits::default(),
-        )
-        .unwrap();
-        assert_eq!(root, dest);
+        let case = Case::new(&pack_dir(&model).unwrap(), ArchiveFormat::TarGz);
+        let root = case.unpack().unwrap();
+        assert_eq!(root, case.dest);
         assert_eq!(
             std::fs::read(root.join("1_Pooling/config.json")).unwrap(),
             b"{\"p\": 2}"
@@ -502,7 +499,7 @@ mod tests {
                 .file("config.json", b"{}")
                 .file("vocab.txt", b"a"),
         );
-        assert_eq!(unpack_case(&case).unwrap(), case.dest);
+        assert_eq!(case.unpack().unwrap(), case.dest);
     }
 
     #[test]
@@ -556,7 +553,7 @@ mod tests {
             max_entries: 10,
             max_total_bytes: 4096,
         };
-        let err = unpack(&big.archive, ArchiveFormat::TarGz, &big.dest, limits).unwrap_err();
+        let err = big.unpack_with(limits).unwrap_err();
         assert!(err.to_string().contains("more than 4096 bytes"), "{err}");
 
         let mut tar = Tar::new();
@@ -564,50 +561,25 @@ mod tests {
             tar = tar.file(&format!("f{i}"), b"x");
         }
         let many = case(tar);
-        let err = unpack(&many.archive, ArchiveFormat::TarGz, &many.dest, limits).unwrap_err();
+        let err = many.unpack_with(limits).unwrap_err();
         assert!(err.to_string().contains("more than 10 entries"), "{err}");
     }
 
     #[test]
     fn corrupt_and_empty_archives_say_so() {
-        let tmp = tempfile::tempdir().unwrap();
-        let archive = Tar::new()
-            .file("config.json", &[1u8; 5000])
-            .write(tmp.path());
-        let bytes = std::fs::read(&archive).unwrap();
-        std::fs::write(&archive, &bytes[..bytes.len() / 2]).unwrap();
-        let dest = tmp.path().join("out");
-        std::fs::create_dir(&dest).unwrap();
-        let err = unpack(
-            &archive,
-            ArchiveFormat::TarGz,
-            &dest,
-            UnpackLimits::default(),
-        )
-        .unwrap_err();
+        let bytes = Tar::new().file("config.json", &[1u8; 5000]).bytes();
+        let truncated = Case::new(&bytes[..bytes.len() / 2], ArchiveFormat::TarGz);
+        let err = truncated.unpack().unwrap_err();
         assert!(err.to_string().contains("corrupt"), "{err}");
 
         let case = case(Tar::new());
-        assert!(unpack_case(&case)
-            .unwrap_err()
-            .to_string()
-            .contains("empty"));
+        assert!(case.unpack().unwrap_err().to_string().contains("empty"));
     }
 
     fn zip_archive(build: impl FnOnce(&mut zip::ZipWriter<Cursor<Vec<u8>>>)) -> Case {
         let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
         build(&mut writer);
-        let bytes = writer.finish().unwrap().into_inner();
-        let tmp = tempfile::tempdir().unwrap();
-        let archive = tmp.path().join("upload.zip");
-        std::fs::write(&archive, bytes).unwrap();
-        let dest = tmp.path().join("work/unpacked");
-        std::fs::create_dir_all(&dest).unwrap();
-        Case {
-            _tmp: tmp,
-            archive,
-            dest,
-        }
+        Case::new(&writer.finish().unwrap().into_inner(), ArchiveFormat::Zip)
     }
 
     #[test]
@@ -618,39 +590,21 @@ mod tests {
             w.start_file("model/config.json", options).unwrap();
             w.write_all(b"{}").unwrap();
         });
-        let root = unpack(
-            &case.archive,
-            ArchiveFormat::Zip,
-            &case.dest,
-            UnpackLimits::default(),
-        )
-        .unwrap();
+        let root = case.unpack().unwrap();
         assert_eq!(std::fs::read(root.join("config.json")).unwrap(), b"{}");
 
         let case = zip_archive(|w| {
             w.start_file("../evil", options).unwrap();
             w.write_all(b"x").unwrap();
         });
-        let err = unpack(
-            &case.archive,
-            ArchiveFormat::Zip,
-            &case.dest,
-            UnpackLimits::default(),
-        )
-        .unwrap_err();
+        let err = case.unpack().unwrap_err();
         assert!(err.to_string().contains("contains `..`"), "{err}");
 
         let case = zip_archive(|w| {
             w.add_symlink("escape", "../../etc/passwd", options)
                 .unwrap();
         });
-        let err = unpack(
-            &case.archive,
-            ArchiveFormat::Zip,
-            &case.dest,
-            UnpackLimits::default(),
-        )
-        .unwrap_err();
+        let err = case.unpack().unwrap_err();
         assert!(err.to_string().contains("points outside"), "{err}");
     }
 }

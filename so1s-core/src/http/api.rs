@@ -198,15 +198,19 @@ fn record_json(record: &VersionRecord) -> serde_json::Value {
     value
 }
 
+/// The live version among a model's versions (read once, not looked up again).
+fn live_version(versions: &[VersionRecord]) -> Option<String> {
+    versions
+        .iter()
+        .find(|r| r.state == VersionState::Live)
+        .map(|r| r.stored.version.to_string())
+}
+
 fn model_json(platform: &Platform, name: &ModelName) -> Result<serde_json::Value> {
     let versions = platform.registry().versions(name)?;
-    let live = platform
-        .registry()
-        .live(name)
-        .map(|r| r.stored.version.to_string());
     Ok(json!({
         "name": name,
-        "live_version": live,
+        "live_version": live_version(&versions),
         "default": platform.routes().default_model().as_ref() == Some(name),
         "predict": format!("/inference/{name}/predict"),
         "versions": versions.iter().map(record_json).collect::<Vec<_>>(),
@@ -220,13 +224,9 @@ fn list_models(platform: &Platform) -> Response {
         .into_iter()
         .map(|name| {
             let versions = platform.registry().versions(&name).unwrap_or_default();
-            let live = platform
-                .registry()
-                .live(&name)
-                .map(|r| r.stored.version.to_string());
             json!({
                 "name": name,
-                "live_version": live,
+                "live_version": live_version(&versions),
                 "versions": versions.len(),
                 "latest": versions.last().map(|r| json!({
                     "version": r.stored.version,

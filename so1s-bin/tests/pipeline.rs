@@ -4,150 +4,12 @@
 
 mod common;
 
-use common::{minilm_dir, spawn_listening};
-use serde_json::{json, Value};
-use std::path::Path;
-use std::process::{Child, Command};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// `so1s serve` on a free port over `data`.
-struct Api {
-    child: Child,
-    base: String,
-    client: reqwest::Client,
-}
-
-impl Api {
-    fn start(data: &Path) -> Api {
-        let (child, base) = spawn_listening(
-            Command::new(env!("CARGO_BIN_EXE_so1s"))
-                .args(["serve", "--port", "0", "--predict-threads", "1"])
-                .arg("--data-dir")
-                .arg(data)
-                .arg("--predict-bin")
-                .arg(env!("CARGO_BIN_EXE_so1s-predict")),
-        );
-        Api {
-            child,
-            base,
-            client: reqwest::Client::new(),
-        }
-    }
-
-    async fn upload(&self, name: &str, archive: Vec<u8>) -> Value {
-        let response = self
-            .client
-            .post(format!("{}/v1/models/{name}/versions", self.base))
-            .body(archive)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 202);
-        response.json().await.unwrap()
-    }
-
-    async fn version(&self, name: &str, version: &str) -> Value {
-        self.client
-            .get(format!("{}/v1/models/{name}/versions/{version}", self.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    /// Waits until the version is live or failed; returns its record.
-    async fn settle(&self, name: &str, version: &str) -> Value {
-        let started = Instant::now();
-        loop {
-            let record = self.version(name, version).await;
-            if matches!(record["state"].as_str(), Some("live" | "failed")) {
-                return record;
-            }
-            assert!(started.elapsed() < Duration::from_secs(120), "{record}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn predict(&self, path: &str, text: &str) -> reqwest::Result<reqwest::Response> {
-        self.client
-            .post(format!("{}{path}", self.base))
-            .json(&json!({ "text": text }))
-            .send()
-            .await
-    }
-
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "so1s serve exited with {status}");
-    }
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
-fn minilm_archive() -> Vec<u8> {
-    so1s_core::build::archive::pack_dir(&minilm_dir()).unwrap()
-}
-
-/// A tar.gz with a raw entry name, so a hostile path can be written.
-fn tar_with_entry(name: &str, data: &[u8]) -> Vec<u8> {
-    let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    let mut builder = tar::Builder::new(encoder);
-    let mut header = tar::Header::new_gnu();
-    header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
-    header.set_size(data.len() as u64);
-    header.set_mode(0o644);
-    header.set_cksum();
-    builder.append(&header, data).unwrap();
-    builder.into_inner().unwrap().finish().unwrap()
-}
-
-/// MiniLM's files with weights that cannot load.
-fn broken_model_archive() -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    let source = minilm_dir();
-    for name in [
-        "config.json",
-        "vocab.txt",
-        "tokenizer_config.json",
-        "modules.json",
-        "sentence_bert_config.json",
-    ] {
-        std::fs::copy(source.join(name), dir.path().join(name)).unwrap();
-    }
-    std::fs::create_dir(dir.path().join("1_Pooling")).unwrap();
-    std::fs::copy(
-        source.join("1_Pooling/config.json"),
-        dir.path().join("1_Pooling/config.json"),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("model.safetensors"),
-        b"these are not weights",
-    )
-    .unwrap();
-    so1s_core::build::archive::pack_dir(dir.path()).unwrap()
-}
-
-fn first_values(body: &Value) -> Vec<f64> {
-    body["result"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .take(8)
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
+use common::api::{
+    broken_model_archive, first_values, minilm_archive, swap_under_load, tar_with_entry, Api,
+};
+use common::minilm_dir;
+use serde_json::Value;
+use std::process::Command;
 
 #[tokio::test]
 async fn upload_swap_refuse_rollback_and_restart() {
@@ -192,58 +54,10 @@ async fn upload_swap_refuse_rollback_and_restart() {
     );
 
     // v2 swaps in while clients keep predicting: no request fails.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let clients: Vec<_> = (0..4)
-        .map(|i| {
-            let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
-            let url = format!("{}/inference/minilm/predict", api.base);
-            tokio::spawn(async move {
-                let client = reqwest::Client::new();
-                let mut versions = Vec::new();
-                while !stop.load(Ordering::SeqCst) {
-                    let response = client
-                        .post(&url)
-                        .json(&json!({"text": format!("client {i}")}))
-                        .send()
-                        .await;
-                    sent.fetch_add(1, Ordering::SeqCst);
-                    match response {
-                        Ok(r) if r.status() == 200 => {
-                            versions.push(
-                                r.headers()["so1s-model-version"]
-                                    .to_str()
-                                    .unwrap()
-                                    .to_owned(),
-                            );
-                            r.bytes().await.unwrap();
-                        }
-                        other => {
-                            eprintln!("failed request: {other:?}");
-                            failed.fetch_add(1, Ordering::SeqCst);
-                        }
-                    }
-                }
-                versions
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let accepted = api.upload("minilm", minilm_archive()).await;
-    assert_eq!(accepted["version"], "v2");
-    assert_eq!(api.settle("minilm", "v2").await["state"], "live");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::SeqCst);
-    let mut seen = Vec::new();
-    for client in clients {
-        seen.extend(client.await.unwrap());
-    }
+    let (failed, sent, seen) = swap_under_load(&api, "minilm", minilm_archive(), "v2").await;
     assert_eq!(
-        failed.load(Ordering::SeqCst),
-        0,
-        "{} of {} requests failed during the swap",
-        failed.load(Ordering::SeqCst),
-        sent.load(Ordering::SeqCst)
+        failed, 0,
+        "{failed} of {sent} requests failed during the swap"
     );
     assert!(
         seen.iter().any(|v| v == "v1") && seen.last().map(String::as_str) == Some("v2"),
@@ -291,15 +105,7 @@ async fn upload_swap_refuse_rollback_and_restart() {
             dir.display()
         );
     }
-    let events = api
-        .client
-        .get(format!("{}/v1/models/minilm/versions/v5/events", api.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let events = api.events("minilm", "v5").await;
     assert!(
         events.contains("event:error") || events.contains("event: error"),
         "{events}"
@@ -340,17 +146,9 @@ async fn upload_swap_refuse_rollback_and_restart() {
     // Restart: the registry and the live version come back.
     api.stop();
     let api = Api::start(&data);
-    let started = Instant::now();
-    let response = loop {
-        let response = api
-            .predict("/inference/predict", "Hello world")
-            .await
-            .unwrap();
-        if response.status() == 200 || started.elapsed() > Duration::from_secs(60) {
-            break response;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let response = api
+        .predict_when_live("/inference/predict", "Hello world")
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["so1s-model-version"], "v1");
     let body: Value = response.json().await.unwrap();

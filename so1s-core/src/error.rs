@@ -82,6 +82,10 @@ pub enum Error {
     #[error("{0}")]
     Upload(String),
 
+    /// The container engine or cluster API refused or failed an operation.
+    #[error("{0}")]
+    Backend(String),
+
     /// A file operation or socket failed.
     #[error("{context}")]
     Io {
@@ -111,6 +115,7 @@ impl Error {
             Error::Conflict(_) => "conflict",
             Error::TooLarge { .. } => "payload_too_large",
             Error::Upload(_) => "bad_upload",
+            Error::Backend(_) => "backend",
             Error::Io { .. } => "io",
         }
     }

@@ -9,10 +9,14 @@
 //!   the `so1s.toml` manifest — read without loading weights.
 //! - [`predict`]: the rust-bert pipelines and [`TransformerService`], the batching handle to a
 //!   model running on its own thread.
-//! - [`build`]: [`build::ImageBuilder`], safe archive unpacking, and the embedded bundle
-//!   builder that validates and smoke-tests a model.
-//! - [`rollout`]: [`rollout::Rollout`], the gateway's [`rollout::Routes`], and the process
-//!   backend that runs each version as a `so1s-predict` child.
+//! - [`build`]: [`build::ImageBuilder`], safe archive unpacking, the embedded bundle
+//!   builder that validates and smoke-tests a model, the inference image layout and the
+//!   Docker image builder.
+//! - [`rollout`]: [`rollout::Rollout`], the gateway's [`rollout::Routes`], the process
+//!   backend that runs each version as a `so1s-predict` child, and the Docker backend that
+//!   runs each version as a container.
+//! - [`docker`] (feature `docker`): the Docker engine connection behind
+//!   [`build::DockerImageBuilder`] and [`rollout::DockerRollout`].
 //! - [`platform`]: [`platform::Platform`], upload → store → build → roll out.
 //! - [`registry`]: models, versions, states and events, persisted across restarts.
 //! - [`events`]: build and rollout progress lines.
@@ -27,6 +31,8 @@
 
 pub mod alloc;
 pub mod build;
+#[cfg(feature = "docker")]
+pub mod docker;
 mod error;
 pub mod events;
 #[cfg(feature = "http")]

@@ -7,10 +7,15 @@
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
-use so1s_core::build::BundleBuilder;
+use so1s_core::build::{
+    BundleBuilder, DockerBuildConfig, DockerImageBuilder, ImageBuilder, RegistryAuth,
+};
+use so1s_core::events::{Events, Stage};
 use so1s_core::platform::Platform;
 use so1s_core::registry::Registry;
-use so1s_core::rollout::{ProcessRollout, ProcessRolloutConfig, Routes};
+use so1s_core::rollout::{
+    DockerRollout, DockerRolloutConfig, ProcessRollout, ProcessRolloutConfig, Rollout, Routes,
+};
 use so1s_core::store::FsModelStore;
 use so1s_core::ModelName;
 use std::net::{IpAddr, SocketAddr};
@@ -83,12 +88,15 @@ struct ServeArgs {
     /// Where models, builds and the registry live.
     #[arg(long, env = "SO1S_DATA_DIR", default_value = "so1s-data")]
     data_dir: PathBuf,
-    /// Where versions run: `local` (a so1s-predict process per version).
-    #[arg(long, env = "SO1S_BACKEND", default_value = "local")]
-    backend: String,
+    /// Where versions run: `local` (a so1s-predict process per version) or `docker` (an
+    /// image per version, a container per live version).
+    #[arg(long, env = "SO1S_BACKEND", value_enum, default_value_t = Backend::Local)]
+    backend: Backend,
     /// The so1s-predict executable (default: next to this one).
     #[arg(long, env = "SO1S_PREDICT_BIN")]
     predict_bin: Option<PathBuf>,
+    #[command(flatten)]
+    docker: DockerArgs,
     /// libtorch threads of each predict server.
     #[arg(long, env = "SO1S_PREDICT_THREADS")]
     predict_threads: Option<usize>,
@@ -98,6 +106,38 @@ struct ServeArgs {
     /// Largest upload in bytes.
     #[arg(long, env = "SO1S_MAX_UPLOAD_BYTES", default_value_t = 4 << 30)]
     max_upload_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Backend {
+    Local,
+    Docker,
+}
+
+/// Settings of the docker backend. The engine is the one `DOCKER_HOST` names (default: the
+/// local socket). Registry credentials come from `SO1S_REGISTRY_USERNAME` and
+/// `SO1S_REGISTRY_PASSWORD` only, never from flags.
+#[derive(Debug, clap::Args)]
+struct DockerArgs {
+    /// Name of this installation on the engine: containers are labelled and named with it.
+    #[arg(long, env = "SO1S_INSTANCE", default_value = "default")]
+    instance: String,
+    /// Memory limit of each version's container, in MiB.
+    #[arg(long, env = "SO1S_MEMORY_MIB", default_value_t = 4096)]
+    memory_mib: i64,
+    /// CPU limit of each version's container, in cores (default: none).
+    #[arg(long, env = "SO1S_CPUS")]
+    cpus: Option<f64>,
+    /// Base of the runtime image: `scratch` (nothing to pull) or an image of your own.
+    #[arg(long, env = "SO1S_BASE_IMAGE", default_value = "scratch")]
+    base_image: String,
+    /// Push model images under this repository prefix (e.g. `registry.example.com/team`).
+    #[arg(long, env = "SO1S_PUSH_TO")]
+    push_to: Option<String>,
+    /// Run containers on this Docker network and reach them by name (when so1s itself runs
+    /// in a container on it); default: publish each on a free loopback port.
+    #[arg(long, env = "SO1S_DOCKER_NETWORK")]
+    docker_network: Option<String>,
 }
 
 #[tokio::main]
@@ -139,19 +179,13 @@ async fn main() -> ExitCode {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(?args, "starting so1s");
-    if args.backend != "local" {
-        bail!(
-            "unknown backend `{}`: this build runs `local`",
-            args.backend
-        );
-    }
     let default_model = args
         .default_model
         .as_deref()
         .map(ModelName::parse)
         .transpose()
         .map_err(|e| anyhow::anyhow!(e.chain()))?;
-    let predict_bin = match args.predict_bin {
+    let predict_bin = match args.predict_bin.clone() {
         Some(path) => path,
         None => std::env::current_exe()?
             .parent()
@@ -171,12 +205,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let registry =
         Registry::open(data.join("registry.json")).map_err(|e| anyhow::anyhow!(e.chain()))?;
     let routes = Routes::default();
-    let mut rollout = ProcessRolloutConfig::new(predict_bin);
-    rollout.threads = args.predict_threads;
+    let (builder, rollout): (Arc<dyn ImageBuilder>, Arc<dyn Rollout>) = match args.backend {
+        Backend::Local => {
+            let mut rollout = ProcessRolloutConfig::new(predict_bin);
+            rollout.threads = args.predict_threads;
+            (
+                Arc::new(BundleBuilder::new(data.join("bundles"))),
+                Arc::new(ProcessRollout::new(rollout, routes.clone())),
+            )
+        }
+        Backend::Docker => docker_backend(&args, predict_bin, &routes).await?,
+    };
     let platform = Platform::new(
         Arc::new(store),
-        Arc::new(BundleBuilder::new(data.join("bundles"))),
-        Arc::new(ProcessRollout::new(rollout, routes.clone())),
+        builder,
+        rollout,
         registry,
         routes,
         default_model,
@@ -192,6 +235,57 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!(e.chain()))?;
     platform.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The Docker image builder and rollout, on the engine `DOCKER_HOST` names.
+async fn docker_backend(
+    args: &ServeArgs,
+    predict_bin: PathBuf,
+    routes: &Routes,
+) -> anyhow::Result<(Arc<dyn ImageBuilder>, Arc<dyn Rollout>)> {
+    let docker_args = &args.docker;
+    let instance = ModelName::parse(&docker_args.instance)
+        .map_err(|e| anyhow::anyhow!("--instance: {}", e.chain()))?;
+    let docker = so1s_core::docker::connect()
+        .await
+        .map_err(|e| anyhow::anyhow!("{} (is a Docker engine running? DOCKER_HOST?)", e.chain()))?;
+    let bin_dir = predict_bin
+        .parent()
+        .context("locating so1s-predict's directory")?;
+    let mut build = DockerBuildConfig::new(bin_dir, args.data_dir.join("docker-builds"));
+    build.predict_bin = predict_bin.clone();
+    build.base_image = docker_args.base_image.clone();
+    build.push_to = docker_args.push_to.clone();
+    if let (Ok(username), Ok(password)) = (
+        std::env::var("SO1S_REGISTRY_USERNAME"),
+        std::env::var("SO1S_REGISTRY_PASSWORD"),
+    ) {
+        build.registry_auth = Some(RegistryAuth { username, password });
+    }
+    if !build.probe_bin.is_file() {
+        bail!("{} not found: build so1s-probe", build.probe_bin.display());
+    }
+    let mut rollout = DockerRolloutConfig::new(instance);
+    rollout.memory_bytes = Some(docker_args.memory_mib << 20);
+    rollout.cpus = docker_args.cpus;
+    rollout.threads = args.predict_threads;
+    rollout.network = docker_args.docker_network.clone();
+    let builder = Arc::new(DockerImageBuilder::new(docker.clone(), build));
+    // The runtime image is built once per so1s build: do it now rather than in the first
+    // upload's build.
+    let warm = builder.clone();
+    tokio::spawn(async move {
+        let events = Events::new(Stage::Build, |e| {
+            tracing::info!("runtime image: {}", e.message)
+        });
+        if let Err(e) = warm.runtime_image(&events).await {
+            tracing::error!("the runtime image cannot be built: {}", e.chain());
+        }
+    });
+    Ok((
+        builder,
+        Arc::new(DockerRollout::new(docker, rollout, routes.clone())),
+    ))
 }
 
 /// Sends a request and prints the JSON answer; an error status is a failure.

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod api;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -34,4 +36,93 @@ pub fn spawn_listening(command: &mut Command) -> (Child, String) {
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_owned();
     (child, base)
+}
+
+/// The Docker engine `DOCKER_HOST` names, or `None` with the reason printed when none
+/// answers. Under CI (`CI=true`) a missing engine fails the test instead: scripts/test.sh
+/// starts one.
+pub async fn docker_engine() -> Option<so1s_core::docker::Docker> {
+    match so1s_core::docker::connect().await {
+        Ok(docker) => Some(docker),
+        Err(e) => {
+            let required = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+            assert!(
+                !required,
+                "CI=true and no Docker engine answers: {}",
+                e.chain()
+            );
+            eprintln!(
+                "SKIPPED: no Docker engine answers ({}); scripts/test.sh starts one",
+                e.chain()
+            );
+            None
+        }
+    }
+}
+
+/// A name no other test run uses, valid as a model or instance name.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", std::process::id())
+}
+
+/// Runs the docker CLI (against the same engine) and returns its trimmed stdout.
+pub fn docker_cli(args: &[&str]) -> String {
+    let output = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    assert!(
+        output.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// Removes, when dropped (also when a test fails), the containers of a so1s instance and the
+/// images of a model, through the docker CLI.
+pub struct DockerCleanup {
+    pub instance: String,
+    pub model: String,
+}
+
+impl Drop for DockerCleanup {
+    fn drop(&mut self) {
+        let list = |args: &[&str]| -> Vec<String> {
+            Command::new("docker")
+                .args(args)
+                .output()
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .split_whitespace()
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let containers = list(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.so1s.instance={}", self.instance),
+        ]);
+        if !containers.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&containers)
+                .output();
+        }
+        let images = list(&[
+            "images",
+            "-q",
+            "--filter",
+            &format!("label=io.so1s.model={}", self.model),
+        ]);
+        if !images.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rmi", "-f"])
+                .args(&images)
+                .output();
+        }
+    }
 }

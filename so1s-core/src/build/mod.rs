@@ -6,8 +6,14 @@
 
 pub mod archive;
 mod bundle;
+pub mod context;
+#[cfg(feature = "docker")]
+mod docker;
+pub mod image;
 
 pub use bundle::BundleBuilder;
+#[cfg(feature = "docker")]
+pub use docker::{DockerBuildConfig, DockerImageBuilder, RegistryAuth};
 
 use crate::events::Events;
 use crate::store::StoredVersion;
@@ -26,8 +32,11 @@ pub enum Artifact {
     },
     /// A container image (the docker and Kubernetes backends).
     Image {
-        /// The image reference, `so1s/<model>:<version>`.
+        /// The image reference, `so1s/<model>:<version>` (under a registry prefix if pushed).
         reference: String,
+        /// The image id (`sha256:...`) the build produced: what is run, even if the tag moves.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
     },
 }
 
@@ -35,7 +44,7 @@ impl std::fmt::Display for Artifact {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Artifact::Bundle { dir } => write!(f, "bundle {}", dir.display()),
-            Artifact::Image { reference } => write!(f, "image {reference}"),
+            Artifact::Image { reference, .. } => write!(f, "image {reference}"),
         }
     }
 }

@@ -68,6 +68,7 @@ impl From<&Error> for ApiError {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Upload(_) => StatusCode::BAD_REQUEST,
+            Error::Backend(_) => StatusCode::BAD_GATEWAY,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::new(status, error.error_type(), error.chain())

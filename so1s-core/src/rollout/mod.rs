@@ -5,9 +5,18 @@
 //! the old version finish, then stops the old version. If anything before the switch fails,
 //! the new instance is removed and the old version keeps serving.
 
+pub mod check;
+#[cfg(feature = "docker")]
+pub mod container;
+#[cfg(feature = "docker")]
+mod docker;
 mod process;
 mod routes;
 
+#[cfg(feature = "docker")]
+pub use container::DockerRolloutConfig;
+#[cfg(feature = "docker")]
+pub use docker::DockerRollout;
 pub use process::{ProcessRollout, ProcessRolloutConfig};
 pub use routes::{InFlight, Routes, Upstream};
 
@@ -16,6 +25,10 @@ use crate::events::Events;
 use crate::model::{ModelName, VersionId};
 use crate::Result;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 /// What to deploy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,4 +71,42 @@ pub trait Rollout: Send + Sync {
 
     /// Stops every deployment (the api server is shutting down).
     async fn shutdown(&self);
+}
+
+/// One rollout per model at a time: deploys, resumes and undeploys of a model queue up.
+#[derive(Debug, Default)]
+pub struct ModelLocks {
+    locks: std::sync::Mutex<HashMap<ModelName, Arc<Mutex<()>>>>,
+}
+
+impl ModelLocks {
+    /// Waits for `model`'s turn; the turn lasts as long as the guard.
+    pub async fn lock(&self, model: &ModelName) -> OwnedMutexGuard<()> {
+        let lock = self
+            .locks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(model.clone())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
+    }
+}
+
+/// Waits until the requests in flight to a replaced upstream have finished, at most `timeout`;
+/// says so in `events` if some are still running when it gives up.
+pub(crate) async fn drain(
+    upstream: &Upstream,
+    version: VersionId,
+    timeout: Duration,
+    events: &Events,
+) {
+    events.progress(format!("draining {version}"));
+    if !upstream.drained(timeout).await {
+        events.log(format!(
+            "{} requests to {version} still running after {} s; stopping it anyway",
+            upstream.in_flight(),
+            timeout.as_secs()
+        ));
+    }
 }

@@ -1,7 +1,7 @@
 //! [`ProcessRollout`]: the embedded backend. Each version runs as a `so1s-predict` child on a
 //! free loopback port, blue/green behind the gateway.
 
-use super::{Deployment, Rollout, Routes, Target};
+use super::{check, drain, Deployment, ModelLocks, Rollout, Routes, Target};
 use crate::build::Artifact;
 use crate::events::Events;
 use crate::model::ModelName;
@@ -55,8 +55,7 @@ pub struct ProcessRollout {
     routes: Routes,
     client: reqwest::Client,
     running: Mutex<HashMap<ModelName, Running>>,
-    /// One rollout per model at a time.
-    deploying: Mutex<HashMap<ModelName, Arc<Mutex<()>>>>,
+    locks: ModelLocks,
 }
 
 impl ProcessRollout {
@@ -67,17 +66,8 @@ impl ProcessRollout {
             routes,
             client: reqwest::Client::new(),
             running: Mutex::new(HashMap::new()),
-            deploying: Mutex::new(HashMap::new()),
+            locks: ModelLocks::default(),
         }
-    }
-
-    async fn model_lock(&self, model: &ModelName) -> Arc<Mutex<()>> {
-        self.deploying
-            .lock()
-            .await
-            .entry(model.clone())
-            .or_default()
-            .clone()
     }
 
     /// Starts the child and waits until it is ready and answers; kills it on any failure.
@@ -161,10 +151,8 @@ impl ProcessRollout {
                     "so1s-predict exited with {status} before it was ready (see the log lines above)"
                 )));
             }
-            if let Ok(response) = self.client.get(format!("{url}/readyz")).send().await {
-                if response.status().is_success() {
-                    break;
-                }
+            if check::is_ready(&self.client, &url).await {
+                break;
             }
             if Instant::now() >= deadline {
                 return Err(Error::Load(format!(
@@ -174,21 +162,7 @@ impl ProcessRollout {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let smoke = self
-            .client
-            .post(format!("{url}/predict"))
-            .json(&serde_json::json!({"text": "so1s rollout check"}))
-            .send()
-            .await
-            .map_err(|e| Error::Load(format!("the smoke prediction failed: {e}")))?;
-        if !smoke.status().is_success() {
-            let status = smoke.status();
-            let body = smoke.text().await.unwrap_or_default();
-            return Err(Error::Load(format!(
-                "the smoke prediction answered {status}: {body}"
-            )));
-        }
-        events.progress("ready: the smoke prediction answered");
+        check::smoke_test(&self.client, &url, events).await?;
         Ok(url)
     }
 }
@@ -263,8 +237,7 @@ fn die_with_parent(command: &mut Command) {
 #[async_trait::async_trait]
 impl Rollout for ProcessRollout {
     async fn deploy(&self, target: &Target, events: &Events) -> Result<Deployment> {
-        let lock = self.model_lock(&target.model).await;
-        let _one_at_a_time = lock.lock().await;
+        let _one_at_a_time = self.locks.lock(&target.model).await;
         let (child, url) = self.start(target, events).await?;
         let deployment = Deployment {
             target: target.clone(),
@@ -285,14 +258,7 @@ impl Rollout for ProcessRollout {
         if let Some(mut old) = old {
             let version = old.deployment.target.version;
             if let Some(upstream) = old_upstream {
-                events.progress(format!("draining {version}"));
-                if !upstream.drained(self.config.drain_timeout).await {
-                    events.log(format!(
-                        "{} requests to {version} still running after {} s; stopping it anyway",
-                        upstream.in_flight(),
-                        self.config.drain_timeout.as_secs()
-                    ));
-                }
+                drain(&upstream, version, self.config.drain_timeout, events).await;
             }
             stop_child(&mut old.child, self.config.drain_timeout).await;
             events.progress(format!("stopped {version}"));
@@ -309,8 +275,7 @@ impl Rollout for ProcessRollout {
     }
 
     async fn undeploy(&self, model: &ModelName) -> Result<()> {
-        let lock = self.model_lock(model).await;
-        let _one_at_a_time = lock.lock().await;
+        let _one_at_a_time = self.locks.lock(model).await;
         let upstream = self.routes.remove(model);
         let running = self.running.lock().await.remove(model);
         if let Some(mut running) = running {

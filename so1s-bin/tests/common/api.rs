@@ -1,0 +1,244 @@
+//! `so1s serve` driven over HTTP, and the archives the end-to-end tests upload.
+
+use super::{minilm_dir, spawn_listening};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// `so1s serve` on a free port over `data`.
+pub struct Api {
+    pub child: Child,
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+impl Api {
+    /// `so1s serve` on the embedded default.
+    pub fn start(data: &Path) -> Api {
+        Api::start_with(data, &[])
+    }
+
+    /// `so1s serve` with extra arguments (another backend...).
+    pub fn start_with(data: &Path, args: &[&str]) -> Api {
+        let (child, base) = spawn_listening(
+            Command::new(env!("CARGO_BIN_EXE_so1s"))
+                .args(["serve", "--port", "0", "--predict-threads", "1"])
+                .arg("--data-dir")
+                .arg(data)
+                .arg("--predict-bin")
+                .arg(env!("CARGO_BIN_EXE_so1s-predict"))
+                .args(args),
+        );
+        Api {
+            child,
+            base,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn upload(&self, name: &str, archive: Vec<u8>) -> Value {
+        let response = self
+            .client
+            .post(format!("{}/v1/models/{name}/versions", self.base))
+            .body(archive)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        response.json().await.unwrap()
+    }
+
+    pub async fn version(&self, name: &str, version: &str) -> Value {
+        self.client
+            .get(format!("{}/v1/models/{name}/versions/{version}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the version is live or failed; returns its record.
+    pub async fn settle(&self, name: &str, version: &str) -> Value {
+        let started = Instant::now();
+        loop {
+            let record = self.version(name, version).await;
+            if matches!(record["state"].as_str(), Some("live" | "failed")) {
+                return record;
+            }
+            assert!(started.elapsed() < Duration::from_secs(120), "{record}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn predict(&self, path: &str, text: &str) -> reqwest::Result<reqwest::Response> {
+        self.client
+            .post(format!("{}{path}", self.base))
+            .json(&json!({ "text": text }))
+            .send()
+            .await
+    }
+
+    /// A version's events (server-sent events text) up to now.
+    pub async fn events(&self, name: &str, version: &str) -> String {
+        self.client
+            .get(format!(
+                "{}/v1/models/{name}/versions/{version}/events",
+                self.base
+            ))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Predicts through `path` until it answers 200 (after a restart), at most a minute;
+    /// returns the last answer.
+    pub async fn predict_when_live(&self, path: &str, text: &str) -> reqwest::Response {
+        let started = Instant::now();
+        loop {
+            let response = self.predict(path, text).await.unwrap();
+            if response.status() == 200 || started.elapsed() > Duration::from_secs(60) {
+                return response;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "so1s serve exited with {status}");
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+pub fn minilm_archive() -> Vec<u8> {
+    so1s_core::build::archive::pack_dir(&minilm_dir()).unwrap()
+}
+
+/// A tar.gz with a raw entry name, so a hostile path can be written.
+pub fn tar_with_entry(name: &str, data: &[u8]) -> Vec<u8> {
+    let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut builder = tar::Builder::new(encoder);
+    let mut header = tar::Header::new_gnu();
+    header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    header.set_size(data.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder.append(&header, data).unwrap();
+    builder.into_inner().unwrap().finish().unwrap()
+}
+
+/// MiniLM's files with weights that cannot load.
+pub fn broken_model_archive() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let source = minilm_dir();
+    for name in [
+        "config.json",
+        "vocab.txt",
+        "tokenizer_config.json",
+        "modules.json",
+        "sentence_bert_config.json",
+    ] {
+        std::fs::copy(source.join(name), dir.path().join(name)).unwrap();
+    }
+    std::fs::create_dir(dir.path().join("1_Pooling")).unwrap();
+    std::fs::copy(
+        source.join("1_Pooling/config.json"),
+        dir.path().join("1_Pooling/config.json"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("model.safetensors"),
+        b"these are not weights",
+    )
+    .unwrap();
+    so1s_core::build::archive::pack_dir(dir.path()).unwrap()
+}
+
+pub fn first_values(body: &Value) -> Vec<f64> {
+    body["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(8)
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+/// Uploads a new version of `model` while 4 clients keep predicting through the gateway,
+/// until it is live and a little after. Returns how many requests failed, how many were
+/// sent, and the versions that answered, in order.
+pub async fn swap_under_load(
+    api: &Api,
+    model: &str,
+    archive: Vec<u8>,
+    version: &str,
+) -> (usize, usize, Vec<String>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let clients: Vec<_> = (0..4)
+        .map(|i| {
+            let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
+            let url = format!("{}/inference/{model}/predict", api.base);
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let mut versions = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let response = client
+                        .post(&url)
+                        .json(&json!({"text": format!("client {i}")}))
+                        .send()
+                        .await;
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    match response {
+                        Ok(r) if r.status() == 200 => {
+                            versions.push(
+                                r.headers()["so1s-model-version"]
+                                    .to_str()
+                                    .unwrap()
+                                    .to_owned(),
+                            );
+                            r.bytes().await.unwrap();
+                        }
+                        other => {
+                            eprintln!("failed request: {other:?}");
+                            failed.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+                versions
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let accepted = api.upload(model, archive).await;
+    assert_eq!(accepted["version"], version);
+    let record = api.settle(model, version).await;
+    assert_eq!(record["state"], "live", "{record}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut seen = Vec::new();
+    for client in clients {
+        seen.extend(client.await.unwrap());
+    }
+    (
+        failed.load(Ordering::SeqCst),
+        sent.load(Ordering::SeqCst),
+        seen,
+    )
+}

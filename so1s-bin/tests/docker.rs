@@ -1,0 +1,423 @@
+//! The Docker backends against a real engine: real images built from the real binaries and
+//! MiniLM, real containers. Skipped with a printed reason when no engine answers, except
+//! under CI (scripts/test.sh starts one).
+
+mod common;
+
+use common::{docker_cli, docker_engine, minilm_dir, unique};
+use so1s_core::build::image::{runtime_image_reference, LABEL_MODEL, LABEL_SHA256, LABEL_VERSION};
+use so1s_core::build::{Artifact, DockerBuildConfig, DockerImageBuilder, ImageBuilder};
+use so1s_core::docker::Docker;
+use so1s_core::events::{Event, Events, Stage};
+use so1s_core::rollout::{DockerRollout, DockerRolloutConfig, Rollout, Routes, Target};
+use so1s_core::store::{FsModelStore, ModelStore, StoredVersion};
+use so1s_core::ModelName;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One test at a time: they share the engine, the runtime image and the two cores, and the
+/// build timings they print mean something only alone.
+static ENGINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Events kept for the test to read.
+#[derive(Clone, Default)]
+struct Recorded(Arc<Mutex<Vec<Event>>>);
+
+impl Recorded {
+    fn events(&self, stage: Stage) -> Events {
+        let kept = self.0.clone();
+        Events::new(stage, move |event| kept.lock().unwrap().push(event))
+    }
+
+    fn text(&self) -> String {
+        let events = self.0.lock().unwrap();
+        events
+            .iter()
+            .map(|e| e.message.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+fn bin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_so1s-predict"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+fn builder(docker: &Docker, work: &Path) -> DockerImageBuilder {
+    let mut config = DockerBuildConfig::new(&bin_dir(), work);
+    config.probe_bin = PathBuf::from(env!("CARGO_BIN_EXE_so1s-probe"));
+    DockerImageBuilder::new(docker.clone(), config)
+}
+
+/// Stores MiniLM `count` times as versions of `model`, each with its own note file so that
+/// no two versions (of any run) have the same model layer: nothing comes from the build cache.
+async fn store_minilm(
+    dir: &Path,
+    model: &ModelName,
+    count: usize,
+) -> (FsModelStore, Vec<StoredVersion>) {
+    let store = FsModelStore::open(dir, 1 << 30).await.unwrap();
+    let mut versions = Vec::new();
+    for n in 1..=count {
+        let copy = tempfile::tempdir().unwrap();
+        copy_tree(&minilm_dir(), copy.path());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        std::fs::write(
+            copy.path().join("NOTES.txt"),
+            format!("{model} v{n} {now:?}"),
+        )
+        .unwrap();
+        let archive = so1s_core::build::archive::pack_dir(copy.path()).unwrap();
+        let body = futures::stream::iter([Ok(bytes::Bytes::from(archive))]);
+        versions.push(store.put(model, Box::pin(body)).await.unwrap());
+    }
+    (store, versions)
+}
+
+async fn build(
+    builder: &DockerImageBuilder,
+    store: &FsModelStore,
+    version: &StoredVersion,
+    recorded: &Recorded,
+) -> (Artifact, Duration) {
+    let archive = store
+        .archive(&version.model, version.version)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let artifact = builder
+        .build(version, &archive, &recorded.events(Stage::Build))
+        .await
+        .unwrap_or_else(|e| panic!("{}\n{}", e.chain(), recorded.text()));
+    (artifact, started.elapsed())
+}
+
+/// Copies a directory tree.
+fn copy_tree(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn reference(artifact: &Artifact) -> &str {
+    match artifact {
+        Artifact::Image { reference, .. } => reference,
+        other => panic!("not an image: {other}"),
+    }
+}
+
+async fn layers(docker: &Docker, image: &str) -> Vec<String> {
+    let inspect = docker.inspect_image(image).await.unwrap();
+    inspect.root_fs.unwrap().layers.unwrap()
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let meta = std::fs::metadata(entry.path()).unwrap();
+            if meta.is_dir() {
+                dir_size(&entry.path())
+            } else {
+                meta.len()
+            }
+        })
+        .sum()
+}
+
+/// First value of MiniLM's embedding of "Hello world" (the Python reference).
+const HELLO_WORLD_FIRST: f64 = -0.034_477_27;
+
+async fn hello_world_first_value(url: &str) -> f64 {
+    let body: serde_json::Value = reqwest::Client::new()
+        .post(format!("{url}/predict"))
+        .json(&serde_json::json!({"text": "Hello world"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["result"][0].as_f64().unwrap()
+}
+
+#[tokio::test]
+async fn a_new_version_adds_one_model_layer_and_its_image_runs_alone() {
+    let Some(docker) = docker_engine().await else {
+        return;
+    };
+    let _alone = ENGINE.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let model = ModelName::parse(&unique("layers")).unwrap();
+    let (store, versions) = store_minilm(&tmp.path().join("store"), &model, 2).await;
+    let builder = builder(&docker, &tmp.path().join("work"));
+    let recorded = Recorded::default();
+
+    let started = Instant::now();
+    let runtime = builder
+        .runtime_image(&recorded.events(Stage::Build))
+        .await
+        .unwrap_or_else(|e| panic!("{}\n{}", e.chain(), recorded.text()));
+    let runtime_time = started.elapsed();
+    assert!(runtime.starts_with("so1s/runtime:"), "{runtime}");
+    let (v1, v1_time) = build(&builder, &store, &versions[0], &recorded).await;
+    let (v2, v2_time) = build(&builder, &store, &versions[1], &recorded).await;
+    assert_eq!(reference(&v1), format!("so1s/{model}:v1"));
+    assert_eq!(reference(&v2), format!("so1s/{model}:v2"));
+    let log = recorded.text();
+    assert!(log.contains("Step 2/4 : COPY model/ /model/"), "{log}");
+    assert_eq!(
+        log.matches(&format!("building runtime image {runtime}"))
+            .count(),
+        usize::from(runtime_time > Duration::from_secs(3)),
+        "the runtime image is built at most once: {log}"
+    );
+    assert!(
+        !tmp.path()
+            .join("work")
+            .join(model.as_str())
+            .join("v1")
+            .exists(),
+        "the unpacked model is removed once it is in the image"
+    );
+
+    // v2 = the runtime's layers + exactly one layer, the model.
+    let runtime_layers = layers(&docker, &runtime).await;
+    let v2_layers = layers(&docker, reference(&v2)).await;
+    assert_eq!(v2_layers.len(), runtime_layers.len() + 1, "{v2_layers:?}");
+    assert_eq!(v2_layers[..runtime_layers.len()], runtime_layers[..]);
+    let history = docker.image_history(reference(&v2)).await.unwrap();
+    let runtime_history = docker.image_history(&runtime).await.unwrap();
+    let added = &history[..history.len() - runtime_history.len()];
+    let with_files: Vec<_> = added.iter().filter(|h| h.size > 0).collect();
+    assert_eq!(with_files.len(), 1, "{added:?}");
+    assert!(with_files[0].created_by.contains("COPY"), "{added:?}");
+    let model_bytes = dir_size(&minilm_dir()) as i64;
+    assert!(
+        (with_files[0].size - model_bytes).abs() < model_bytes / 50,
+        "the model layer is {} bytes, the model {model_bytes}",
+        with_files[0].size
+    );
+
+    // Labels name the model, the version and the archive.
+    let labels = docker
+        .inspect_image(reference(&v2))
+        .await
+        .unwrap()
+        .config
+        .unwrap()
+        .labels
+        .unwrap();
+    assert_eq!(labels[LABEL_MODEL], model.as_str());
+    assert_eq!(labels[LABEL_VERSION], "v2");
+    assert_eq!(labels[LABEL_SHA256], versions[1].sha256);
+
+    let runtime_size = docker.inspect_image(&runtime).await.unwrap().size.unwrap();
+    let v2_size = docker
+        .inspect_image(reference(&v2))
+        .await
+        .unwrap()
+        .size
+        .unwrap();
+    eprintln!(
+        "FIGURES runtime image {runtime}: {:.0} MB (ensured in {:.1} s); model image: +{:.1} MB; \
+         build v1 {:.1} s, v2 {:.1} s",
+        runtime_size as f64 / 1e6,
+        runtime_time.as_secs_f64(),
+        (v2_size - runtime_size) as f64 / 1e6,
+        v1_time.as_secs_f64(),
+        v2_time.as_secs_f64()
+    );
+
+    // The image alone, nothing mounted, nothing passed: `docker run` answers /predict, and
+    // Docker's health check (so1s-probe inside the image) reports it healthy.
+    let id = docker_cli(&["run", "-d", "-p", "127.0.0.1::8080", reference(&v1)]);
+    let port = docker_cli(&["port", &id, "8080/tcp"]);
+    let url = format!("http://{}", port.lines().next().unwrap());
+    let started = Instant::now();
+    while !so1s_core::rollout::check::is_ready(&reqwest::Client::new(), &url).await {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{}",
+            docker_cli(&["logs", &id])
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first = hello_world_first_value(&url).await;
+    assert!((first - HELLO_WORLD_FIRST).abs() < 1e-5, "{first}");
+    let health = loop {
+        let health = docker_cli(&["inspect", "--format", "{{.State.Health.Status}}", &id]);
+        if health != "starting" || started.elapsed() > Duration::from_secs(30) {
+            break health;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    docker_cli(&["rm", "-f", &id]);
+    assert_eq!(health, "healthy");
+
+    for artifact in [&v1, &v2] {
+        builder.remove(artifact).await.unwrap();
+        assert!(docker.inspect_image(reference(artifact)).await.is_err());
+    }
+
+    // With a registry configured the image is pushed; a push that fails fails the build,
+    // names the registry, and leaves no image behind.
+    let mut config = DockerBuildConfig::new(&bin_dir(), tmp.path().join("work"));
+    config.probe_bin = PathBuf::from(env!("CARGO_BIN_EXE_so1s-probe"));
+    config.push_to = Some("127.0.0.1:9/so1s-test".into());
+    let pushing = DockerImageBuilder::new(docker.clone(), config);
+    let archive = store
+        .archive(&versions[0].model, versions[0].version)
+        .await
+        .unwrap();
+    let error = pushing
+        .build(&versions[0], &archive, &Events::discard(Stage::Build))
+        .await
+        .unwrap_err()
+        .chain();
+    let pushed = format!("127.0.0.1:9/so1s-test/so1s/{model}:v1");
+    assert!(error.contains(&format!("pushing {pushed}")), "{error}");
+    assert!(docker.inspect_image(&pushed).await.is_err());
+    assert_eq!(
+        runtime,
+        runtime_image_reference(runtime.split(':').nth(1).unwrap())
+    );
+}
+
+#[tokio::test]
+async fn a_container_that_cannot_serve_is_removed_and_a_restart_adopts_the_live_one() {
+    let Some(docker) = docker_engine().await else {
+        return;
+    };
+    let _alone = ENGINE.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let model = ModelName::parse(&unique("rollout")).unwrap();
+    let (store, versions) = store_minilm(&tmp.path().join("store"), &model, 1).await;
+    let builder = builder(&docker, &tmp.path().join("work"));
+    let recorded = Recorded::default();
+    let (v1, _) = build(&builder, &store, &versions[0], &recorded).await;
+
+    let mut config = DockerRolloutConfig::new(ModelName::parse(&unique("t-rollout")).unwrap());
+    config.memory_bytes = Some(2 << 30);
+    config.cpus = Some(1.5);
+    config.threads = Some(1);
+    config.health_interval = Duration::from_secs(1);
+    let routes = Routes::default();
+    let rollout = DockerRollout::new(docker.clone(), config.clone(), routes.clone());
+    let target = Target {
+        model: model.clone(),
+        version: versions[0].version,
+        artifact: v1.clone(),
+    };
+    let deployment = rollout
+        .deploy(&target, &recorded.events(Stage::Rollout))
+        .await
+        .unwrap_or_else(|e| panic!("{}\n{}", e.chain(), recorded.text()));
+    let first = hello_world_first_value(&deployment.endpoint).await;
+    assert!((first - HELLO_WORLD_FIRST).abs() < 1e-5, "{first}");
+    assert_eq!(
+        routes.acquire(&model).unwrap().upstream().url,
+        deployment.endpoint
+    );
+
+    // The container carries the labels, limits, policy and hardening asked for.
+    let name = rollout.container_name(&model, versions[0].version);
+    let inspect = docker.inspect_container(&name, None).await.unwrap();
+    let labels = inspect.config.as_ref().unwrap().labels.clone().unwrap();
+    assert_eq!(labels[LABEL_MODEL], model.as_str());
+    assert_eq!(labels[LABEL_VERSION], "v1");
+    let host = inspect.host_config.clone().unwrap();
+    assert_eq!(host.memory, Some(2 << 30));
+    assert_eq!(host.nano_cpus, Some(1_500_000_000));
+    assert_eq!(
+        host.restart_policy.unwrap().name.unwrap().to_string(),
+        "unless-stopped"
+    );
+    assert_eq!(host.readonly_rootfs, Some(true));
+    let container_id = inspect.id.clone().unwrap();
+    let started = Instant::now();
+    loop {
+        let health = docker_cli(&["inspect", "--format", "{{.State.Health.Status}}", &name]);
+        if health == "healthy" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "health {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // An image that cannot serve (the runtime alone: no model in it) fails the rollout with
+    // its own log lines; its container is removed and v1 keeps serving.
+    let runtime = builder
+        .runtime_image(&Events::discard(Stage::Build))
+        .await
+        .unwrap();
+    let broken = Target {
+        model: model.clone(),
+        version: so1s_core::VersionId::parse("v2").unwrap(),
+        artifact: Artifact::Image {
+            reference: runtime,
+            id: None,
+        },
+    };
+    let failed = Recorded::default();
+    let error = rollout
+        .deploy(&broken, &failed.events(Stage::Rollout))
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("exited with code"),
+        "{}",
+        error.chain()
+    );
+    assert!(failed.text().contains("/model"), "{}", failed.text());
+    assert!(docker
+        .inspect_container(&rollout.container_name(&model, broken.version), None)
+        .await
+        .is_err());
+    assert_eq!(routes.version(&model), Some(versions[0].version));
+    let first = hello_world_first_value(&deployment.endpoint).await;
+    assert!((first - HELLO_WORLD_FIRST).abs() < 1e-5);
+
+    // A restarted api server adopts the running container instead of starting another.
+    rollout.shutdown().await;
+    assert!(routes.version(&model).is_none());
+    let restarted_routes = Routes::default();
+    let restarted = DockerRollout::new(docker.clone(), config, restarted_routes.clone());
+    let adopted = Recorded::default();
+    let resumed = restarted
+        .resume(&target, &adopted.events(Stage::Rollout))
+        .await
+        .unwrap();
+    assert!(
+        adopted.text().contains("adopted running container"),
+        "{}",
+        adopted.text()
+    );
+    assert_eq!(resumed.endpoint, deployment.endpoint);
+    assert_eq!(
+        restarted_routes.acquire(&model).unwrap().upstream().url,
+        deployment.endpoint
+    );
+    let inspect = docker.inspect_container(&name, None).await.unwrap();
+    assert_eq!(inspect.id.unwrap(), container_id);
+
+    assert_eq!(restarted.remove_all().await.unwrap(), 1);
+    builder.remove(&v1).await.unwrap();
+}

@@ -1,0 +1,134 @@
+//! The whole loop on the docker backend, against the real binaries and a real engine:
+//! `so1s serve --backend docker` builds an image per version and runs each live version as a
+//! container. Skipped with a printed reason when no engine answers, except under CI
+//! (scripts/test.sh starts one).
+
+mod common;
+
+use common::api::{broken_model_archive, first_values, minilm_archive, swap_under_load, Api};
+use common::{docker_cli, docker_engine, unique, DockerCleanup};
+use serde_json::Value;
+use std::time::Instant;
+
+/// The instance's containers: `name version state` lines, sorted.
+fn containers(instance: &str) -> Vec<String> {
+    let out = docker_cli(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label=io.so1s.instance={instance}"),
+        "--format",
+        "{{.Names}} {{.Label \"io.so1s.version\"}} {{.State}} {{.ID}}",
+    ]);
+    let mut lines: Vec<String> = out.lines().map(str::to_owned).collect();
+    lines.sort();
+    lines
+}
+
+#[tokio::test]
+async fn docker_backend_swaps_refuses_rolls_back_and_adopts_on_restart() {
+    if docker_engine().await.is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (instance, model) = (unique("e2e"), unique("minilm"));
+    let _cleanup = DockerCleanup {
+        instance: instance.clone(),
+        model: model.clone(),
+    };
+    let args = ["--backend", "docker", "--instance", instance.as_str()];
+    let api = Api::start_with(&data, &args);
+    let named = format!("/inference/{model}/predict");
+
+    // Nothing is live yet.
+    let response = api.predict("/inference/predict", "anyone?").await.unwrap();
+    assert_eq!(response.status(), 503);
+
+    // v1: an image is built and a container goes live behind the gateway.
+    let started = Instant::now();
+    let accepted = api.upload(&model, minilm_archive()).await;
+    assert_eq!(accepted["version"], "v1");
+    let record = api.settle(&model, "v1").await;
+    let upload_to_live = started.elapsed();
+    assert_eq!(record["state"], "live", "{record}");
+    assert_eq!(record["artifact"]["kind"], "image", "{record}");
+    assert_eq!(record["artifact"]["reference"], format!("so1s/{model}:v1"));
+    let seed: Value = api
+        .predict("/inference/predict", "Hello world")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let first = first_values(&seed)[0];
+    assert!((first - -0.034_477_27).abs() < 1e-5, "not MiniLM: {first}");
+    let response = api.predict(&named, "Hello world").await.unwrap();
+    assert_eq!(response.headers()["so1s-model-version"], "v1");
+    let listed = containers(&instance);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(listed[0].starts_with(&format!("so1s-{instance}-{model}-v1 v1 running")));
+
+    // v2 swaps in under continuous traffic: no request fails, v1's container goes.
+    let started = Instant::now();
+    let (failed, sent, seen) = swap_under_load(&api, &model, minilm_archive(), "v2").await;
+    let swap = started.elapsed();
+    assert_eq!(
+        failed, 0,
+        "{failed} of {sent} requests failed during the swap"
+    );
+    assert!(
+        seen.iter().any(|v| v == "v1") && seen.last().map(String::as_str) == Some("v2"),
+        "{seen:?}"
+    );
+    let listed = containers(&instance);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(listed[0].contains(" v2 running"), "{listed:?}");
+    eprintln!(
+        "FIGURES docker backend (debug build): v1 upload to live {:.1} s; v2 upload to live \
+         under load {:.1} s ({sent} requests, 0 failed)",
+        upload_to_live.as_secs_f64(),
+        swap.as_secs_f64() - 1.0
+    );
+
+    // A broken model fails its build with the cause, and v2 keeps serving.
+    let accepted = api.upload(&model, broken_model_archive()).await;
+    assert_eq!(accepted["version"], "v3");
+    let record = api.settle(&model, "v3").await;
+    assert_eq!(record["state"], "failed", "{record}");
+    let error = record["error"].as_str().unwrap();
+    assert!(error.contains("loading the model failed"), "{error}");
+    let response = api.predict(&named, "still there?").await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["so1s-model-version"], "v2");
+    assert!(docker_cli(&["images", "-q", &format!("so1s/{model}:v3")]).is_empty());
+
+    // Rollback: v1's image runs again.
+    let response = api
+        .client
+        .post(format!("{}/v1/models/{model}/rollback", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    let response = api.predict(&named, "after rollback").await.unwrap();
+    assert_eq!(response.headers()["so1s-model-version"], "v1");
+    let before_restart = containers(&instance);
+    assert_eq!(before_restart.len(), 1, "{before_restart:?}");
+    assert!(
+        before_restart[0].contains(" v1 running"),
+        "{before_restart:?}"
+    );
+
+    // Restart: the container outlives the api server and is adopted, not duplicated.
+    api.stop();
+    assert_eq!(containers(&instance), before_restart, "still running");
+    let api = Api::start_with(&data, &args);
+    let response = api.predict_when_live(&named, "Hello world").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["so1s-model-version"], "v1");
+    assert_eq!(containers(&instance), before_restart, "the same container");
+    let events = api.events(&model, "v1").await;
+    assert!(events.contains("adopted running container"), "{events}");
+    api.stop();
+}

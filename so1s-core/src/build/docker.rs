@@ -1,0 +1,345 @@
+//! [`DockerImageBuilder`]: builds a model version into an image through the Docker API.
+//!
+//! The archive is first unpacked, checked and smoke-tested as the embedded backend does (a
+//! broken model fails here, with the same messages, before any image exists). Then the
+//! runtime image is made sure of (built once per set of binaries), and the model image is
+//! built on top of it from a context so1s streams itself: one new layer, the model.
+
+use super::context::{fingerprint, tar_stream};
+use super::image::{self, ContextEntry, LinkedLibs};
+use super::{Artifact, BundleBuilder, ImageBuilder};
+use crate::docker::{engine_error, status_of, Docker};
+use crate::events::Events;
+use crate::store::StoredVersion;
+use crate::{Error, Result};
+use bollard::auth::DockerCredentials;
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, ListImagesOptionsBuilder, PushImageOptionsBuilder,
+    RemoveImageOptionsBuilder,
+};
+use futures::StreamExt;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tokio::sync::Mutex;
+
+/// Credentials for pushing to a registry. Never printed: `Debug` shows the user only.
+#[derive(Clone)]
+pub struct RegistryAuth {
+    /// User name.
+    pub username: String,
+    /// Password or token.
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// How the Docker builder makes images.
+#[derive(Debug, Clone)]
+pub struct DockerBuildConfig {
+    /// The `so1s-predict` executable copied into the runtime image.
+    pub predict_bin: PathBuf,
+    /// The `so1s-probe` executable (the container health check).
+    pub probe_bin: PathBuf,
+    /// The runtime image's base: `scratch` (nothing to pull) or an image of your own.
+    pub base_image: String,
+    /// Push model images under this repository prefix (`registry.example.com/team`); images
+    /// stay local when unset.
+    pub push_to: Option<String>,
+    /// Credentials for the push.
+    pub registry_auth: Option<RegistryAuth>,
+    /// Scratch space for unpacking archives before they become image layers.
+    pub work_dir: PathBuf,
+}
+
+impl DockerBuildConfig {
+    /// Defaults: `FROM scratch`, no push, the binaries next to each other in `bin_dir`.
+    pub fn new(bin_dir: &Path, work_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            predict_bin: bin_dir.join("so1s-predict"),
+            probe_bin: bin_dir.join("so1s-probe"),
+            base_image: "scratch".into(),
+            push_to: None,
+            registry_auth: None,
+            work_dir: work_dir.into(),
+        }
+    }
+}
+
+/// Builds model images with a Docker engine.
+pub struct DockerImageBuilder {
+    docker: Docker,
+    config: DockerBuildConfig,
+    bundles: BundleBuilder,
+    /// The runtime image, once made sure of.
+    runtime: Mutex<Option<String>>,
+}
+
+impl DockerImageBuilder {
+    /// A builder on `docker`.
+    pub fn new(docker: Docker, config: DockerBuildConfig) -> Self {
+        Self {
+            bundles: BundleBuilder::new(config.work_dir.clone()),
+            docker,
+            config,
+            runtime: Mutex::new(None),
+        }
+    }
+
+    /// The runtime image for the configured binaries: found by its fingerprint, or built.
+    /// Returns its reference.
+    pub async fn runtime_image(&self, events: &Events) -> Result<String> {
+        let mut runtime = self.runtime.lock().await;
+        if let Some(reference) = runtime.as_ref() {
+            return Ok(reference.clone());
+        }
+        let mut linked = ldd(&self.config.predict_bin).await?;
+        linked.merge(ldd(&self.config.probe_bin).await?);
+        let files = image::runtime_context(
+            &self.config.base_image,
+            &BTreeMap::new(),
+            &self.config.predict_bin,
+            &self.config.probe_bin,
+            &linked,
+        )?;
+        let fingerprint = fingerprint(files).await?;
+        let reference = image::runtime_image_reference(&fingerprint);
+        let entries = image::runtime_context(
+            &self.config.base_image,
+            &image::runtime_image_labels(&fingerprint),
+            &self.config.predict_bin,
+            &self.config.probe_bin,
+            &linked,
+        )?;
+        match self.docker.inspect_image(&reference).await {
+            Ok(_) => events.progress(format!("runtime image {reference} is there")),
+            Err(e) if status_of(&e) == Some(404) => {
+                events.progress(format!(
+                    "building runtime image {reference} ({} shared libraries, base {})",
+                    linked.libs.len(),
+                    self.config.base_image
+                ));
+                let started = Instant::now();
+                self.build_context(&reference, entries, events).await?;
+                events.progress(format!(
+                    "built runtime image {reference} in {:.1} s",
+                    started.elapsed().as_secs_f64()
+                ));
+                self.untag_old_runtimes(&fingerprint).await;
+            }
+            Err(e) => return Err(engine_error("looking for the runtime image", e)),
+        }
+        *runtime = Some(reference.clone());
+        Ok(reference)
+    }
+
+    /// Untags the runtime images of earlier binaries, so each rebuild of so1s does not leave
+    /// hundreds of MB behind. Their layers stay as long as model images are built on them.
+    async fn untag_old_runtimes(&self, fingerprint: &str) {
+        let filters = HashMap::from([("label", vec![image::LABEL_RUNTIME])]);
+        let options = ListImagesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let Ok(images) = self.docker.list_images(Some(options)).await else {
+            return;
+        };
+        for old in images {
+            if old.labels.get(image::LABEL_RUNTIME).map(String::as_str) == Some(fingerprint) {
+                continue;
+            }
+            for tag in old
+                .repo_tags
+                .iter()
+                .filter(|t| t.starts_with(image::RUNTIME_REPOSITORY))
+            {
+                match self.remove_image(tag).await {
+                    Ok(()) => tracing::info!("untagged the old runtime image {tag}"),
+                    Err(e) => tracing::info!("keeping the old runtime image {tag}: {e}"),
+                }
+            }
+        }
+    }
+
+    /// Sends a context to the engine's build endpoint, following its output into `events`.
+    async fn build_context(
+        &self,
+        tag: &str,
+        entries: Vec<ContextEntry>,
+        events: &Events,
+    ) -> Result<String> {
+        let options = BuildImageOptionsBuilder::default()
+            .dockerfile("Dockerfile")
+            .t(tag)
+            .rm(true)
+            .forcerm(true)
+            .build();
+        let body = bollard::body_try_stream(tar_stream(entries));
+        let mut output = self.docker.build_image(options, None, Some(body));
+        while let Some(item) = output.next().await {
+            match item {
+                Ok(info) => {
+                    for line in info.stream.iter().flat_map(|s| s.lines()) {
+                        let line = line.trim_end();
+                        if !line.trim().is_empty() {
+                            events.log(line.to_owned());
+                        }
+                    }
+                }
+                Err(e) => return Err(engine_error(&format!("building {tag}"), e)),
+            }
+        }
+        let built = self
+            .docker
+            .inspect_image(tag)
+            .await
+            .map_err(|e| engine_error(&format!("inspecting {tag} after its build"), e))?;
+        built
+            .id
+            .ok_or_else(|| Error::Backend(format!("the engine gave no id for {tag}")))
+    }
+
+    async fn push(&self, reference: &str, events: &Events) -> Result<()> {
+        let (name, tag) = reference.rsplit_once(':').unwrap_or((reference, "latest"));
+        events.progress(format!("pushing {reference}"));
+        let credentials = self
+            .config
+            .registry_auth
+            .as_ref()
+            .map(|auth| DockerCredentials {
+                username: Some(auth.username.clone()),
+                password: Some(auth.password.clone()),
+                ..Default::default()
+            });
+        let options = PushImageOptionsBuilder::default().tag(tag).build();
+        let mut output = self.docker.push_image(name, Some(options), credentials);
+        while let Some(item) = output.next().await {
+            let info = item.map_err(|e| engine_error(&format!("pushing {reference}"), e))?;
+            if let Some(status) = info.status {
+                if info.progress_detail.is_none() || status != "Pushing" {
+                    events.log(status);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn build_image(
+        &self,
+        version: &StoredVersion,
+        model_dir: &Path,
+        events: &Events,
+    ) -> Result<Artifact> {
+        let runtime = self.runtime_image(events).await?;
+        let reference = image::model_image_reference(
+            self.config.push_to.as_deref(),
+            &version.model,
+            version.version,
+        );
+        events.progress(format!("building image {reference} on {runtime}"));
+        let started = Instant::now();
+        let id = self
+            .build_context(
+                &reference,
+                image::model_context(
+                    &runtime,
+                    &version.model,
+                    version.version,
+                    &image::model_image_labels(&version.model, version.version, &version.sha256),
+                    model_dir,
+                ),
+                events,
+            )
+            .await?;
+        events.progress(format!(
+            "built {reference} ({}) in {:.1} s",
+            &id[..19.min(id.len())],
+            started.elapsed().as_secs_f64()
+        ));
+        if self.config.push_to.is_some() {
+            if let Err(e) = self.push(&reference, events).await {
+                let _ = self.remove_image(&reference).await;
+                return Err(e);
+            }
+        }
+        Ok(Artifact::Image {
+            reference,
+            id: Some(id),
+        })
+    }
+
+    async fn remove_image(&self, reference: &str) -> Result<()> {
+        let options = RemoveImageOptionsBuilder::default().build();
+        match self
+            .docker
+            .remove_image(reference, Some(options), None)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if status_of(&e) == Some(404) => Ok(()),
+            Err(e) if status_of(&e) == Some(409) => Err(Error::Conflict(format!(
+                "image {reference} is still used by a container"
+            ))),
+            Err(e) => Err(engine_error(&format!("removing {reference}"), e)),
+        }
+    }
+}
+
+/// The shared libraries `binary` needs, from `ldd`.
+async fn ldd(binary: &Path) -> Result<LinkedLibs> {
+    if !binary.is_file() {
+        return Err(Error::Backend(format!(
+            "{} not found: the runtime image needs it",
+            binary.display()
+        )));
+    }
+    let output = tokio::process::Command::new("ldd")
+        .arg(binary)
+        .output()
+        .await
+        .map_err(|source| Error::Io {
+            context: "running ldd (Debian package libc-bin)".into(),
+            source,
+        })?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(Error::Backend(format!(
+            "ldd {} failed: {}{}",
+            binary.display(),
+            stdout.trim(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    LinkedLibs::parse_ldd(&stdout)
+}
+
+#[async_trait::async_trait]
+impl ImageBuilder for DockerImageBuilder {
+    async fn build(
+        &self,
+        version: &StoredVersion,
+        archive: &Path,
+        events: &Events,
+    ) -> Result<Artifact> {
+        let Artifact::Bundle { dir } = self.bundles.build(version, archive, events).await? else {
+            return Err(Error::Backend("the bundle builder made no bundle".into()));
+        };
+        let built = self.build_image(version, &dir, events).await;
+        // The image holds the model now (or the build failed): the unpacked copy goes.
+        let _ = self.bundles.remove(&Artifact::Bundle { dir }).await;
+        built
+    }
+
+    async fn remove(&self, artifact: &Artifact) -> Result<()> {
+        match artifact {
+            Artifact::Image { reference, .. } => self.remove_image(reference).await,
+            Artifact::Bundle { .. } => self.bundles.remove(artifact).await,
+        }
+    }
+}

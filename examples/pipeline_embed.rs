@@ -4,13 +4,19 @@
 //! ```sh
 //! cargo build --release -p so1s-bin       # the so1s-predict child each version runs as
 //! cargo run --release -p so1s-examples --example pipeline_embed -- [MODEL_DIR]
+//! # the same on Docker: an image per version, a container per live version
+//! SO1S_BACKEND=docker cargo run --release -p so1s-examples --example pipeline_embed
 //! ```
 
 use anyhow::Context;
-use so1s_core::build::{archive, BundleBuilder};
+use so1s_core::build::{
+    archive, BundleBuilder, DockerBuildConfig, DockerImageBuilder, ImageBuilder,
+};
 use so1s_core::platform::Platform;
 use so1s_core::registry::{Registry, VersionState};
-use so1s_core::rollout::{ProcessRollout, ProcessRolloutConfig, Routes};
+use so1s_core::rollout::{
+    DockerRollout, DockerRolloutConfig, ProcessRollout, ProcessRolloutConfig, Rollout, Routes,
+};
 use so1s_core::store::FsModelStore;
 use so1s_core::ModelName;
 use std::sync::Arc;
@@ -26,19 +32,45 @@ async fn main() -> anyhow::Result<()> {
     let data = std::env::temp_dir().join(format!("so1s-example-{}", std::process::id()));
 
     let routes = Routes::default();
+    let name = ModelName::parse("example")?;
+    // The embedded default, or Docker (the engine DOCKER_HOST names).
+    let mut docker = None;
+    let (builder, rollout): (Arc<dyn ImageBuilder>, Arc<dyn Rollout>) =
+        if std::env::var("SO1S_BACKEND").as_deref() == Ok("docker") {
+            let engine = so1s_core::docker::connect().await?;
+            let bin_dir = std::path::Path::new(&predict_bin)
+                .parent()
+                .context("so1s-predict's folder")?;
+            let builder = Arc::new(DockerImageBuilder::new(
+                engine.clone(),
+                DockerBuildConfig::new(bin_dir, data.join("builds")),
+            ));
+            let instance = ModelName::parse(&format!("example-{}", std::process::id()))?;
+            let rollout = Arc::new(DockerRollout::new(
+                engine,
+                DockerRolloutConfig::new(instance),
+                routes.clone(),
+            ));
+            docker = Some((builder.clone(), rollout.clone()));
+            (builder, rollout)
+        } else {
+            (
+                Arc::new(BundleBuilder::new(data.join("bundles"))),
+                Arc::new(ProcessRollout::new(
+                    ProcessRolloutConfig::new(&predict_bin),
+                    routes.clone(),
+                )),
+            )
+        };
     let platform = Platform::new(
         Arc::new(FsModelStore::open(data.join("store"), 4 << 30).await?),
-        Arc::new(BundleBuilder::new(data.join("bundles"))),
-        Arc::new(ProcessRollout::new(
-            ProcessRolloutConfig::new(&predict_bin),
-            routes.clone(),
-        )),
+        builder,
+        rollout,
         Registry::open(data.join("registry.json"))?,
         routes.clone(),
         None,
     );
 
-    let name = ModelName::parse("example")?;
     let bytes = archive::pack_dir(model_dir.as_ref())?;
     let body = Box::pin(futures::stream::once(async move {
         Ok(bytes::Bytes::from(bytes))
@@ -73,6 +105,14 @@ async fn main() -> anyhow::Result<()> {
     println!("prediction: {values} values, first {}", answer["result"][0]);
 
     platform.shutdown().await;
+    if let Some((builder, rollout)) = docker {
+        // Containers outlive the platform (a restart adopts them): this example cleans up.
+        rollout.remove_all().await?;
+        builder
+            .remove(&live.artifact.context("no artifact")?)
+            .await?;
+        println!("removed the container and the image");
+    }
     let _ = std::fs::remove_dir_all(&data);
     Ok(())
 }

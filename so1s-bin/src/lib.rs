@@ -1,5 +1,8 @@
-//! What the so1s binaries share: logging set-up and the shutdown signal. The binaries
-//! themselves only parse their configuration and call so1s-core.
+//! What the so1s binaries share: logging set-up, the shutdown signal, and the Kubernetes
+//! side of the `so1s` command ([`cluster`]). The binaries themselves only parse their
+//! configuration and call so1s-core.
+
+pub mod cluster;
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_tracing() {

@@ -441,3 +441,127 @@ async fn a_container_that_cannot_serve_is_removed_and_a_restart_adopts_the_live_
     assert_eq!(restarted.remove_all().await.unwrap(), 1);
     builder.remove(&v1).await.unwrap();
 }
+
+/// The Kubernetes build path, with the engine standing in for the build container: the so1s
+/// image (`so1s image`), the build Job's first step (`so1s context`), then the `docker build`
+/// the docker-socket mode runs. The model image runs on the so1s image and answers.
+#[tokio::test]
+async fn the_cluster_build_path_makes_a_serving_model_image_on_the_so1s_image() {
+    let Some(docker) = docker_engine().await else {
+        return;
+    };
+    let _alone = ENGINE.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (instance, model) = (unique("t-context"), unique("context"));
+    let _cleanup = DockerCleanup {
+        instance: instance.clone(),
+        model: model.clone(),
+    };
+    let so1s = env!("CARGO_BIN_EXE_so1s");
+    let so1s_tag = format!("so1s/so1s:{model}");
+    let output = std::process::Command::new(so1s)
+        .args(["image", "--tag", &so1s_tag])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The so1s image runs `so1s` as well as the predict server.
+    let version = docker_cli(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "so1s",
+        &so1s_tag,
+        "--version",
+    ]);
+    assert!(version.starts_with("so1s "), "{version}");
+
+    let archive = tmp.path().join("v1.tar.gz");
+    std::fs::write(
+        &archive,
+        so1s_core::build::archive::pack_dir(&minilm_dir()).unwrap(),
+    )
+    .unwrap();
+    let sha256 = {
+        use sha2::Digest;
+        format!(
+            "{:x}",
+            sha2::Sha256::digest(std::fs::read(&archive).unwrap())
+        )
+    };
+    let out = tmp.path().join("workspace");
+    let context = |sha: &str| {
+        std::process::Command::new(so1s)
+            .args(["context", "--archive"])
+            .arg(&archive)
+            .args(["--model", &model, "--version", "v1", "--sha256", sha])
+            .args(["--base-image", &so1s_tag, "--out"])
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let refused = context(&"0".repeat(64));
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("has sha256"));
+    let prepared = context(&sha256);
+    let said = String::from_utf8_lossy(&prepared.stdout);
+    assert!(
+        prepared.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&prepared.stderr)
+    );
+    assert!(
+        said.contains("smoke prediction: a 384-value embedding"),
+        "{said}"
+    );
+    assert!(out.join("model/model.safetensors").is_file());
+    let dockerfile = std::fs::read_to_string(out.join("Dockerfile")).unwrap();
+    assert!(
+        dockerfile.starts_with(&format!("FROM {so1s_tag}\n")),
+        "{dockerfile}"
+    );
+
+    let reference = format!("so1s/{model}:v1");
+    docker_cli(&["build", "-q", "-t", &reference, out.to_str().unwrap()]);
+    let labels = docker
+        .inspect_image(&reference)
+        .await
+        .unwrap()
+        .config
+        .unwrap()
+        .labels
+        .unwrap();
+    assert_eq!(labels[LABEL_SHA256], sha256);
+    let label = format!("io.so1s.instance={instance}");
+    let id = docker_cli(&[
+        "run",
+        "-d",
+        "--label",
+        &label,
+        "-p",
+        "127.0.0.1::8080",
+        &reference,
+    ]);
+    let url = format!(
+        "http://{}",
+        docker_cli(&["port", &id, "8080/tcp"])
+            .lines()
+            .next()
+            .unwrap()
+    );
+    let started = Instant::now();
+    while !so1s_core::rollout::check::is_ready(&reqwest::Client::new(), &url).await {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{}",
+            docker_cli(&["logs", &id])
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first = hello_world_first_value(&url).await;
+    assert!((first - HELLO_WORLD_FIRST).abs() < 1e-5, "{first}");
+    docker_cli(&["rmi", "-f", &so1s_tag]);
+}

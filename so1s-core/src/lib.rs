@@ -17,6 +17,8 @@
 //!   runs each version as a container.
 //! - [`docker`] (feature `docker`): the Docker engine connection behind
 //!   [`build::DockerImageBuilder`] and [`rollout::DockerRollout`].
+//! - [`kubernetes`] (feature `kubernetes`): the cluster connection and the manifest builders
+//!   behind [`build::KubeImageBuilder`] and [`rollout::KubeRollout`].
 //! - [`platform`]: [`platform::Platform`], upload → store → build → roll out.
 //! - [`registry`]: models, versions, states and events, persisted across restarts.
 //! - [`events`]: build and rollout progress lines.
@@ -37,6 +39,8 @@ mod error;
 pub mod events;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 pub mod metrics;
 pub mod model;
 pub mod platform;

@@ -7,6 +7,10 @@
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
+use so1s_bin::cluster::{
+    kubernetes_backend, print_manifests, write_context, BuildArgs, ClusterArgs, ContextArgs,
+    ManifestsCommand, DEFAULT_SO1S_IMAGE,
+};
 use so1s_core::build::{
     BundleBuilder, DockerBuildConfig, DockerImageBuilder, ImageBuilder, RegistryAuth,
 };
@@ -68,6 +72,24 @@ enum Command {
         #[command(flatten)]
         server: Server,
     },
+    /// Print Kubernetes manifests: `install` (so1s itself) or `model` (what a rollout applies).
+    Manifests {
+        #[command(subcommand)]
+        command: ManifestsCommand,
+    },
+    /// Build the so1s image (the runtime plus so1s itself: the api server and build step in a
+    /// cluster, and the base of the model images built there) with the Docker engine.
+    Image {
+        /// The image's tag (with the registry, to push it).
+        #[arg(long, default_value = DEFAULT_SO1S_IMAGE)]
+        tag: String,
+        /// Push it (credentials from SO1S_REGISTRY_USERNAME / SO1S_REGISTRY_PASSWORD).
+        #[arg(long)]
+        push: bool,
+    },
+    /// Prepare a model image's build context from an archive (the first step of a
+    /// Kubernetes build Job): unpack, check, smoke-test, write the Dockerfile.
+    Context(ContextArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -88,8 +110,9 @@ struct ServeArgs {
     /// Where models, builds and the registry live.
     #[arg(long, env = "SO1S_DATA_DIR", default_value = "so1s-data")]
     data_dir: PathBuf,
-    /// Where versions run: `local` (a so1s-predict process per version) or `docker` (an
-    /// image per version, a container per live version).
+    /// Where versions run: `local` (a so1s-predict process per version), `docker` (an
+    /// image per version, a container per live version) or `kubernetes` (a build Job per
+    /// version, a Deployment + Service + Ingress per model).
     #[arg(long, env = "SO1S_BACKEND", value_enum, default_value_t = Backend::Local)]
     backend: Backend,
     /// The so1s-predict executable (default: next to this one).
@@ -97,6 +120,10 @@ struct ServeArgs {
     predict_bin: Option<PathBuf>,
     #[command(flatten)]
     docker: DockerArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    build: BuildArgs,
     /// libtorch threads of each predict server.
     #[arg(long, env = "SO1S_PREDICT_THREADS")]
     predict_threads: Option<usize>,
@@ -112,6 +139,7 @@ struct ServeArgs {
 enum Backend {
     Local,
     Docker,
+    Kubernetes,
 }
 
 /// Settings of the docker backend. The engine is the one `DOCKER_HOST` names (default: the
@@ -131,7 +159,8 @@ struct DockerArgs {
     /// Base of the runtime image: `scratch` (nothing to pull) or an image of your own.
     #[arg(long, env = "SO1S_BASE_IMAGE", default_value = "scratch")]
     base_image: String,
-    /// Push model images under this repository prefix (e.g. `registry.example.com/team`).
+    /// Push model images under this repository prefix (e.g. `registry.example.com/team`);
+    /// required on Kubernetes.
     #[arg(long, env = "SO1S_PUSH_TO")]
     push_to: Option<String>,
     /// Run containers on this Docker network and reach them by name (when so1s itself runs
@@ -159,6 +188,12 @@ async fn main() -> ExitCode {
             let url = format!("{}/v1/models/{name}/rollback", server.server);
             call(reqwest::Client::new().post(url)).await
         }
+        Command::Manifests { command } => print_manifests(&command).map(|yaml| {
+            print!("{yaml}");
+            ExitCode::SUCCESS
+        }),
+        Command::Context(args) => write_context(&args).await.map(|()| ExitCode::SUCCESS),
+        Command::Image { tag, push } => build_so1s_image(&tag, push).await,
     };
     match result {
         Ok(code) => code,
@@ -215,6 +250,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             )
         }
         Backend::Docker => docker_backend(&args, predict_bin, &routes).await?,
+        Backend::Kubernetes => {
+            let cluster = args
+                .cluster
+                .settings(default_model.clone(), args.predict_threads);
+            kubernetes_backend(
+                cluster,
+                &args.build,
+                args.docker.push_to.as_deref(),
+                &args.data_dir,
+                &routes,
+            )
+            .await?
+        }
     };
     let platform = Platform::new(
         Arc::new(store),
@@ -256,12 +304,7 @@ async fn docker_backend(
     build.predict_bin = predict_bin.clone();
     build.base_image = docker_args.base_image.clone();
     build.push_to = docker_args.push_to.clone();
-    if let (Ok(username), Ok(password)) = (
-        std::env::var("SO1S_REGISTRY_USERNAME"),
-        std::env::var("SO1S_REGISTRY_PASSWORD"),
-    ) {
-        build.registry_auth = Some(RegistryAuth { username, password });
-    }
+    build.registry_auth = registry_auth();
     if !build.probe_bin.is_file() {
         bail!("{} not found: build so1s-probe", build.probe_bin.display());
     }
@@ -286,6 +329,35 @@ async fn docker_backend(
         builder,
         Arc::new(DockerRollout::new(docker, rollout, routes.clone())),
     ))
+}
+
+/// `so1s image`: the so1s image from the binaries next to this one.
+async fn build_so1s_image(tag: &str, push: bool) -> anyhow::Result<ExitCode> {
+    let so1s = std::env::current_exe()?;
+    let bin_dir = so1s.parent().context("locating so1s's directory")?;
+    let docker = so1s_core::docker::connect()
+        .await
+        .map_err(|e| anyhow::anyhow!("{} (is a Docker engine running? DOCKER_HOST?)", e.chain()))?;
+    let mut config = DockerBuildConfig::new(bin_dir, std::env::temp_dir());
+    config.registry_auth = registry_auth();
+    let events = Events::new(Stage::Build, |e| eprintln!("{}", e.message));
+    let id = DockerImageBuilder::new(docker, config)
+        .so1s_image(&so1s, tag, push, &events)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+    println!("{tag} {id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Registry credentials from the environment only.
+fn registry_auth() -> Option<RegistryAuth> {
+    match (
+        std::env::var("SO1S_REGISTRY_USERNAME"),
+        std::env::var("SO1S_REGISTRY_PASSWORD"),
+    ) {
+        (Ok(username), Ok(password)) => Some(RegistryAuth { username, password }),
+        _ => None,
+    }
 }
 
 /// Sends a request and prints the JSON answer; an error status is a failure.

@@ -140,6 +140,44 @@ impl DockerImageBuilder {
         Ok(reference)
     }
 
+    /// Builds the so1s image `tag`: the runtime plus the `so1s` command itself. It runs the
+    /// api server and the build Jobs' first step in a cluster, and model images built there
+    /// use it as their base (its layers are on the nodes already). Pushed if `push`.
+    pub async fn so1s_image(
+        &self,
+        so1s_bin: &Path,
+        tag: &str,
+        push: bool,
+        events: &Events,
+    ) -> Result<String> {
+        let mut linked = ldd(&self.config.predict_bin).await?;
+        linked.merge(ldd(&self.config.probe_bin).await?);
+        linked.merge(ldd(so1s_bin).await?);
+        let mut entries = image::runtime_context(
+            &self.config.base_image,
+            &image::so1s_image_labels(env!("CARGO_PKG_VERSION")),
+            &self.config.predict_bin,
+            &self.config.probe_bin,
+            &linked,
+        )?;
+        entries.push(ContextEntry::new(
+            format!("rootfs{}", image::SO1S_BIN),
+            image::Source::File(so1s_bin.to_owned()),
+        ));
+        events.progress(format!("building the so1s image {tag}"));
+        let started = Instant::now();
+        let id = self.build_context(tag, entries, events).await?;
+        events.progress(format!(
+            "built {tag} ({}) in {:.1} s",
+            &id[..19.min(id.len())],
+            started.elapsed().as_secs_f64()
+        ));
+        if push {
+            self.push(tag, events).await?;
+        }
+        Ok(id)
+    }
+
     /// Untags the runtime images of earlier binaries but the newest one (two builds of so1s
     /// in use side by side, say debug and release, keep theirs), so each rebuild of so1s does
     /// not leave hundreds of MB behind. Their layers stay while model images are built on them.

@@ -21,6 +21,8 @@ pub const MODEL_DIR: &str = "/model";
 pub const PREDICT_PORT: u16 = 8080;
 /// The predict server in the runtime image.
 pub const PREDICT_BIN: &str = "/so1s/bin/so1s-predict";
+/// The `so1s` command in the so1s image.
+pub const SO1S_BIN: &str = "/so1s/bin/so1s";
 /// The health check binary in the runtime image.
 pub const PROBE_BIN: &str = "/so1s/bin/so1s-probe";
 /// The shared libraries' folder in the runtime image.
@@ -111,7 +113,7 @@ pub fn runtime_dockerfile(base_image: &str, labels: &BTreeMap<String, String>) -
     format!(
         "FROM {base_image}\n\
          COPY rootfs/ /\n\
-         ENV LD_LIBRARY_PATH={LIB_DIR} SO1S_HOST=0.0.0.0 SO1S_PORT={PREDICT_PORT} SO1S_MODEL_DIR={MODEL_DIR}\n\
+         ENV PATH=/so1s/bin LD_LIBRARY_PATH={LIB_DIR} SO1S_HOST=0.0.0.0 SO1S_PORT={PREDICT_PORT} SO1S_MODEL_DIR={MODEL_DIR}\n\
          EXPOSE {PREDICT_PORT}\n\
          HEALTHCHECK --interval=5s --timeout=3s --start-period=120s --retries=3 CMD {probe}\n\
          ENTRYPOINT [\"{PREDICT_BIN}\"]\n\
@@ -214,7 +216,8 @@ pub struct ContextEntry {
 }
 
 impl ContextEntry {
-    fn new(path: impl Into<String>, source: Source) -> Self {
+    /// An entry at `path` in the context.
+    pub fn new(path: impl Into<String>, source: Source) -> Self {
         Self {
             path: path.into(),
             source,
@@ -264,6 +267,21 @@ pub fn runtime_context(
         ));
     }
     Ok(entries)
+}
+
+/// The labels of the so1s image.
+pub fn so1s_image_labels(version: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_MANAGED.to_owned(), "true".to_owned()),
+        (
+            "org.opencontainers.image.title".to_owned(),
+            "so1s".to_owned(),
+        ),
+        (
+            "org.opencontainers.image.version".to_owned(),
+            version.to_owned(),
+        ),
+    ])
 }
 
 /// A model image's build context: the Dockerfile and the model directory.

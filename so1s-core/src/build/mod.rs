@@ -10,10 +10,14 @@ pub mod context;
 #[cfg(feature = "docker")]
 mod docker;
 pub mod image;
+#[cfg(feature = "kubernetes")]
+mod kubernetes;
 
 pub use bundle::BundleBuilder;
 #[cfg(feature = "docker")]
 pub use docker::{DockerBuildConfig, DockerImageBuilder, RegistryAuth};
+#[cfg(feature = "kubernetes")]
+pub use kubernetes::{KubeBuildConfig, KubeImageBuilder};
 
 use crate::events::Events;
 use crate::store::StoredVersion;

@@ -10,6 +10,8 @@ pub mod check;
 pub mod container;
 #[cfg(feature = "docker")]
 mod docker;
+#[cfg(feature = "kubernetes")]
+mod kubernetes;
 mod process;
 mod routes;
 
@@ -17,6 +19,8 @@ mod routes;
 pub use container::DockerRolloutConfig;
 #[cfg(feature = "docker")]
 pub use docker::DockerRollout;
+#[cfg(feature = "kubernetes")]
+pub use kubernetes::{KubeRollout, KubeRolloutConfig};
 pub use process::{ProcessRollout, ProcessRolloutConfig};
 pub use routes::{InFlight, Routes, Upstream};
 

@@ -3,6 +3,8 @@
 //! port 0.
 
 mod classifier;
+#[cfg(feature = "kubernetes")]
+mod cluster;
 mod minilm;
 mod predict_server;
 mod support;

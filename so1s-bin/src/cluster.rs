@@ -1,0 +1,324 @@
+//! The Kubernetes side of the `so1s` command: its flags, `so1s manifests`, `so1s context`
+//! (the build Job's first step) and the Kubernetes backend of `so1s serve`.
+
+use anyhow::Context;
+use so1s_core::build::{BundleBuilder, ImageBuilder, KubeBuildConfig, KubeImageBuilder};
+use so1s_core::events::{Events, Stage};
+use so1s_core::kubernetes::manifests::{
+    self, BuildMode, BuildSettings, ClusterSettings, InstallSettings, Resources,
+};
+use so1s_core::rollout::{KubeRollout, KubeRolloutConfig, Rollout, Routes};
+use so1s_core::store::{ArchiveFormat, StoredVersion};
+use so1s_core::{ModelName, VersionId};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The so1s image these binaries belong to.
+pub const DEFAULT_SO1S_IMAGE: &str = concat!("so1s/so1s:", env!("CARGO_PKG_VERSION"));
+
+/// Where models run in the cluster.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// Namespace of everything so1s creates.
+    #[arg(long, env = "SO1S_NAMESPACE", default_value = "so1s")]
+    pub namespace: String,
+    /// Ingress class of the models' Ingresses.
+    #[arg(long, env = "SO1S_INGRESS_CLASS", default_value = "nginx")]
+    pub ingress_class: String,
+    /// Host the Ingresses answer for (any when unset).
+    #[arg(long, env = "SO1S_INGRESS_HOST")]
+    pub ingress_host: Option<String>,
+    /// Predict server replicas per model.
+    #[arg(long, env = "SO1S_REPLICAS", default_value_t = 1)]
+    pub replicas: i32,
+    /// CPU request of each predict server.
+    #[arg(long, env = "SO1S_CPU_REQUEST", default_value = "1")]
+    pub cpu_request: String,
+    /// Memory request of each predict server.
+    #[arg(long, env = "SO1S_MEMORY_REQUEST", default_value = "1Gi")]
+    pub memory_request: String,
+    /// Memory limit of each predict server.
+    #[arg(long, env = "SO1S_MEMORY_LIMIT", default_value = "2Gi")]
+    pub memory_limit: String,
+    /// CPU limit of each predict server (none by default).
+    #[arg(long, env = "SO1S_CPU_LIMIT")]
+    pub cpu_limit: Option<String>,
+    /// Seconds a rollout may take before Kubernetes reports it failed.
+    #[arg(long, env = "SO1S_PROGRESS_DEADLINE", default_value_t = 180)]
+    pub progress_deadline_secs: u64,
+}
+
+impl ClusterArgs {
+    /// The settings the manifest builders take.
+    pub fn settings(
+        &self,
+        default_model: Option<ModelName>,
+        threads: Option<usize>,
+    ) -> ClusterSettings {
+        ClusterSettings {
+            namespace: self.namespace.clone(),
+            ingress_class: self.ingress_class.clone(),
+            ingress_host: self.ingress_host.clone(),
+            default_model,
+            replicas: self.replicas,
+            resources: Resources {
+                cpu_request: self.cpu_request.clone(),
+                memory_request: self.memory_request.clone(),
+                cpu_limit: self.cpu_limit.clone(),
+                memory_limit: self.memory_limit.clone(),
+            },
+            threads,
+            progress_deadline: Duration::from_secs(self.progress_deadline_secs),
+            image_pull_secret: None,
+        }
+    }
+}
+
+/// How images are built in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BuildModeArg {
+    /// Kaniko in the Job: no daemon, no privileged socket.
+    Kaniko,
+    /// The seed's way: the node's Docker socket mounted into the Job.
+    DockerSocket,
+}
+
+impl From<BuildModeArg> for BuildMode {
+    fn from(mode: BuildModeArg) -> Self {
+        match mode {
+            BuildModeArg::Kaniko => BuildMode::Kaniko,
+            BuildModeArg::DockerSocket => BuildMode::DockerSocket,
+        }
+    }
+}
+
+/// How the Kubernetes backend builds images.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BuildArgs {
+    /// The so1s image: the api server, the build Job's first step, the model images' base.
+    #[arg(long, env = "SO1S_IMAGE", default_value = DEFAULT_SO1S_IMAGE)]
+    pub so1s_image: String,
+    /// How build Jobs build images.
+    #[arg(long, env = "SO1S_BUILD_MODE", value_enum, default_value_t = BuildModeArg::Kaniko)]
+    pub build_mode: BuildModeArg,
+    /// The PersistentVolumeClaim holding the model store.
+    #[arg(long, env = "SO1S_STORE_CLAIM", default_value = "so1s-store")]
+    pub store_claim: String,
+    /// Secret (type kubernetes.io/dockerconfigjson) the build Job pushes with.
+    #[arg(long, env = "SO1S_PUSH_SECRET")]
+    pub push_secret: Option<String>,
+}
+
+/// `so1s manifests ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum ManifestsCommand {
+    /// Print the objects that install so1s into a cluster (apply with `kubectl apply -f -`).
+    Install {
+        /// Where models run.
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// The so1s image.
+        #[arg(long, default_value = DEFAULT_SO1S_IMAGE)]
+        image: String,
+        /// Size of the model store's volume.
+        #[arg(long, default_value = "20Gi")]
+        store_size: String,
+        /// Storage class of the store (the cluster's default when unset).
+        #[arg(long)]
+        storage_class: Option<String>,
+        /// Access mode of the store (build Jobs mount it too: ReadWriteMany lets them run on
+        /// any node).
+        #[arg(long, default_value = "ReadWriteOnce")]
+        access_mode: String,
+        /// The registry prefix model images are pushed under.
+        #[arg(long, default_value = "registry.example.com/so1s")]
+        push_to: String,
+        /// How build Jobs build images.
+        #[arg(long, value_enum, default_value_t = BuildModeArg::Kaniko)]
+        build_mode: BuildModeArg,
+    },
+    /// Print exactly what a rollout applies for a model: Deployment, Service, Ingress.
+    Model {
+        /// The model's name.
+        name: String,
+        /// The model image.
+        #[arg(long)]
+        image: String,
+        /// The version the image holds.
+        #[arg(long, default_value = "v1")]
+        model_version: String,
+        /// Also route the seed's `/inference/predict` to this model.
+        #[arg(long)]
+        default: bool,
+        /// Where the model runs.
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+}
+
+/// Prints the objects `command` asks for as multi-document YAML.
+pub fn print_manifests(command: &ManifestsCommand) -> anyhow::Result<String> {
+    let objects = match command {
+        ManifestsCommand::Install {
+            cluster,
+            image,
+            store_size,
+            storage_class,
+            access_mode,
+            push_to,
+            build_mode,
+        } => {
+            let mut install = InstallSettings::new(image);
+            install.store_size = store_size.clone();
+            install.storage_class = storage_class.clone();
+            install.store_access_mode = access_mode.clone();
+            install.serve_args = vec![
+                "--push-to".into(),
+                push_to.clone(),
+                "--build-mode".into(),
+                match build_mode {
+                    BuildModeArg::Kaniko => "kaniko".into(),
+                    BuildModeArg::DockerSocket => "docker-socket".into(),
+                },
+                "--ingress-class".into(),
+                cluster.ingress_class.clone(),
+            ];
+            manifests::install(&cluster.settings(None, None), &install).to_values()
+        }
+        ManifestsCommand::Model {
+            name,
+            image,
+            model_version,
+            default,
+            cluster,
+        } => {
+            let model = ModelName::parse(name).map_err(|e| anyhow::anyhow!(e.chain()))?;
+            let version =
+                VersionId::parse(model_version).map_err(|e| anyhow::anyhow!(e.chain()))?;
+            let default_model = default.then(|| model.clone());
+            manifests::model_objects(
+                &cluster.settings(default_model, None),
+                &model,
+                version,
+                image,
+            )
+        }
+    };
+    Ok(manifests::to_yaml(&objects))
+}
+
+/// `so1s context`: the build Job's first step.
+#[derive(Debug, clap::Args)]
+pub struct ContextArgs {
+    /// The uploaded archive (.tar.gz or .zip).
+    #[arg(long)]
+    pub archive: PathBuf,
+    /// The model's name.
+    #[arg(long)]
+    pub model: String,
+    /// The version.
+    #[arg(long)]
+    pub version: String,
+    /// sha256 of the archive (checked, and the image's label).
+    #[arg(long)]
+    pub sha256: String,
+    /// The image the model image is built on (the so1s image).
+    #[arg(long)]
+    pub base_image: String,
+    /// Where to write the Dockerfile and the model directory.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Unpacks, checks and smoke-tests the archive, then writes `OUT/Dockerfile` and
+/// `OUT/model/`: the context of the model image.
+pub async fn write_context(args: &ContextArgs) -> anyhow::Result<()> {
+    let model = ModelName::parse(&args.model).map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let version = VersionId::parse(&args.version).map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let (format, size, sha256) = inspect_archive(&args.archive)?;
+    if sha256 != args.sha256 {
+        anyhow::bail!(
+            "{} has sha256 {sha256}, not the stored version's {}",
+            args.archive.display(),
+            args.sha256
+        );
+    }
+    let stored = StoredVersion {
+        model: model.clone(),
+        version,
+        sha256,
+        size,
+        format,
+        stored_at: 0,
+    };
+    let events = Events::new(Stage::Build, |event| println!("{}", event.message));
+    let bundles = BundleBuilder::new(args.out.join(".bundle"));
+    let artifact = bundles
+        .build(&stored, &args.archive, &events)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let so1s_core::build::Artifact::Bundle { dir } = &artifact else {
+        anyhow::bail!("the bundle builder made no bundle");
+    };
+    std::fs::rename(dir, args.out.join("model")).context("moving the model into the context")?;
+    let _ = std::fs::remove_dir_all(args.out.join(".bundle"));
+    let dockerfile =
+        manifests::cluster_model_dockerfile(&args.base_image, &model, version, &stored.sha256);
+    std::fs::write(args.out.join("Dockerfile"), dockerfile).context("writing the Dockerfile")?;
+    println!("context ready in {}", args.out.display());
+    Ok(())
+}
+
+fn inspect_archive(path: &Path) -> anyhow::Result<(ArchiveFormat, u64, String)> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut hasher = sha2::Sha256::new();
+    let (mut head, mut size, mut buffer) = (Vec::new(), 0u64, vec![0u8; 1 << 20]);
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        if head.len() < 8 {
+            head.extend_from_slice(&buffer[..n.min(8)]);
+        }
+        hasher.update(&buffer[..n]);
+        size += n as u64;
+    }
+    let format = ArchiveFormat::sniff(&head)
+        .with_context(|| format!("{} is not a .tar.gz or .zip", path.display()))?;
+    Ok((format, size, format!("{:x}", hasher.finalize())))
+}
+
+/// The Kubernetes image builder and rollout of `so1s serve --backend kubernetes`.
+pub async fn kubernetes_backend(
+    cluster: ClusterSettings,
+    build: &BuildArgs,
+    push_to: Option<&str>,
+    data_dir: &Path,
+    routes: &Routes,
+) -> anyhow::Result<(Arc<dyn ImageBuilder>, Arc<dyn Rollout>)> {
+    let push_to = push_to.context(
+        "--push-to is required with --backend kubernetes: the cluster pulls model images from a registry",
+    )?;
+    let client = so1s_core::kubernetes::connect()
+        .await
+        .map_err(|e| anyhow::anyhow!("{} (KUBECONFIG? in-cluster service account?)", e.chain()))?;
+    let mut settings = BuildSettings::new(&build.so1s_image, push_to, build.build_mode.into());
+    settings.store_claim = build.store_claim.clone();
+    settings.push_secret = build.push_secret.clone();
+    let builder = KubeImageBuilder::new(
+        client.clone(),
+        KubeBuildConfig {
+            cluster: cluster.clone(),
+            build: settings,
+            store_root: data_dir.to_owned(),
+            poll_interval: Duration::from_secs(1),
+        },
+    );
+    let rollout = KubeRollout::new(client, KubeRolloutConfig::new(cluster), routes.clone());
+    Ok((Arc::new(builder), Arc::new(rollout)))
+}

@@ -1,0 +1,72 @@
+//! The Kubernetes rollout against a real cluster: a model image goes live as a Deployment,
+//! answers a prediction through its Service, and a version whose image cannot be pulled is
+//! rolled back to it. Runs when `KUBECONFIG` or `SO1S_E2E_KUBE` is set when building the
+//! tests, ignored otherwise; README "Run on Kubernetes" shows how to run it with kind.
+//!
+//! `SO1S_E2E_IMAGE` names a model image of MiniLM the cluster can run (with kind: build one
+//! with `so1s serve --backend docker` and `kind load docker-image` it); `SO1S_E2E_NAMESPACE`
+//! (default `so1s-e2e`) must exist.
+
+use so1s_core::build::Artifact;
+use so1s_core::events::{Events, Stage};
+use so1s_core::kubernetes::manifests::{self, ClusterSettings};
+use so1s_core::rollout::{KubeRollout, KubeRolloutConfig, Rollout, Routes, Target};
+use so1s_core::{ModelName, VersionId};
+use std::time::Duration;
+
+fn target(version: &str, image: &str) -> Target {
+    Target {
+        model: ModelName::parse("e2e-minilm").unwrap(),
+        version: VersionId::parse(version).unwrap(),
+        artifact: Artifact::Image {
+            reference: image.to_owned(),
+            id: None,
+        },
+    }
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(so1s_e2e_kube),
+    ignore = "needs a Kubernetes cluster: set KUBECONFIG or SO1S_E2E_KUBE (and SO1S_E2E_IMAGE) when building the tests"
+)]
+async fn a_model_goes_live_on_a_real_cluster_and_a_bad_image_is_rolled_back() {
+    let image = std::env::var("SO1S_E2E_IMAGE").expect("SO1S_E2E_IMAGE: a MiniLM model image");
+    let namespace = std::env::var("SO1S_E2E_NAMESPACE").unwrap_or_else(|_| "so1s-e2e".into());
+    let client = so1s_core::kubernetes::connect().await.unwrap();
+    let settings = ClusterSettings {
+        namespace: namespace.clone(),
+        progress_deadline: Duration::from_secs(120),
+        ..ClusterSettings::default()
+    };
+    let mut config = KubeRolloutConfig::new(settings);
+    config.poll_interval = Duration::from_millis(500);
+    let routes = Routes::default();
+    let rollout = KubeRollout::new(client.clone(), config, routes.clone());
+    let events = Events::new(Stage::Rollout, |e| {
+        eprintln!("[{:?}] {}", e.kind, e.message)
+    });
+
+    let v1 = target("v1", &image);
+    rollout.deploy(&v1, &events).await.expect("v1 goes live");
+    let service = manifests::model_object_name(&v1.model);
+    let request = http::Request::post(format!(
+        "/api/v1/namespaces/{namespace}/services/{service}:http/proxy/predict"
+    ))
+    .header("content-type", "application/json")
+    .body(br#"{"text": "Hello world"}"#.to_vec())
+    .unwrap();
+    let answer: serde_json::Value =
+        serde_json::from_str(&client.request_text(request).await.unwrap()).unwrap();
+    assert_eq!(answer["result"].as_array().unwrap().len(), 384, "{answer}");
+
+    let broken = target("v2", "so1s.invalid/no-such-image:v2");
+    let error = rollout.deploy(&broken, &events).await.unwrap_err().chain();
+    assert!(
+        error.contains("ErrImagePull") || error.contains("ImagePullBackOff"),
+        "{error}"
+    );
+    assert_eq!(routes.version(&v1.model), Some(v1.version));
+    rollout.deploy(&v1, &events).await.expect("v1 still live");
+    rollout.undeploy(&v1.model).await.unwrap();
+}

@@ -1,0 +1,136 @@
+//! `so1s manifests`: what it prints is valid against the Kubernetes OpenAPI schemas
+//! (kubernetes-validate, strict, Kubernetes 1.32 — the oldest API so1s supports), and the
+//! copies committed under deploy/ are what it prints.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn so1s(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_so1s"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "so1s {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The printed manifests, as committed under deploy/.
+fn printed() -> Vec<(&'static str, String)> {
+    vec![
+        ("deploy/install.yaml", so1s(&["manifests", "install"])),
+        (
+            "deploy/model-minilm.yaml",
+            so1s(&[
+                "manifests",
+                "model",
+                "minilm",
+                "--image",
+                "registry.example.com/so1s/so1s/minilm:v1",
+                "--default",
+            ]),
+        ),
+    ]
+}
+
+#[test]
+fn printed_manifests_are_valid_kubernetes_objects() {
+    let validator = repo().join(".cache/venv-k8s/bin/kubernetes-validate");
+    if !validator.is_file() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true and {} is missing: scripts/setup.sh installs it",
+            validator.display()
+        );
+        eprintln!(
+            "SKIPPED: {} is missing (scripts/setup.sh installs it)",
+            validator.display()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (name, yaml) in printed() {
+        let file = dir.path().join(Path::new(name).file_name().unwrap());
+        std::fs::write(&file, &yaml).unwrap();
+        let output = Command::new(&validator)
+            .args(["--strict", "-k", "1.32.0"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(output.status.success(), "{name}:\n{said}");
+        assert!(
+            !said.contains("ERROR") && !said.contains("WARN"),
+            "{name}:\n{said}"
+        );
+        let documents = yaml.matches("---\n").count();
+        assert_eq!(
+            said.matches(" passed for resource ").count(),
+            documents,
+            "{said}"
+        );
+    }
+}
+
+#[test]
+fn the_committed_manifests_are_what_so1s_prints() {
+    for (name, yaml) in printed() {
+        let committed =
+            std::fs::read_to_string(repo().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            committed, yaml,
+            "{name} is stale: regenerate it with the command in deploy/README.md"
+        );
+    }
+}
+
+#[test]
+fn a_model_manifest_names_its_image_version_and_paths() {
+    let yaml = so1s(&[
+        "manifests",
+        "model",
+        "bert-small",
+        "--image",
+        "reg.example/so1s/bert-small:v7",
+        "--model-version",
+        "v7",
+        "--namespace",
+        "ml",
+        "--ingress-class",
+        "traefik",
+    ]);
+    for expected in [
+        "kind: Deployment",
+        "kind: Service",
+        "kind: Ingress",
+        "namespace: ml",
+        "image: reg.example/so1s/bert-small:v7",
+        "so1s.io/version: v7",
+        "ingressClassName: traefik",
+        "path: /inference/bert-small/predict",
+        "maxUnavailable: 0",
+    ] {
+        assert!(yaml.contains(expected), "{expected} missing:\n{yaml}");
+    }
+    assert!(
+        !yaml.contains("path: /inference/predict"),
+        "not the default model"
+    );
+    let bad = Command::new(env!("CARGO_BIN_EXE_so1s"))
+        .args(["manifests", "model", "Bad_Name", "--image", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid model name"));
+}

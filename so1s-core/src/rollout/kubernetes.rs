@@ -1,0 +1,408 @@
+//! [`KubeRollout`]: each model is a Deployment (rolling updates that never go below the
+//! wanted replicas) behind a Service and an Ingress, applied server-side with the field
+//! manager `so1s`.
+//!
+//! A deploy applies the model's Deployment for the new image, then its Service and Ingress
+//! (owned by the Deployment), and follows the rollout until Kubernetes reports it complete.
+//! It fails early when the new pods cannot pull their image or crash, and at the
+//! Deployment's `progressDeadlineSeconds` when they never become ready; then it applies the
+//! previous version's template again (Kubernetes rolls back to it) and says why. Applying the
+//! version that already runs, unchanged and complete, sends nothing.
+
+use super::{Deployment, ModelLocks, Rollout, Routes, Target};
+use crate::build::image::{LABEL_MODEL, LABEL_VERSION};
+use crate::build::Artifact;
+use crate::events::Events;
+use crate::kubernetes::api_error;
+use crate::kubernetes::manifests::{
+    self, ClusterSettings, ANNOTATION_IMAGE, ANNOTATION_SPEC_HASH, ANNOTATION_VERSION,
+    FIELD_MANAGER,
+};
+use crate::model::{ModelName, VersionId};
+use crate::{Error, Result};
+use k8s_openapi::api::apps::v1::Deployment as KubeDeployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::wait::{conditions, Condition};
+use kube::Client;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+/// How the Kubernetes rollout works.
+#[derive(Debug, Clone)]
+pub struct KubeRolloutConfig {
+    /// Namespace, ingress, replicas, resources, deadline.
+    pub cluster: ClusterSettings,
+    /// How often the Deployment and its pods are read while a rollout runs.
+    pub poll_interval: Duration,
+}
+
+impl KubeRolloutConfig {
+    /// Defaults around `cluster`: a read every second.
+    pub fn new(cluster: ClusterSettings) -> Self {
+        Self {
+            cluster,
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Rolls model versions out as Kubernetes Deployments.
+pub struct KubeRollout {
+    client: Client,
+    config: KubeRolloutConfig,
+    routes: Routes,
+    live: Mutex<HashMap<ModelName, Deployment>>,
+    locks: ModelLocks,
+}
+
+/// Why pods of a version cannot serve, as far as their status says.
+fn pod_problems(pods: &[Pod]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for pod in pods {
+        let name = pod.metadata.name.as_deref().unwrap_or("?");
+        let status = pod.status.as_ref();
+        for container in status
+            .and_then(|s| s.container_statuses.as_ref())
+            .into_iter()
+            .flatten()
+        {
+            let state = container.state.as_ref();
+            if let Some(waiting) = state.and_then(|s| s.waiting.as_ref()) {
+                let reason = waiting.reason.as_deref().unwrap_or("Waiting");
+                if reason != "ContainerCreating" && reason != "PodInitializing" {
+                    problems.push(format!(
+                        "pod {name}: {reason}: {}",
+                        waiting.message.as_deref().unwrap_or("")
+                    ));
+                }
+            }
+            if let Some(last) = container
+                .last_state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+            {
+                problems.push(format!(
+                    "pod {name}: last exit {} ({})",
+                    last.exit_code,
+                    last.reason.as_deref().unwrap_or("terminated")
+                ));
+            }
+        }
+        for condition in status
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+        {
+            if condition.type_ == "Ready" && condition.status == "False" {
+                if let Some(message) = &condition.message {
+                    problems.push(format!("pod {name} not ready: {message}"));
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// Reasons that will not get better by waiting.
+fn hopeless(problem: &str) -> bool {
+    [
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "CrashLoopBackOff",
+        "CreateContainerConfigError",
+    ]
+    .iter()
+    .any(|reason| problem.contains(&format!(": {reason}:")))
+}
+
+/// How far a Deployment's rollout is.
+#[derive(Debug, PartialEq, Eq)]
+enum Progress {
+    Running,
+    Complete,
+    /// Kubernetes gave up: the message of its `Progressing` condition.
+    DeadlineExceeded(String),
+}
+
+fn progress(deployment: &KubeDeployment) -> Progress {
+    let generation = deployment.metadata.generation.unwrap_or(0);
+    let Some(status) = deployment.status.as_ref() else {
+        return Progress::Running;
+    };
+    if status.observed_generation.unwrap_or(0) < generation {
+        return Progress::Running;
+    }
+    let progressing = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Progressing");
+    if let Some(c) = progressing {
+        if c.status == "False" && c.reason.as_deref() == Some("ProgressDeadlineExceeded") {
+            return Progress::DeadlineExceeded(c.message.clone().unwrap_or_default());
+        }
+    }
+    let wanted = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let all_new = status.updated_replicas.unwrap_or(0) >= wanted
+        && status.available_replicas.unwrap_or(0) >= wanted
+        && status.replicas.unwrap_or(0) == status.updated_replicas.unwrap_or(0);
+    if all_new && conditions::is_deployment_completed().matches_object(Some(deployment)) {
+        Progress::Complete
+    } else {
+        Progress::Running
+    }
+}
+
+impl KubeRollout {
+    /// A rollout through `client` that points the gateway's `routes` at each model's Service.
+    pub fn new(client: Client, config: KubeRolloutConfig, routes: Routes) -> Self {
+        Self {
+            client,
+            config,
+            routes,
+            live: Mutex::new(HashMap::new()),
+            locks: ModelLocks::default(),
+        }
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.config.cluster.namespace)
+    }
+
+    /// Applies the model's Deployment, Service and Ingress for `version` running `image`.
+    async fn apply(&self, model: &ModelName, version: VersionId, image: &str) -> Result<i64> {
+        let settings = &self.config.cluster;
+        let name = manifests::model_object_name(model);
+        let apply = PatchParams::apply(FIELD_MANAGER).force();
+        let desired = manifests::deployment(settings, model, version, image);
+        let applied = self
+            .api::<KubeDeployment>()
+            .patch(&name, &apply, &Patch::Apply(&desired))
+            .await
+            .map_err(|e| api_error(&format!("applying Deployment {name}"), e))?;
+        let owner = manifests::owned_by(&applied);
+        let service = manifests::service(settings, model, owner.as_ref());
+        self.api::<Service>()
+            .patch(&name, &apply, &Patch::Apply(&service))
+            .await
+            .map_err(|e| api_error(&format!("applying Service {name}"), e))?;
+        let ingress = manifests::ingress(settings, model, owner.as_ref());
+        self.api::<Ingress>()
+            .patch(&name, &apply, &Patch::Apply(&ingress))
+            .await
+            .map_err(|e| api_error(&format!("applying Ingress {name}"), e))?;
+        Ok(applied.metadata.generation.unwrap_or(0))
+    }
+
+    /// The pods of one version of a model.
+    async fn pods(&self, model: &ModelName, version: VersionId) -> Result<Vec<Pod>> {
+        let selector = format!("{LABEL_MODEL}={model},{LABEL_VERSION}={version}");
+        self.api::<Pod>()
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map(|list| list.items)
+            .map_err(|e| api_error("listing the rollout's pods", e))
+    }
+
+    /// Follows the rollout of `version` until complete; fails with the reason when it cannot
+    /// complete.
+    async fn wait(&self, model: &ModelName, version: VersionId, events: &Events) -> Result<()> {
+        let name = manifests::model_object_name(model);
+        // Kubernetes decides at the progress deadline; the margin covers its reporting.
+        let deadline =
+            Instant::now() + self.config.cluster.progress_deadline + Duration::from_secs(60);
+        let mut reported = Vec::new();
+        loop {
+            let deployment = self
+                .api::<KubeDeployment>()
+                .get(&name)
+                .await
+                .map_err(|e| api_error(&format!("reading Deployment {name}"), e))?;
+            let problems = pod_problems(&self.pods(model, version).await?);
+            for problem in &problems {
+                if !reported.contains(problem) {
+                    events.log(problem.clone());
+                    reported.push(problem.clone());
+                }
+            }
+            match progress(&deployment) {
+                Progress::Complete => return Ok(()),
+                Progress::DeadlineExceeded(message) => {
+                    let why = if problems.is_empty() {
+                        "the new pods never became ready".to_owned()
+                    } else {
+                        problems.join("; ")
+                    };
+                    return Err(Error::Load(format!(
+                        "rollout of {model} {version} did not complete within {} s ({message}): {why}",
+                        self.config.cluster.progress_deadline.as_secs()
+                    )));
+                }
+                Progress::Running => {}
+            }
+            if let Some(problem) = problems.iter().find(|p| hopeless(p)) {
+                return Err(Error::Load(format!(
+                    "rollout of {model} {version} cannot complete: {problem}"
+                )));
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Load(format!(
+                    "rollout of {model} {version} still running after {} s",
+                    self.config.cluster.progress_deadline.as_secs() + 60
+                )));
+            }
+            tokio::time::sleep(self.config.poll_interval).await;
+        }
+    }
+
+    /// The version and image a Deployment runs, from its annotations.
+    fn running(deployment: &KubeDeployment) -> Option<(VersionId, String)> {
+        let annotations = deployment.metadata.annotations.as_ref()?;
+        let version = VersionId::parse(annotations.get(ANNOTATION_VERSION)?).ok()?;
+        Some((version, annotations.get(ANNOTATION_IMAGE)?.clone()))
+    }
+
+    fn go_live(&self, target: &Target) -> Deployment {
+        let url = manifests::service_url(&self.config.cluster, &target.model);
+        self.routes
+            .switch(&target.model, target.version, url.clone());
+        Deployment {
+            target: target.clone(),
+            endpoint: url,
+        }
+    }
+}
+
+fn image_of(target: &Target) -> Result<&str> {
+    match &target.artifact {
+        Artifact::Image { reference, .. } => Ok(reference),
+        other => Err(Error::Conflict(format!(
+            "the Kubernetes backend runs images from a registry, not {other}"
+        ))),
+    }
+}
+
+#[async_trait::async_trait]
+impl Rollout for KubeRollout {
+    async fn deploy(&self, target: &Target, events: &Events) -> Result<Deployment> {
+        let _one_at_a_time = self.locks.lock(&target.model).await;
+        let (model, version) = (&target.model, target.version);
+        let image = image_of(target)?;
+        let name = manifests::model_object_name(model);
+        let current = self
+            .api::<KubeDeployment>()
+            .get_opt(&name)
+            .await
+            .map_err(|e| api_error(&format!("reading Deployment {name}"), e))?;
+        let desired = manifests::deployment(&self.config.cluster, model, version, image);
+        if let Some(current) = &current {
+            let hash = |d: &KubeDeployment| {
+                d.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(ANNOTATION_SPEC_HASH).cloned())
+            };
+            if hash(current) == hash(&desired) && progress(current) == Progress::Complete {
+                events.progress(format!(
+                    "Deployment {name} already runs {version} ({image}): nothing to apply"
+                ));
+                let deployment = self.go_live(target);
+                self.live
+                    .lock()
+                    .await
+                    .insert(model.clone(), deployment.clone());
+                return Ok(deployment);
+            }
+        }
+        let previous = current.as_ref().and_then(KubeRollout::running);
+        events.progress(format!(
+            "applying Deployment, Service and Ingress {name} in {} for {version} ({image})",
+            self.config.cluster.namespace
+        ));
+        let generation = self.apply(model, version, image).await?;
+        events.progress(format!(
+            "following the rollout (generation {generation}, deadline {} s)",
+            self.config.cluster.progress_deadline.as_secs()
+        ));
+        match self.wait(model, version, events).await {
+            Ok(()) => {
+                events.progress(format!("rollout of {model} {version} complete"));
+                let deployment = self.go_live(target);
+                self.live
+                    .lock()
+                    .await
+                    .insert(model.clone(), deployment.clone());
+                Ok(deployment)
+            }
+            Err(failure) => {
+                match previous {
+                    Some((previous_version, previous_image)) => {
+                        events.error(failure.to_string());
+                        events.progress(format!(
+                            "rolling {name} back to {previous_version} ({previous_image})"
+                        ));
+                        if let Err(e) = self.apply(model, previous_version, &previous_image).await {
+                            events.error(format!("the rollback failed too: {}", e.chain()));
+                        }
+                    }
+                    None => {
+                        // Nothing served before: leave nothing half-started behind (the
+                        // Service and Ingress go with the Deployment).
+                        events.progress(format!("removing Deployment {name}"));
+                        let _ = self
+                            .api::<KubeDeployment>()
+                            .delete(&name, &DeleteParams::background())
+                            .await;
+                    }
+                }
+                Err(failure)
+            }
+        }
+    }
+
+    async fn resume(&self, target: &Target, events: &Events) -> Result<Deployment> {
+        // A Deployment keeps running without the api server: `deploy` finds it complete and
+        // applies nothing.
+        self.deploy(target, events).await
+    }
+
+    async fn status(&self, model: &ModelName) -> Option<Deployment> {
+        self.live.lock().await.get(model).cloned()
+    }
+
+    async fn undeploy(&self, model: &ModelName) -> Result<()> {
+        let _one_at_a_time = self.locks.lock(model).await;
+        self.routes.remove(model);
+        self.live.lock().await.remove(model);
+        let name = manifests::model_object_name(model);
+        match self
+            .api::<KubeDeployment>()
+            .delete(&name, &DeleteParams::background())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if crate::kubernetes::status_of(&e) == Some(404) => Ok(()),
+            Err(e) => Err(api_error(&format!("deleting Deployment {name}"), e)),
+        }
+    }
+
+    /// Stops routing; the Deployments keep serving (the Ingress reaches them directly).
+    async fn shutdown(&self) {
+        let live: Vec<_> = self.live.lock().await.drain().collect();
+        for (model, _) in live {
+            self.routes.remove(&model);
+        }
+    }
+}

@@ -14,7 +14,8 @@
 //! Docker reports unhealthy fails the rollout.
 
 use super::container::{self, DockerRolloutConfig};
-use super::{check, drain, Deployment, ModelLocks, Rollout, Routes, Target};
+use super::live::LiveSet;
+use super::{check, Deployment, ModelLocks, Rollout, Routes, Target};
 use crate::docker::{engine_error, status_of, Docker};
 use crate::events::Events;
 use crate::model::{ModelName, VersionId};
@@ -25,22 +26,14 @@ use bollard::query_parameters::{
     RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures::StreamExt;
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use tokio::sync::Mutex;
-
-struct Running {
-    deployment: Deployment,
-    container: String,
-}
 
 /// Runs model versions as Docker containers and switches [`Routes`] between them.
 pub struct DockerRollout {
     docker: Docker,
     config: DockerRolloutConfig,
-    routes: Routes,
     client: reqwest::Client,
-    running: Mutex<HashMap<ModelName, Running>>,
+    live: LiveSet<String>,
     locks: ModelLocks,
 }
 
@@ -50,9 +43,8 @@ impl DockerRollout {
         Self {
             docker,
             config,
-            routes,
             client: reqwest::Client::new(),
-            running: Mutex::new(HashMap::new()),
+            live: LiveSet::new(routes),
             locks: ModelLocks::default(),
         }
     }
@@ -244,29 +236,13 @@ impl DockerRollout {
         url: String,
         events: &Events,
     ) -> Deployment {
-        let deployment = Deployment {
-            target: target.clone(),
-            endpoint: url.clone(),
-        };
-        let old_upstream = self.routes.switch(&target.model, target.version, url);
-        events.progress(format!(
-            "switched {} traffic to {}",
-            target.model, target.version
-        ));
-        let old = self.running.lock().await.insert(
-            target.model.clone(),
-            Running {
-                deployment: deployment.clone(),
-                container,
-            },
-        );
-        if let Some(old) = old {
-            let version = old.deployment.target.version;
-            if let Some(upstream) = old_upstream {
-                drain(&upstream, version, self.config.drain_timeout, events).await;
-            }
-            self.remove(&old.container).await;
-            events.progress(format!("stopped and removed container {}", old.container));
+        let (deployment, old) = self
+            .live
+            .switch(target, url, container, self.config.drain_timeout, events)
+            .await;
+        if let Some((_, old)) = old {
+            self.remove(&old).await;
+            events.progress(format!("stopped and removed container {old}"));
         }
         deployment
     }
@@ -276,13 +252,13 @@ impl DockerRollout {
 impl Rollout for DockerRollout {
     async fn deploy(&self, target: &Target, events: &Events) -> Result<Deployment> {
         let _one_at_a_time = self.locks.lock(&target.model).await;
-        if let Some(running) = self.running.lock().await.get(&target.model) {
-            if running.deployment.target == *target {
+        if let Some(live) = self.live.status(&target.model).await {
+            if live.target == *target {
                 events.progress(format!(
                     "{} {} is already live",
                     target.model, target.version
                 ));
-                return Ok(running.deployment.clone());
+                return Ok(live);
             }
         }
         let (container, url) = self.start(target, events).await?;
@@ -323,31 +299,19 @@ impl Rollout for DockerRollout {
     }
 
     async fn status(&self, model: &ModelName) -> Option<Deployment> {
-        self.running
-            .lock()
-            .await
-            .get(model)
-            .map(|running| running.deployment.clone())
+        self.live.status(model).await
     }
 
     async fn undeploy(&self, model: &ModelName) -> Result<()> {
         let _one_at_a_time = self.locks.lock(model).await;
-        let upstream = self.routes.remove(model);
-        let running = self.running.lock().await.remove(model);
-        if let Some(running) = running {
-            if let Some(upstream) = upstream {
-                upstream.drained(self.config.drain_timeout).await;
-            }
-            self.remove(&running.container).await;
+        if let Some(container) = self.live.remove(model, self.config.drain_timeout).await {
+            self.remove(&container).await;
         }
         Ok(())
     }
 
     /// Stops routing; the containers keep running so that the next start adopts them.
     async fn shutdown(&self) {
-        let running: Vec<_> = self.running.lock().await.drain().collect();
-        for (model, _) in running {
-            self.routes.remove(&model);
-        }
+        self.live.take_all().await;
     }
 }

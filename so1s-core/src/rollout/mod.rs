@@ -12,6 +12,7 @@ pub mod container;
 mod docker;
 #[cfg(feature = "kubernetes")]
 mod kubernetes;
+mod live;
 mod process;
 mod routes;
 

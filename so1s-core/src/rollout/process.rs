@@ -1,12 +1,12 @@
 //! [`ProcessRollout`]: the embedded backend. Each version runs as a `so1s-predict` child on a
 //! free loopback port, blue/green behind the gateway.
 
-use super::{check, drain, Deployment, ModelLocks, Rollout, Routes, Target};
+use super::live::LiveSet;
+use super::{check, Deployment, ModelLocks, Rollout, Routes, Target};
 use crate::build::Artifact;
 use crate::events::Events;
 use crate::model::ModelName;
 use crate::{Error, Result};
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::Mutex;
 
 /// How the process backend runs predict servers.
 #[derive(Debug, Clone)]
@@ -44,17 +43,11 @@ impl ProcessRolloutConfig {
     }
 }
 
-struct Running {
-    deployment: Deployment,
-    child: Child,
-}
-
 /// Runs each model version as a child process and switches [`Routes`] between them.
 pub struct ProcessRollout {
     config: ProcessRolloutConfig,
-    routes: Routes,
     client: reqwest::Client,
-    running: Mutex<HashMap<ModelName, Running>>,
+    live: LiveSet<Child>,
     locks: ModelLocks,
 }
 
@@ -63,9 +56,8 @@ impl ProcessRollout {
     pub fn new(config: ProcessRolloutConfig, routes: Routes) -> Self {
         Self {
             config,
-            routes,
             client: reqwest::Client::new(),
-            running: Mutex::new(HashMap::new()),
+            live: LiveSet::new(routes),
             locks: ModelLocks::default(),
         }
     }
@@ -239,59 +231,32 @@ impl Rollout for ProcessRollout {
     async fn deploy(&self, target: &Target, events: &Events) -> Result<Deployment> {
         let _one_at_a_time = self.locks.lock(&target.model).await;
         let (child, url) = self.start(target, events).await?;
-        let deployment = Deployment {
-            target: target.clone(),
-            endpoint: url.clone(),
-        };
-        let old_upstream = self.routes.switch(&target.model, target.version, url);
-        events.progress(format!(
-            "switched {} traffic to {}",
-            target.model, target.version
-        ));
-        let old = self.running.lock().await.insert(
-            target.model.clone(),
-            Running {
-                deployment: deployment.clone(),
-                child,
-            },
-        );
-        if let Some(mut old) = old {
-            let version = old.deployment.target.version;
-            if let Some(upstream) = old_upstream {
-                drain(&upstream, version, self.config.drain_timeout, events).await;
-            }
-            stop_child(&mut old.child, self.config.drain_timeout).await;
-            events.progress(format!("stopped {version}"));
+        let (deployment, old) = self
+            .live
+            .switch(target, url, child, self.config.drain_timeout, events)
+            .await;
+        if let Some((old, mut child)) = old {
+            stop_child(&mut child, self.config.drain_timeout).await;
+            events.progress(format!("stopped {}", old.target.version));
         }
         Ok(deployment)
     }
 
     async fn status(&self, model: &ModelName) -> Option<Deployment> {
-        self.running
-            .lock()
-            .await
-            .get(model)
-            .map(|running| running.deployment.clone())
+        self.live.status(model).await
     }
 
     async fn undeploy(&self, model: &ModelName) -> Result<()> {
         let _one_at_a_time = self.locks.lock(model).await;
-        let upstream = self.routes.remove(model);
-        let running = self.running.lock().await.remove(model);
-        if let Some(mut running) = running {
-            if let Some(upstream) = upstream {
-                upstream.drained(self.config.drain_timeout).await;
-            }
-            stop_child(&mut running.child, self.config.drain_timeout).await;
+        if let Some(mut child) = self.live.remove(model, self.config.drain_timeout).await {
+            stop_child(&mut child, self.config.drain_timeout).await;
         }
         Ok(())
     }
 
     async fn shutdown(&self) {
-        let running: Vec<_> = self.running.lock().await.drain().collect();
-        for (model, mut running) in running {
-            self.routes.remove(&model);
-            stop_child(&mut running.child, Duration::from_secs(10)).await;
+        for mut child in self.live.take_all().await {
+            stop_child(&mut child, Duration::from_secs(10)).await;
         }
     }
 }

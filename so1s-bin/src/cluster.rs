@@ -8,7 +8,7 @@ use so1s_core::kubernetes::manifests::{
     self, BuildMode, BuildSettings, ClusterSettings, InstallSettings, Resources,
 };
 use so1s_core::rollout::{KubeRollout, KubeRolloutConfig, Rollout, Routes};
-use so1s_core::store::{ArchiveFormat, StoredVersion};
+use so1s_core::store::{ArchiveSummary, StoredVersion};
 use so1s_core::{ModelName, VersionId};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -236,7 +236,11 @@ pub struct ContextArgs {
 pub async fn write_context(args: &ContextArgs) -> anyhow::Result<()> {
     let model = ModelName::parse(&args.model).map_err(|e| anyhow::anyhow!(e.chain()))?;
     let version = VersionId::parse(&args.version).map_err(|e| anyhow::anyhow!(e.chain()))?;
-    let (format, size, sha256) = inspect_archive(&args.archive)?;
+    let ArchiveSummary {
+        size,
+        sha256,
+        format,
+    } = so1s_core::store::inspect_archive(&args.archive).map_err(|e| anyhow::anyhow!(e.chain()))?;
     if sha256 != args.sha256 {
         anyhow::bail!(
             "{} has sha256 {sha256}, not the stored version's {}",
@@ -268,29 +272,6 @@ pub async fn write_context(args: &ContextArgs) -> anyhow::Result<()> {
     std::fs::write(args.out.join("Dockerfile"), dockerfile).context("writing the Dockerfile")?;
     println!("context ready in {}", args.out.display());
     Ok(())
-}
-
-fn inspect_archive(path: &Path) -> anyhow::Result<(ArchiveFormat, u64, String)> {
-    use sha2::Digest;
-    use std::io::Read;
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut hasher = sha2::Sha256::new();
-    let (mut head, mut size, mut buffer) = (Vec::new(), 0u64, vec![0u8; 1 << 20]);
-    loop {
-        let n = file.read(&mut buffer)?;
-        if n == 0 {
-            break;
-        }
-        if head.len() < 8 {
-            head.extend_from_slice(&buffer[..n.min(8)]);
-        }
-        hasher.update(&buffer[..n]);
-        size += n as u64;
-    }
-    let format = ArchiveFormat::sniff(&head)
-        .with_context(|| format!("{} is not a .tar.gz or .zip", path.display()))?;
-    Ok((format, size, format!("{:x}", hasher.finalize())))
 }
 
 /// The Kubernetes image builder and rollout of `so1s serve --backend kubernetes`.

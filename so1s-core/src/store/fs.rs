@@ -10,11 +10,10 @@
 //! An upload is written and checksummed under `incoming/`, synced, then renamed into place in
 //! one step, so a version is either whole or absent.
 
-use super::{ArchiveFormat, ByteStream, ModelStore, StoredVersion};
+use super::{ArchiveDigest, ArchiveSummary, ByteStream, ModelStore, StoredVersion};
 use crate::model::{ModelName, VersionId};
 use crate::{Error, Result};
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -71,31 +70,20 @@ impl FsModelStore {
     }
 
     /// Streams the body into `dir/archive`, returning its size, sha256 and format.
-    async fn receive(
-        &self,
-        dir: &Path,
-        mut body: ByteStream,
-    ) -> Result<(u64, String, ArchiveFormat)> {
+    async fn receive(&self, dir: &Path, mut body: ByteStream) -> Result<ArchiveSummary> {
         let path = dir.join(ARCHIVE);
         let mut file = tokio::fs::File::create(&path)
             .await
             .map_err(|e| io_error("creating the upload file", &path, e))?;
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        let mut head = Vec::with_capacity(4);
+        let mut digest = ArchiveDigest::default();
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| Error::Upload(format!("reading the upload: {e}")))?;
-            size += chunk.len() as u64;
-            if size > self.max_size {
+            digest.update(&chunk);
+            if digest.size() > self.max_size {
                 return Err(Error::TooLarge {
                     limit: self.max_size,
                 });
             }
-            if head.len() < 4 {
-                let take = (4 - head.len()).min(chunk.len());
-                head.extend_from_slice(&chunk[..take]);
-            }
-            hasher.update(&chunk);
             file.write_all(&chunk)
                 .await
                 .map_err(|e| io_error("writing the upload", &path, e))?;
@@ -103,19 +91,7 @@ impl FsModelStore {
         file.sync_all()
             .await
             .map_err(|e| io_error("syncing the upload", &path, e))?;
-        let format = ArchiveFormat::sniff(&head).ok_or_else(|| {
-            if size == 0 {
-                Error::Upload("the upload is empty".into())
-            } else {
-                Error::Upload("the upload is neither a .tar.gz nor a .zip archive".into())
-            }
-        })?;
-        let sha256 = hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        Ok((size, sha256, format))
+        digest.finish()
     }
 
     /// The number after every version the model has had, deleted ones included.
@@ -153,7 +129,11 @@ impl ModelStore for FsModelStore {
             .await
             .map_err(|e| io_error("creating the upload directory", &staging, e))?;
         let stored = async {
-            let (size, sha256, format) = self.receive(&staging, body).await?;
+            let ArchiveSummary {
+                size,
+                sha256,
+                format,
+            } = self.receive(&staging, body).await?;
             let _numbering = self.numbering.lock().await;
             let version = self.next_version(model).await?;
             let stored = StoredVersion {
@@ -299,7 +279,9 @@ fn io_error(step: &str, path: &Path, source: std::io::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::ArchiveFormat;
     use bytes::Bytes;
+    use sha2::{Digest, Sha256};
 
     fn body(chunks: Vec<&'static [u8]>) -> ByteStream {
         Box::pin(futures::stream::iter(

@@ -5,8 +5,10 @@
 //! half version visible. [`FsModelStore`] keeps them in a directory; it is the store of every
 //! backend (the docker backend reads the same files, the Kubernetes backend mounts them).
 
+mod digest;
 mod fs;
 
+pub use digest::{inspect_archive, ArchiveDigest, ArchiveSummary};
 pub use fs::FsModelStore;
 
 use crate::model::{ModelName, VersionId};

@@ -4,20 +4,22 @@
 //! PersistentVolumeClaim; its init container (the so1s image) unpacks, checks and
 //! smoke-tests the model and writes the build context; its build container (Kaniko, or the
 //! node's Docker socket) builds the model image on the so1s image and pushes it. so1s follows
-//! the Job, streams its pods' log lines into the version's events, and on failure reports why
-//! (image pull, out of memory, exit code, deadline). The Job's name comes from model and
+//! the Job, streams its pods' log lines into the version's events (read by a [`LogCursor`]
+//! per container), and on failure reports why (image pull, out of memory, exit code,
+//! deadline). The Job's name comes from model and
 //! version: a retry follows a build that is still running, and replaces one that failed,
 //! so one version is never built twice at once.
 
 use super::{Artifact, ImageBuilder};
 use crate::events::Events;
 use crate::kubernetes::api_error;
+use crate::kubernetes::logs::LogCursor;
 use crate::kubernetes::manifests::{self, BuildSettings, ClusterSettings};
 use crate::store::StoredVersion;
 use crate::{Error, Result};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::Client;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -193,7 +195,7 @@ impl KubeImageBuilder {
     async fn forward_logs(
         &self,
         pods: &[Pod],
-        seen: &mut HashMap<(String, String), usize>,
+        cursors: &mut HashMap<(String, &'static str), LogCursor>,
         events: &Events,
     ) {
         let api = self.pods();
@@ -202,22 +204,15 @@ impl KubeImageBuilder {
                 continue;
             };
             for container in ["prepare", "build"] {
-                let params = LogParams {
-                    container: Some(container.into()),
-                    ..Default::default()
-                };
+                let cursor = cursors.entry((pod_name.clone(), container)).or_default();
                 // Not started yet, or gone: nothing to read now.
-                let Ok(text) = api.logs(&pod_name, &params).await else {
+                let Ok(text) = api.logs(&pod_name, &cursor.params(container)).await else {
                     continue;
                 };
-                let count = seen
-                    .entry((pod_name.clone(), container.into()))
-                    .or_default();
-                for line in text.lines().skip(*count) {
+                for line in cursor.advance(&text) {
                     if !line.trim().is_empty() {
                         events.log(format!("[{container}] {line}"));
                     }
-                    *count += 1;
                 }
             }
         }
@@ -226,7 +221,7 @@ impl KubeImageBuilder {
     /// Follows the Job until it completes or fails.
     async fn follow(&self, name: &str, events: &Events) -> Result<()> {
         let deadline = Instant::now() + self.config.build.deadline + Duration::from_secs(60);
-        let mut seen = HashMap::new();
+        let mut cursors = HashMap::new();
         loop {
             let job = self
                 .jobs()
@@ -239,7 +234,7 @@ impl KubeImageBuilder {
                 .await
                 .map_err(|e| api_error(&format!("listing the pods of Job {name}"), e))?
                 .items;
-            self.forward_logs(&pods, &mut seen, events).await;
+            self.forward_logs(&pods, &mut cursors, events).await;
             match outcome(&job) {
                 Outcome::Complete => return Ok(()),
                 Outcome::Failed(why) => {

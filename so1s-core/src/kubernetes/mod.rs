@@ -1,11 +1,12 @@
 //! Kubernetes as the cluster backends see it: connecting (kubeconfig or in-cluster), API
 //! errors turned into [`Error`]s, polling waits, and in [`manifests`] the pure builders of
-//! every object so1s applies.
+//! every object so1s applies; in [`logs`] the cursor that reads a container's log by polls.
 //!
 //! Waits poll the API (`get` every poll interval, judged with kube's runtime conditions)
 //! rather than watch: it works the same against every API server and its test doubles, and a
 //! rollout or build is followed for minutes, not milliseconds.
 
+pub mod logs;
 pub mod manifests;
 
 use crate::{Error, Result};

@@ -5,6 +5,7 @@
 //! controllers (Deployment, Job) by writing status and pods through the fake directly.
 
 use http_body_util::BodyExt;
+use k8s_openapi::jiff::Timestamp;
 use kube::client::Body;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -27,6 +28,9 @@ impl Request {
     }
 }
 
+/// Container logs by `pod/container`: lines with the time they were written.
+type Logs = HashMap<String, Vec<(Timestamp, String)>>;
+
 /// The API double.
 #[derive(Clone)]
 pub struct Cluster {
@@ -35,7 +39,7 @@ pub struct Cluster {
     /// The client the test plays controllers with (not recorded).
     pub fake: kube::Client,
     requests: Arc<Mutex<Vec<Request>>>,
-    logs: Arc<Mutex<HashMap<String, String>>>,
+    logs: Arc<Mutex<Logs>>,
 }
 
 impl Cluster {
@@ -48,7 +52,7 @@ impl Cluster {
             .await
             .expect("the fake API server");
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let logs: Arc<Mutex<HashMap<String, String>>> = Arc::new(Mutex::new(HashMap::new()));
+        let logs: Arc<Mutex<Logs>> = Arc::default();
         let (inner, recorded, canned) = (fake.clone(), requests.clone(), logs.clone());
         let service = tower::service_fn(move |request: http::Request<Body>| {
             let (inner, recorded, canned) = (inner.clone(), recorded.clone(), canned.clone());
@@ -75,16 +79,7 @@ impl Cluster {
                 });
                 if let Some(pod_path) = path.strip_suffix("/log") {
                     let pod = pod_path.rsplit('/').next().unwrap_or("");
-                    let container = query
-                        .split('&')
-                        .find_map(|kv| kv.strip_prefix("container="))
-                        .unwrap_or("");
-                    let text = canned
-                        .lock()
-                        .unwrap()
-                        .get(&format!("{pod}/{container}"))
-                        .cloned()
-                        .unwrap_or_default();
+                    let text = answer_log(&canned.lock().unwrap(), pod, &query);
                     return Ok::<_, kube::Error>(http::Response::new(Body::from(
                         text.into_bytes(),
                     )));
@@ -120,11 +115,40 @@ impl Cluster {
             .collect()
     }
 
-    /// Sets what `pods/{pod}/log?container={container}` answers.
-    pub fn set_log(&self, pod: &str, container: &str, text: &str) {
+    /// Appends `text`'s lines, stamped now, to the log of `container` in `pod`.
+    pub fn append_log(&self, pod: &str, container: &str, text: &str) {
+        let now = Timestamp::now();
         self.logs
             .lock()
             .unwrap()
-            .insert(format!("{pod}/{container}"), text.to_owned());
+            .entry(format!("{pod}/{container}"))
+            .or_default()
+            .extend(text.lines().map(|line| (now, line.to_owned())));
     }
+}
+
+/// What the kubelet answers to `pods/{pod}/log?{query}`: the container's lines at or after
+/// `sinceTime` (whole seconds), prefixed with their RFC 3339 timestamps if `timestamps=true`.
+fn answer_log(logs: &Logs, pod: &str, query: &str) -> String {
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+    };
+    let container = param("container").unwrap_or("");
+    let since: Option<Timestamp> = param("sinceTime").map(|at| {
+        at.replace("%3A", ":")
+            .parse()
+            .expect("sinceTime is RFC 3339")
+    });
+    let timestamps = param("timestamps") == Some("true");
+    logs.get(&format!("{pod}/{container}"))
+        .into_iter()
+        .flatten()
+        .filter(|(at, _)| since.is_none_or(|since| *at >= since))
+        .map(|(at, line)| match timestamps {
+            true => format!("{at} {line}\n"),
+            false => format!("{line}\n"),
+        })
+        .collect()
 }

@@ -80,6 +80,8 @@ pub struct DockerImageBuilder {
     bundles: BundleBuilder,
     /// The runtime image, once made sure of.
     runtime: Mutex<Option<String>>,
+    /// The shared libraries of the runtime's binaries, once `ldd` has listed them.
+    runtime_libs: tokio::sync::OnceCell<LinkedLibs>,
 }
 
 impl DockerImageBuilder {
@@ -90,7 +92,19 @@ impl DockerImageBuilder {
             docker,
             config,
             runtime: Mutex::new(None),
+            runtime_libs: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The shared libraries `so1s-predict` and `so1s-probe` need (ldd runs once).
+    async fn runtime_libs(&self) -> Result<&LinkedLibs> {
+        self.runtime_libs
+            .get_or_try_init(|| async {
+                let mut linked = ldd(&self.config.predict_bin).await?;
+                linked.merge(ldd(&self.config.probe_bin).await?);
+                Ok(linked)
+            })
+            .await
     }
 
     /// The runtime image for the configured binaries: found by its fingerprint, or built.
@@ -100,14 +114,13 @@ impl DockerImageBuilder {
         if let Some(reference) = runtime.as_ref() {
             return Ok(reference.clone());
         }
-        let mut linked = ldd(&self.config.predict_bin).await?;
-        linked.merge(ldd(&self.config.probe_bin).await?);
+        let linked = self.runtime_libs().await?;
         let files = image::runtime_context(
             &self.config.base_image,
             &BTreeMap::new(),
             &self.config.predict_bin,
             &self.config.probe_bin,
-            &linked,
+            linked,
         )?;
         let fingerprint = fingerprint(files).await?;
         let reference = image::runtime_image_reference(&fingerprint);
@@ -116,7 +129,7 @@ impl DockerImageBuilder {
             &image::runtime_image_labels(&fingerprint),
             &self.config.predict_bin,
             &self.config.probe_bin,
-            &linked,
+            linked,
         )?;
         match self.docker.inspect_image(&reference).await {
             Ok(_) => events.progress(format!("runtime image {reference} is there")),
@@ -150,8 +163,7 @@ impl DockerImageBuilder {
         push: bool,
         events: &Events,
     ) -> Result<String> {
-        let mut linked = ldd(&self.config.predict_bin).await?;
-        linked.merge(ldd(&self.config.probe_bin).await?);
+        let mut linked = self.runtime_libs().await?.clone();
         linked.merge(ldd(so1s_bin).await?);
         let mut entries = image::runtime_context(
             &self.config.base_image,

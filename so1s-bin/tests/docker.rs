@@ -8,37 +8,16 @@ use common::{docker_cli, docker_engine, minilm_dir, unique, DockerCleanup};
 use so1s_core::build::image::{runtime_image_reference, LABEL_MODEL, LABEL_SHA256, LABEL_VERSION};
 use so1s_core::build::{Artifact, DockerBuildConfig, DockerImageBuilder, ImageBuilder};
 use so1s_core::docker::Docker;
-use so1s_core::events::{Event, Events, Stage};
+use so1s_core::events::{EventLog, Events, Stage};
 use so1s_core::rollout::{DockerRollout, DockerRolloutConfig, Rollout, Routes, Target};
 use so1s_core::store::{FsModelStore, ModelStore, StoredVersion};
 use so1s_core::ModelName;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// One test at a time: they share the engine, the runtime image and the two cores, and the
 /// build timings they print mean something only alone.
 static ENGINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Events kept for the test to read.
-#[derive(Clone, Default)]
-struct Recorded(Arc<Mutex<Vec<Event>>>);
-
-impl Recorded {
-    fn events(&self, stage: Stage) -> Events {
-        let kept = self.0.clone();
-        Events::new(stage, move |event| kept.lock().unwrap().push(event))
-    }
-
-    fn text(&self) -> String {
-        let events = self.0.lock().unwrap();
-        events
-            .iter()
-            .map(|e| e.message.as_str())
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
 
 fn bin_dir() -> PathBuf {
     Path::new(env!("CARGO_BIN_EXE_so1s-predict"))
@@ -84,7 +63,7 @@ async fn build(
     builder: &DockerImageBuilder,
     store: &FsModelStore,
     version: &StoredVersion,
-    recorded: &Recorded,
+    recorded: &EventLog,
 ) -> (Artifact, Duration) {
     let archive = store
         .archive(&version.model, version.version)
@@ -155,6 +134,48 @@ async fn hello_world_first_value(url: &str) -> f64 {
     body["result"][0].as_f64().unwrap()
 }
 
+/// Runs `image` alone (`docker run`, nothing mounted or passed, labelled with the test's
+/// `instance` for cleanup), waits until it answers `/readyz`, checks its `/predict` gives
+/// MiniLM's embedding of "Hello world", and returns the container's id.
+async fn run_alone_and_predict(image: &str, instance: &str) -> String {
+    let label = format!("io.so1s.instance={instance}");
+    let id = docker_cli(&[
+        "run",
+        "-d",
+        "--label",
+        &label,
+        "-p",
+        "127.0.0.1::8080",
+        image,
+    ]);
+    let port = docker_cli(&["port", &id, "8080/tcp"]);
+    let url = format!("http://{}", port.lines().next().unwrap());
+    let started = Instant::now();
+    while !so1s_core::rollout::check::is_ready(&reqwest::Client::new(), &url).await {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{}",
+            docker_cli(&["logs", &id])
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first = hello_world_first_value(&url).await;
+    assert!((first - HELLO_WORLD_FIRST).abs() < 1e-5, "{first}");
+    id
+}
+
+/// The container's Docker health status once it is no longer `starting` (at most 30 s).
+async fn settled_health(container: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let health = docker_cli(&["inspect", "--format", "{{.State.Health.Status}}", container]);
+        if health != "starting" || started.elapsed() > Duration::from_secs(30) {
+            return health;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_new_version_adds_one_model_layer_and_its_image_runs_alone() {
     let Some(docker) = docker_engine().await else {
@@ -171,7 +192,7 @@ async fn a_new_version_adds_one_model_layer_and_its_image_runs_alone() {
     };
     let (store, versions) = store_minilm(&tmp.path().join("store"), &model, 2).await;
     let builder = builder(&docker, &tmp.path().join("work"));
-    let recorded = Recorded::default();
+    let recorded = EventLog::default();
 
     let started = Instant::now();
     let runtime = builder
@@ -251,36 +272,8 @@ async fn a_new_version_adds_one_model_layer_and_its_image_runs_alone() {
 
     // The image alone, nothing mounted, nothing passed: `docker run` answers /predict, and
     // Docker's health check (so1s-probe inside the image) reports it healthy.
-    let label = format!("io.so1s.instance={instance}");
-    let id = docker_cli(&[
-        "run",
-        "-d",
-        "--label",
-        &label,
-        "-p",
-        "127.0.0.1::8080",
-        reference(&v1),
-    ]);
-    let port = docker_cli(&["port", &id, "8080/tcp"]);
-    let url = format!("http://{}", port.lines().next().unwrap());
-    let started = Instant::now();
-    while !so1s_core::rollout::check::is_ready(&reqwest::Client::new(), &url).await {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{}",
-            docker_cli(&["logs", &id])
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let first = hello_world_first_value(&url).await;
-    assert!((first - HELLO_WORLD_FIRST).abs() < 1e-5, "{first}");
-    let health = loop {
-        let health = docker_cli(&["inspect", "--format", "{{.State.Health.Status}}", &id]);
-        if health != "starting" || started.elapsed() > Duration::from_secs(30) {
-            break health;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let id = run_alone_and_predict(reference(&v1), &instance).await;
+    let health = settled_health(&id).await;
     docker_cli(&["rm", "-f", &id]);
     assert_eq!(health, "healthy");
 
@@ -328,7 +321,7 @@ async fn a_container_that_cannot_serve_is_removed_and_a_restart_adopts_the_live_
     };
     let (store, versions) = store_minilm(&tmp.path().join("store"), &model, 1).await;
     let builder = builder(&docker, &tmp.path().join("work"));
-    let recorded = Recorded::default();
+    let recorded = EventLog::default();
     let (v1, _) = build(&builder, &store, &versions[0], &recorded).await;
 
     let mut config = DockerRolloutConfig::new(instance);
@@ -369,18 +362,7 @@ async fn a_container_that_cannot_serve_is_removed_and_a_restart_adopts_the_live_
     );
     assert_eq!(host.readonly_rootfs, Some(true));
     let container_id = inspect.id.clone().unwrap();
-    let started = Instant::now();
-    loop {
-        let health = docker_cli(&["inspect", "--format", "{{.State.Health.Status}}", &name]);
-        if health == "healthy" {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "health {health}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    assert_eq!(settled_health(&name).await, "healthy");
 
     // An image that cannot serve (the runtime alone: no model in it) fails the rollout with
     // its own log lines; its container is removed and v1 keeps serving.
@@ -396,7 +378,7 @@ async fn a_container_that_cannot_serve_is_removed_and_a_restart_adopts_the_live_
             id: None,
         },
     };
-    let failed = Recorded::default();
+    let failed = EventLog::default();
     let error = rollout
         .deploy(&broken, &failed.events(Stage::Rollout))
         .await
@@ -420,7 +402,7 @@ async fn a_container_that_cannot_serve_is_removed_and_a_restart_adopts_the_live_
     assert!(routes.version(&model).is_none());
     let restarted_routes = Routes::default();
     let restarted = DockerRollout::new(docker.clone(), config, restarted_routes.clone());
-    let adopted = Recorded::default();
+    let adopted = EventLog::default();
     let resumed = restarted
         .resume(&target, &adopted.events(Stage::Rollout))
         .await
@@ -535,33 +517,6 @@ async fn the_cluster_build_path_makes_a_serving_model_image_on_the_so1s_image() 
         .labels
         .unwrap();
     assert_eq!(labels[LABEL_SHA256], sha256);
-    let label = format!("io.so1s.instance={instance}");
-    let id = docker_cli(&[
-        "run",
-        "-d",
-        "--label",
-        &label,
-        "-p",
-        "127.0.0.1::8080",
-        &reference,
-    ]);
-    let url = format!(
-        "http://{}",
-        docker_cli(&["port", &id, "8080/tcp"])
-            .lines()
-            .next()
-            .unwrap()
-    );
-    let started = Instant::now();
-    while !so1s_core::rollout::check::is_ready(&reqwest::Client::new(), &url).await {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{}",
-            docker_cli(&["logs", &id])
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let first = hello_world_first_value(&url).await;
-    assert!((first - HELLO_WORLD_FIRST).abs() < 1e-5, "{first}");
+    run_alone_and_predict(&reference, &instance).await;
     docker_cli(&["rmi", "-f", &so1s_tag]);
 }

@@ -33,13 +33,7 @@ async fn upload_swap_refuse_rollback_and_restart() {
     let record = api.settle("minilm", "v1").await;
     assert_eq!(record["state"], "live", "{record}");
     assert_eq!(record["sha256"].as_str().unwrap().len(), 64);
-    let seed: Value = api
-        .predict("/inference/predict", "Hello world")
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let seed = api.predict_json("/inference/predict", "Hello world").await;
     let named = api
         .predict("/inference/minilm/predict", "Hello world")
         .await

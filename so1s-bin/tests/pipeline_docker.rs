@@ -7,7 +7,6 @@ mod common;
 
 use common::api::{broken_model_archive, first_values, minilm_archive, swap_under_load, Api};
 use common::{docker_cli, docker_engine, unique, DockerCleanup};
-use serde_json::Value;
 use std::time::Instant;
 
 /// The instance's containers: `name version state` lines, sorted.
@@ -54,13 +53,7 @@ async fn docker_backend_swaps_refuses_rolls_back_and_adopts_on_restart() {
     assert_eq!(record["state"], "live", "{record}");
     assert_eq!(record["artifact"]["kind"], "image", "{record}");
     assert_eq!(record["artifact"]["reference"], format!("so1s/{model}:v1"));
-    let seed: Value = api
-        .predict("/inference/predict", "Hello world")
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let seed = api.predict_json("/inference/predict", "Hello world").await;
     let first = first_values(&seed)[0];
     assert!((first - -0.034_477_27).abs() < 1e-5, "not MiniLM: {first}");
     let response = api.predict(&named, "Hello world").await.unwrap();

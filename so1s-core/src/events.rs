@@ -113,3 +113,62 @@ impl Events {
         (self.sink)(Event::now(self.stage, EventKind::Error, message));
     }
 }
+
+/// Events kept in memory, in order: for programs that embed builders and rollouts and want
+/// their output afterwards, and for tests.
+#[derive(Debug, Clone, Default)]
+pub struct EventLog(Arc<std::sync::Mutex<Vec<Event>>>);
+
+impl EventLog {
+    /// A handle for `stage` whose events are kept here.
+    pub fn events(&self, stage: Stage) -> Events {
+        let kept = self.0.clone();
+        Events::new(stage, move |event| {
+            kept.lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(event)
+        })
+    }
+
+    /// The events kept so far.
+    pub fn kept(&self) -> Vec<Event> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// The messages kept so far, a line each.
+    pub fn text(&self) -> String {
+        self.kept()
+            .iter()
+            .map(|event| event.message.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_log_keeps_every_stage_in_order() {
+        let log = EventLog::default();
+        let build = log.events(Stage::Build);
+        build.progress("unpacking");
+        build.for_stage(Stage::Rollout).error("not ready");
+        build.log("done");
+        let kept = log.kept();
+        let seen: Vec<_> = kept.iter().map(|e| (e.stage, e.kind)).collect();
+        assert_eq!(
+            seen,
+            [
+                (Stage::Build, EventKind::Progress),
+                (Stage::Rollout, EventKind::Error),
+                (Stage::Build, EventKind::Log)
+            ]
+        );
+        assert_eq!(log.text(), "unpacking\nnot ready\ndone");
+    }
+}

@@ -83,6 +83,13 @@ impl Api {
             .await
     }
 
+    /// The JSON body of a prediction that must succeed.
+    pub async fn predict_json(&self, path: &str, text: &str) -> Value {
+        let response = self.predict(path, text).await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        response.json().await.unwrap()
+    }
+
     /// A version's events (server-sent events text) up to now.
     pub async fn events(&self, name: &str, version: &str) -> String {
         self.client

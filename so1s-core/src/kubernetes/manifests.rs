@@ -370,18 +370,23 @@ pub fn service(
             model_labels(model),
             owner,
         ),
-        spec: Some(ServiceSpec {
-            type_: Some("ClusterIP".into()),
-            selector: Some(model_selector(model)),
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: 80,
-                target_port: Some(IntOrString::String("http".into())),
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
+        spec: Some(http_service_spec(model_selector(model))),
+        ..Default::default()
+    }
+}
+
+/// A ClusterIP Service spec: port 80 to the selected pods' port named `http`.
+fn http_service_spec(selector: BTreeMap<String, String>) -> ServiceSpec {
+    ServiceSpec {
+        type_: Some("ClusterIP".into()),
+        selector: Some(selector),
+        ports: Some(vec![ServicePort {
+            name: Some("http".into()),
+            port: 80,
+            target_port: Some(IntOrString::String("http".into())),
+            protocol: Some("TCP".into()),
             ..Default::default()
-        }),
+        }]),
         ..Default::default()
     }
 }
@@ -896,18 +901,7 @@ pub fn install(settings: &ClusterSettings, install: &InstallSettings) -> Install
         },
         service: Service {
             metadata: named(API_SERVER),
-            spec: Some(ServiceSpec {
-                type_: Some("ClusterIP".into()),
-                selector: Some(selector),
-                ports: Some(vec![ServicePort {
-                    name: Some("http".into()),
-                    port: 80,
-                    target_port: Some(IntOrString::String("http".into())),
-                    protocol: Some("TCP".into()),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
+            spec: Some(http_service_spec(selector)),
             ..Default::default()
         },
     }

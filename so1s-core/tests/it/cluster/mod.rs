@@ -11,34 +11,14 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
 use so1s_core::build::{Artifact, ImageBuilder, KubeBuildConfig, KubeImageBuilder};
-use so1s_core::events::{Event, Events, Stage};
+use so1s_core::events::{EventLog, Events, Stage};
 use so1s_core::kubernetes::manifests::{BuildMode, BuildSettings, ClusterSettings};
 use so1s_core::rollout::{KubeRollout, KubeRolloutConfig, Rollout, Routes, Target};
 use so1s_core::store::{ArchiveFormat, StoredVersion};
 use so1s_core::{ModelName, VersionId};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const NS: &str = "so1s";
-
-#[derive(Clone, Default)]
-struct Recorded(Arc<Mutex<Vec<Event>>>);
-
-impl Recorded {
-    fn events(&self, stage: Stage) -> Events {
-        let kept = self.0.clone();
-        Events::new(stage, move |e| kept.lock().unwrap().push(e))
-    }
-
-    fn text(&self) -> String {
-        let events = self.0.lock().unwrap();
-        events
-            .iter()
-            .map(|e| e.message.clone())
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
 
 fn minilm() -> ModelName {
     ModelName::parse("minilm").unwrap()
@@ -88,7 +68,7 @@ enum Pods {
 /// pod of its version and a status according to `behaviour(image)`.
 fn deployment_controller(
     cluster: &Cluster,
-    behaviour: fn(&str) -> Pods,
+    behaviour: impl Fn(&str) -> Pods + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
     let deployments: Api<Deployment> = Api::namespaced(cluster.fake.clone(), NS);
     let pods: Api<Pod> = Api::namespaced(cluster.fake.clone(), NS);
@@ -185,7 +165,7 @@ async fn a_rollout_applies_deployment_service_and_ingress_and_completes() {
     let cluster = Cluster::new().await;
     let controller = deployment_controller(&cluster, |_| Pods::Ready);
     let routes = Routes::default();
-    let recorded = Recorded::default();
+    let recorded = EventLog::default();
     let deployed = rollout(&cluster, &routes)
         .deploy(&target(1), &recorded.events(Stage::Rollout))
         .await
@@ -281,7 +261,7 @@ async fn applying_the_live_version_again_sends_nothing() {
         .unwrap();
     cluster.clear();
     // Another api server process (a restart) and the same version: reads only.
-    let recorded = Recorded::default();
+    let recorded = EventLog::default();
     let again = rollout(&cluster, &Routes::default())
         .resume(&target(1), &recorded.events(Stage::Rollout))
         .await
@@ -304,29 +284,37 @@ async fn applying_the_live_version_again_sends_nothing() {
     );
 }
 
-#[tokio::test]
-async fn an_image_that_cannot_be_pulled_is_rolled_back_with_the_reason() {
-    let cluster = Cluster::new().await;
-    let controller = deployment_controller(&cluster, |image| {
+/// Deploys v1 (its pods get ready), then v2, whose pods do what `v2_pods` says, and which
+/// must fail. Returns the gateway's routes, the events of v2's rollout and its error; the
+/// double's record then holds v2's requests only.
+async fn v2_fails_after_v1(cluster: &Cluster, v2_pods: Pods) -> (Routes, EventLog, String) {
+    let controller = deployment_controller(cluster, move |image| {
         if image.ends_with(":v2") {
-            Pods::ImagePullFails
+            v2_pods
         } else {
             Pods::Ready
         }
     });
     let routes = Routes::default();
-    let so1s = rollout(&cluster, &routes);
+    let so1s = rollout(cluster, &routes);
     so1s.deploy(&target(1), &Events::discard(Stage::Rollout))
         .await
         .unwrap();
     cluster.clear();
-    let recorded = Recorded::default();
+    let recorded = EventLog::default();
     let error = so1s
         .deploy(&target(2), &recorded.events(Stage::Rollout))
         .await
         .unwrap_err()
         .chain();
     controller.abort();
+    (routes, recorded, error)
+}
+
+#[tokio::test]
+async fn an_image_that_cannot_be_pulled_is_rolled_back_with_the_reason() {
+    let cluster = Cluster::new().await;
+    let (routes, recorded, error) = v2_fails_after_v1(&cluster, Pods::ImagePullFails).await;
     assert!(error.contains("ImagePullBackOff"), "{error}");
     assert!(error.contains("registry.test/so1s/minilm:v2"), "{error}");
     let applies = deployment_applies(&cluster);
@@ -356,25 +344,7 @@ async fn an_image_that_cannot_be_pulled_is_rolled_back_with_the_reason() {
 #[tokio::test]
 async fn readiness_that_never_comes_hits_the_deadline_and_rolls_back() {
     let cluster = Cluster::new().await;
-    let controller = deployment_controller(&cluster, |image| {
-        if image.ends_with(":v2") {
-            Pods::NeverReady
-        } else {
-            Pods::Ready
-        }
-    });
-    let routes = Routes::default();
-    let so1s = rollout(&cluster, &routes);
-    so1s.deploy(&target(1), &Events::discard(Stage::Rollout))
-        .await
-        .unwrap();
-    let recorded = Recorded::default();
-    let error = so1s
-        .deploy(&target(2), &recorded.events(Stage::Rollout))
-        .await
-        .unwrap_err()
-        .chain();
-    controller.abort();
+    let (routes, _, error) = v2_fails_after_v1(&cluster, Pods::NeverReady).await;
     assert!(error.contains("did not complete within 2 s"), "{error}");
     assert!(error.contains("timed out progressing"), "{error}");
     assert!(error.contains("not ready"), "{error}");
@@ -456,7 +426,7 @@ fn job_controller(
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
         let pod_name = format!("{job}-{}", &uid[..5]);
-        cluster.set_log(
+        cluster.append_log(
             &pod_name,
             "prepare",
             "unpacking the tar.gz archive\nsmoke prediction: a 384-value embedding\n",
@@ -472,7 +442,9 @@ fn job_controller(
         .unwrap();
         pods.create(&PostParams::default(), &pod).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        cluster.set_log(
+        // More lines while the build runs, polls in between: each must reach the events once.
+        cluster.append_log(&pod_name, "prepare", "context ready in /workspace\n");
+        cluster.append_log(
             &pod_name,
             "build",
             "INFO[0001] Pushing image to registry.test/so1s/minilm\n",
@@ -499,7 +471,7 @@ async fn a_build_job_is_created_followed_and_its_logs_streamed() {
         json!({"phase": "Succeeded"}),
         json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}),
     );
-    let recorded = Recorded::default();
+    let recorded = EventLog::default();
     let artifact = builder(&cluster)
         .build(
             &stored(3),
@@ -522,11 +494,13 @@ async fn a_build_job_is_created_followed_and_its_logs_streamed() {
         "{log}"
     );
     assert!(log.contains("[build] INFO[0001] Pushing image"), "{log}");
-    assert_eq!(
-        log.matches("[prepare] unpacking").count(),
-        1,
-        "each line once: {log}"
-    );
+    for line in [
+        "[prepare] unpacking",
+        "[prepare] context ready",
+        "[build] INFO[0001] Pushing",
+    ] {
+        assert_eq!(log.matches(line).count(), 1, "each line once: {log}");
+    }
 
     let writes = cluster.writes();
     assert_eq!(writes.len(), 1, "{writes:?}");
@@ -569,12 +543,29 @@ async fn a_build_job_is_created_followed_and_its_logs_streamed() {
         .unwrap();
     assert_eq!(claim["persistentVolumeClaim"]["claimName"], "so1s-store");
     assert_eq!(claim["persistentVolumeClaim"]["readOnly"], true);
-    // Logs were read from the Job's pods, by container.
-    assert!(cluster.requests().iter().any(|r| r
-        .path
-        .starts_with("/api/v1/namespaces/so1s/pods/so1s-build-minilm-v3-")
-        && r.path.ends_with("/log")
-        && r.query.contains("container=build")));
+    // Logs were read from the Job's pods, by container, with timestamps, and once a line
+    // was read, only from its second on.
+    let log_reads: Vec<_> = cluster
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.path
+                .starts_with("/api/v1/namespaces/so1s/pods/so1s-build-minilm-v3-")
+                && r.path.ends_with("/log")
+        })
+        .collect();
+    assert!(log_reads
+        .iter()
+        .any(|r| r.query.contains("container=build")));
+    assert!(log_reads
+        .iter()
+        .all(|r| r.query.contains("timestamps=true")));
+    assert!(
+        log_reads
+            .iter()
+            .any(|r| r.query.contains("container=prepare") && r.query.contains("sinceTime=")),
+        "{log_reads:?}"
+    );
 }
 
 #[tokio::test]
@@ -590,7 +581,7 @@ async fn a_failed_build_job_reports_why_and_a_retry_replaces_it() {
         json!({"failed": 2, "conditions": [{"type": "Failed", "status": "True",
             "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]}),
     );
-    let recorded = Recorded::default();
+    let recorded = EventLog::default();
     let so1s = builder(&cluster);
     let error = so1s
         .build(
@@ -623,7 +614,7 @@ async fn a_failed_build_job_reports_why_and_a_retry_replaces_it() {
         json!({"phase": "Succeeded"}),
         json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}),
     );
-    let recorded = Recorded::default();
+    let recorded = EventLog::default();
     let built = so1s
         .build(
             &stored(4),

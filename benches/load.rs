@@ -10,8 +10,11 @@
 //! Every run is bounded: `--duration` seconds per level (plus `--warmup`), at most
 //! `--max-requests` requests per level, and only to the address given (loopback by default).
 
+mod corpus;
+
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use corpus::TEXTS;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -44,17 +47,6 @@ struct Args {
     #[arg(long, default_value_t = 200_000)]
     max_requests: usize,
 }
-
-const TEXTS: [&str; 8] = [
-    "Hello world",
-    "The quick brown fox jumps over the lazy dog.",
-    "Model serving should never drop a request during a rollout.",
-    "A new version of the model goes live in a few seconds.",
-    "Which of these sentences is closest in meaning to the question?",
-    "Batching concurrent requests shares one forward pass.",
-    "The predict server answers with a 384-dimensional embedding.",
-    "Latency percentiles matter more than averages under load.",
-];
 
 struct Level {
     concurrency: usize,

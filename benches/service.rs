@@ -1,5 +1,6 @@
 //! Criterion benches of `TransformerService` on the real MiniLM model: one text, and one
-//! batch of 32 short texts (the size a full batch reaches at 32 concurrent clients).
+//! batch of so1s-load's 32 texts (the size a full batch reaches at 32 concurrent clients),
+//! on rust-bert's forward pass and on so1s's own in f32 and int8.
 //!
 //! ```sh
 //! cargo bench -p so1s-benches --bench service
@@ -7,7 +8,11 @@
 //! SO1S_NO_MALLOC_TUNING=1 cargo bench -p so1s-benches --bench service  # glibc defaults
 //! ```
 
+mod corpus;
+
+use corpus::TEXTS;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use so1s_core::predict::encoder::Precision;
 use so1s_core::predict::ServiceOptions;
 use so1s_core::{ModelLayout, TransformerService};
 use std::path::PathBuf;
@@ -34,34 +39,42 @@ fn bench(c: &mut Criterion) {
         if tuned { "on" } else { "off" }
     );
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let service = runtime.block_on(async {
-        let layout = ModelLayout::inspect(&minilm_dir()).expect("run scripts/setup.sh first");
-        let options = ServiceOptions {
-            threads: Some(threads),
-            max_batch_size: 64,
-            ..ServiceOptions::default()
-        };
-        TransformerService::load(layout, options).await.unwrap()
-    });
-
-    let mut group = c.benchmark_group("minilm");
-    group.throughput(Throughput::Elements(1));
-    group.bench_function("single_text", |b| {
-        b.iter(|| {
-            runtime
-                .block_on(service.predict_one("Model serving should never drop a request."))
-                .unwrap()
-        })
-    });
-    let batch: Vec<String> = (0..32)
-        .map(|i| format!("Short sentence number {i} about serving models."))
-        .collect();
-    group.throughput(Throughput::Elements(32));
-    group.bench_function("batch_32", |b| {
-        b.iter(|| runtime.block_on(service.predict(batch.clone())).unwrap())
-    });
-    group.finish();
+    // A batch as 32 clients of so1s-load make it: its sentences, of 2 to 11 words.
+    let batch: Vec<String> = (0..32).map(|i| TEXTS[i % TEXTS.len()].to_owned()).collect();
+    for (name, precision) in ENGINES {
+        let service = runtime.block_on(async {
+            let layout = ModelLayout::inspect(&minilm_dir()).expect("run scripts/setup.sh first");
+            let options = ServiceOptions {
+                threads: Some(threads),
+                max_batch_size: 64,
+                precision,
+                ..ServiceOptions::default()
+            };
+            TransformerService::load(layout, options).await.unwrap()
+        });
+        let mut group = c.benchmark_group(format!("minilm/{name}"));
+        group.throughput(Throughput::Elements(1));
+        group.bench_function("single_text", |b| {
+            b.iter(|| {
+                runtime
+                    .block_on(service.predict_one("Model serving should never drop a request."))
+                    .unwrap()
+            })
+        });
+        group.throughput(Throughput::Elements(32));
+        group.bench_function("batch_32", |b| {
+            b.iter(|| runtime.block_on(service.predict(batch.clone())).unwrap())
+        });
+        group.finish();
+    }
 }
+
+/// The forward passes compared: rust-bert's, and so1s's own in f32 and int8.
+const ENGINES: [(&str, Option<Precision>); 3] = [
+    ("rust-bert", None),
+    ("so1s-f32", Some(Precision::F32)),
+    ("so1s-int8", Some(Precision::Int8)),
+];
 
 criterion_group! {
     name = benches;

@@ -4,7 +4,10 @@
 
 mod common;
 
-use common::{docker_cli, docker_engine, minilm_dir, unique, DockerCleanup};
+use common::{
+    docker_cli, docker_engine, hello_world_first_value, minilm_dir, unique, DockerCleanup,
+    HELLO_WORLD_FIRST,
+};
 use so1s_core::build::image::{runtime_image_reference, LABEL_MODEL, LABEL_SHA256, LABEL_VERSION};
 use so1s_core::build::{Artifact, DockerBuildConfig, DockerImageBuilder, ImageBuilder};
 use so1s_core::docker::Docker;
@@ -116,22 +119,6 @@ fn dir_size(dir: &Path) -> u64 {
             }
         })
         .sum()
-}
-
-/// First value of MiniLM's embedding of "Hello world" (the Python reference).
-const HELLO_WORLD_FIRST: f64 = -0.034_477_27;
-
-async fn hello_world_first_value(url: &str) -> f64 {
-    let body: serde_json::Value = reqwest::Client::new()
-        .post(format!("{url}/predict"))
-        .json(&serde_json::json!({"text": "Hello world"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["result"][0].as_f64().unwrap()
 }
 
 /// Runs `image` alone (`docker run`, nothing mounted or passed, labelled with the test's

@@ -2,9 +2,8 @@
 
 mod common;
 
-use common::{minilm_dir, spawn_listening};
+use common::{hello_world_first_value, minilm_dir, spawn_listening, wait_ready, HELLO_WORLD_FIRST};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 #[tokio::test]
 async fn serves_on_port_zero_and_stops_cleanly_on_sigterm() {
@@ -15,17 +14,8 @@ async fn serves_on_port_zero_and_stops_cleanly_on_sigterm() {
             .arg(minilm_dir()),
     );
 
-    let client = reqwest::Client::new();
-    let started = Instant::now();
-    loop {
-        let ready = client.get(format!("{base}/readyz")).send().await;
-        if ready.is_ok_and(|r| r.status() == 200) {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "never ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let response = client
+    wait_ready(&base).await;
+    let response = reqwest::Client::new()
         .post(format!("{base}/predict"))
         .json(&serde_json::json!({"text": "Hello world"}))
         .send()
@@ -35,7 +25,7 @@ async fn serves_on_port_zero_and_stops_cleanly_on_sigterm() {
     assert_eq!(response.headers()["so1s-model-version"], "v7");
     let body: serde_json::Value = response.json().await.unwrap();
     let first = body["result"][0].as_f64().unwrap();
-    assert!((first - -0.034_477_27).abs() < 1e-5, "{first}");
+    assert!((first - HELLO_WORLD_FIRST).abs() < 1e-5, "{first}");
 
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -58,4 +48,36 @@ fn a_missing_model_dir_is_a_clear_error() {
         stderr.contains("/nonexistent/model is not a directory"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn the_precision_flag_selects_the_forward_pass() {
+    let (mut child, base) = spawn_listening(
+        Command::new(env!("CARGO_BIN_EXE_so1s-predict"))
+            .args(["--port", "0", "--threads", "1", "--precision", "int8"])
+            .arg("--model-dir")
+            .arg(minilm_dir()),
+    );
+    wait_ready(&base).await;
+    let model: serde_json::Value = reqwest::get(format!("{base}/v1/model"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(model["model"]["forward_pass"], "so1s-int8");
+    // Close to MiniLM's reference, not equal: int8.
+    let first = hello_world_first_value(&base).await;
+    assert!((first - HELLO_WORLD_FIRST).abs() < 0.01, "{first}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let output = Command::new(env!("CARGO_BIN_EXE_so1s-predict"))
+        .args(["--port", "0", "--precision", "fp8", "--model-dir"])
+        .arg(minilm_dir())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("use f32 or int8"), "{stderr}");
 }

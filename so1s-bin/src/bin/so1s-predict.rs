@@ -34,6 +34,10 @@ struct Args {
     /// libtorch intra-op threads (default: one per core).
     #[arg(long, env = "SO1S_THREADS")]
     threads: Option<usize>,
+    /// Run so1s's own forward pass (BERT sentence embeddings) with its linear layers in f32
+    /// or int8 (default: the model's so1s.toml, else rust-bert's forward pass).
+    #[arg(long, env = "SO1S_PRECISION")]
+    precision: Option<so1s_core::predict::encoder::Precision>,
     /// Most texts per forward pass (default: the model's so1s.toml, else 32).
     #[arg(long, env = "SO1S_MAX_BATCH_SIZE")]
     max_batch_size: Option<usize>,
@@ -67,6 +71,7 @@ impl Args {
             max_batch_wait: self.max_batch_wait_ms.map(Duration::from_millis),
             queue_capacity: self.queue_capacity,
             threads: self.threads,
+            precision: self.precision,
             limits: InputLimits {
                 max_input_chars: self.max_input_chars,
                 max_texts: self.max_texts,

@@ -20,6 +20,39 @@ pub fn minilm_dir() -> PathBuf {
 }
 
 /// Starts a so1s binary that prints `listening on http://ADDR` first; returns it and the URL.
+/// First value of MiniLM's embedding of "Hello world" (the Python reference).
+pub const HELLO_WORLD_FIRST: f64 = -0.034_477_27;
+
+/// The first value of the embedding a predict server at `base` gives "Hello world".
+pub async fn hello_world_first_value(base: &str) -> f64 {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/predict"))
+        .json(&serde_json::json!({"text": "Hello world"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    body["result"][0].as_f64().unwrap()
+}
+
+/// Waits (at most 60 s) until the predict server at `base` answers `/readyz`.
+pub async fn wait_ready(base: &str) {
+    let client = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    loop {
+        let ready = client.get(format!("{base}/readyz")).send().await;
+        if ready.is_ok_and(|r| r.status() == 200) {
+            return;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "{base} never ready"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 pub fn spawn_listening(command: &mut Command) -> (Child, String) {
     let mut child = command
         .env("RUST_LOG", "warn")

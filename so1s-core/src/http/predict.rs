@@ -6,11 +6,12 @@
 //! | `GET /healthz` | 200 while the process is alive |
 //! | `GET /readyz` | 200 once the model loaded and a warm-up pass ran, 503 before |
 //! | `GET /metrics` | Prometheus (OpenMetrics) text, `so1s_` prefix |
-//! | `GET /v1/model` | name, version, task, output shape, labels, batching options |
+//! | `GET /v1/model` | name, version, task, output shape, labels, forward pass, batching options |
 
 use super::error::{body_limited, json_error, recover, ApiError};
 use crate::metrics::{render, HttpMetrics};
 use crate::model::{Manifest, ModelLayout};
+use crate::predict::encoder::Precision;
 use crate::predict::{InputLimits, PredictRequest, ServiceOptions, TransformerService};
 use crate::{Error, Result};
 use bytes::Bytes;
@@ -47,6 +48,9 @@ pub struct PredictServerConfig {
     pub queue_capacity: usize,
     /// libtorch intra-op threads (default: one per core).
     pub threads: Option<usize>,
+    /// so1s's own forward pass in this precision (default: the manifest's, else rust-bert's
+    /// forward pass).
+    pub precision: Option<Precision>,
     /// Bounds on one request's texts.
     pub limits: InputLimits,
     /// Largest request body in bytes.
@@ -64,6 +68,7 @@ impl PredictServerConfig {
             max_batch_wait: None,
             queue_capacity: ServiceOptions::default().queue_capacity,
             threads: None,
+            precision: None,
             limits: InputLimits::default(),
             body_limit: 2 << 20,
         }
@@ -87,6 +92,7 @@ impl PredictServerConfig {
                 .unwrap_or(defaults.max_batch_wait),
             queue_capacity: self.queue_capacity,
             threads: self.threads,
+            precision: self.precision.or(manifest.serving.precision),
         }
     }
 

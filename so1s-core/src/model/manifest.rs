@@ -6,6 +6,7 @@
 //! [serving]
 //! max_batch_size = 32      # texts per forward pass
 //! max_batch_wait_ms = 2    # how long the first request of a batch waits for company
+//! precision = "int8"       # so1s's own forward pass, int8 linear layers (BERT embeddings)
 //! ```
 
 use super::Task;
@@ -36,6 +37,9 @@ pub struct ServingOptions {
     pub max_batch_size: Option<usize>,
     /// Longest wait, in milliseconds, for a batch to fill once its first request arrived.
     pub max_batch_wait_ms: Option<u64>,
+    /// Run so1s's own forward pass in this precision (`"f32"` or `"int8"`; BERT sentence
+    /// embeddings only).
+    pub precision: Option<crate::predict::encoder::Precision>,
 }
 
 impl Manifest {
@@ -65,13 +69,17 @@ mod tests {
     #[test]
     fn parses_task_and_serving_options() {
         let manifest = Manifest::parse(
-            "task = \"sequence-classification\"\n[serving]\nmax_batch_size = 8\nmax_batch_wait_ms = 3\n",
+            "task = \"sequence-classification\"\n[serving]\nmax_batch_size = 8\nmax_batch_wait_ms = 3\nprecision = \"int8\"\n",
             Path::new("so1s.toml"),
         )
         .unwrap();
         assert_eq!(manifest.task, Some(Task::SequenceClassification));
         assert_eq!(manifest.serving.max_batch_size, Some(8));
         assert_eq!(manifest.serving.max_batch_wait_ms, Some(3));
+        assert_eq!(
+            manifest.serving.precision,
+            Some(crate::predict::encoder::Precision::Int8)
+        );
     }
 
     #[test]

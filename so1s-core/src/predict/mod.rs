@@ -7,6 +7,7 @@
 //! concurrent requests share one forward pass. A full queue is a fast
 //! [`Error::Overloaded`](crate::Error::Overloaded), not a pile-up.
 
+pub mod encoder;
 mod pipeline;
 mod request;
 mod service;

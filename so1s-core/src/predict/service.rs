@@ -1,5 +1,6 @@
 //! [`TransformerService`]: the model on its own thread, fed in batches.
 
+use super::encoder::Precision;
 use super::pipeline::{ModelInfo, Pipeline};
 use super::Prediction;
 use crate::metrics::ServiceMetrics;
@@ -30,6 +31,9 @@ pub struct ServiceOptions {
     pub queue_capacity: usize,
     /// libtorch intra-op threads (`None`: libtorch's default, one per core).
     pub threads: Option<usize>,
+    /// Run the forward pass with so1s's own encoder in this precision (BERT sentence
+    /// embeddings only); `None`: rust-bert's.
+    pub precision: Option<Precision>,
 }
 
 impl Default for ServiceOptions {
@@ -39,6 +43,7 @@ impl Default for ServiceOptions {
             max_batch_wait: Duration::from_millis(2),
             queue_capacity: 512,
             threads: None,
+            precision: None,
         }
     }
 }
@@ -71,7 +76,8 @@ impl TransformerService {
     /// Loads an inspected model directory with rust-bert on a new thread, runs one warm-up
     /// pass, and returns the handle once the model can answer.
     pub async fn load(layout: ModelLayout, options: ServiceOptions) -> Result<Self> {
-        Self::start(move || Pipeline::load(&layout), options).await
+        let precision = options.precision;
+        Self::start(move || Pipeline::load(&layout, precision), options).await
     }
 
     /// Starts a model thread around any [`Predictor`], built on that thread by `build` (so
@@ -329,6 +335,7 @@ mod tests {
             output_shape: vec![1],
             labels: vec![],
             max_sequence_length: None,
+            forward_pass: "test",
         }
     }
 
@@ -404,6 +411,7 @@ mod tests {
             max_batch_wait: Duration::ZERO,
             queue_capacity: 2,
             threads: None,
+            precision: None,
         };
         let (service, _) = echo(options, Duration::from_millis(200)).await;
         let spawn = || {

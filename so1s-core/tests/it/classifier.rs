@@ -94,3 +94,19 @@ async fn weights_that_do_not_fit_the_config_fail_with_a_load_error() {
     let message = format!("{err:#}");
     assert!(message.contains("loading the model failed"), "{message}");
 }
+
+#[tokio::test]
+async fn int8_precision_is_refused_for_a_classifier_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_classifier(dir.path(), &LABELS, 7, "model.safetensors").unwrap();
+    let options = so1s_core::predict::ServiceOptions {
+        precision: Some(so1s_core::predict::encoder::Precision::Int8),
+        ..test_options()
+    };
+    let Err(error) = load(dir.path(), options).await else {
+        panic!("int8 loaded a classifier");
+    };
+    let error = error.to_string();
+    assert!(error.contains("int8"), "{error}");
+    assert!(error.contains("sequence-classification"), "{error}");
+}

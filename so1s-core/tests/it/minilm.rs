@@ -1,6 +1,8 @@
 //! The real MiniLM model through TransformerService, against Python's reference vectors.
 
 use crate::support::{cosine, load, minilm_dir, norm, reference, test_options};
+use so1s_core::predict::encoder::Precision;
+use so1s_core::predict::ServiceOptions;
 use so1s_core::{Prediction, Task};
 
 fn embedding(prediction: Prediction) -> Vec<f32> {
@@ -90,4 +92,58 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     files
+}
+
+/// The reference texts through a service on so1s's own forward pass in `precision`, each
+/// alone and all in one batch (cut into passes by length): the least cosine to Python's
+/// vectors, and the batch's vectors against the lone ones.
+async fn own_forward_pass(precision: Precision) -> (f64, f64) {
+    let options = ServiceOptions {
+        precision: Some(precision),
+        ..test_options()
+    };
+    let service = load(&minilm_dir(), options).await.unwrap();
+    assert_eq!(service.info().output_shape, [384]);
+    let reference = reference();
+    let texts: Vec<String> = reference.iter().map(|(text, _)| text.clone()).collect();
+    let batched = service.predict(texts.clone()).await.unwrap();
+    let (mut to_python, mut batch_to_alone) = (1.0f64, 1.0f64);
+    for ((text, expected), prediction) in reference.iter().zip(batched) {
+        let in_batch = embedding(prediction);
+        let alone = embedding(service.predict_one(text.clone()).await.unwrap());
+        assert!((norm(&alone) - 1.0).abs() < 1e-4, "{text:?}: normalized");
+        to_python = to_python
+            .min(cosine(&alone, expected))
+            .min(cosine(&in_batch, expected));
+        batch_to_alone = batch_to_alone.min(cosine(&in_batch, &alone));
+        eprintln!(
+            "{}: {:.5} alone, {:.5} in the batch: {text:?}",
+            precision.as_str(),
+            cosine(&alone, expected),
+            cosine(&in_batch, expected)
+        );
+    }
+    (to_python, batch_to_alone)
+}
+
+#[tokio::test]
+async fn the_own_f32_forward_pass_matches_the_python_reference() {
+    let (to_python, batch_to_alone) = own_forward_pass(Precision::F32).await;
+    assert!(to_python >= 0.9999, "cosine to Python {to_python}");
+    assert!(batch_to_alone >= 0.99999, "batch vs alone {batch_to_alone}");
+}
+
+#[tokio::test]
+async fn the_int8_forward_pass_stays_close_to_the_python_reference() {
+    let (to_python, batch_to_alone) = own_forward_pass(Precision::Int8).await;
+    // Measured: 0.976 (the 300-token text) to 0.994; a broken quantization gives < 0.9.
+    assert!(to_python >= 0.97, "cosine to Python {to_python}");
+    // Activations are quantized per pass, so a text's vector depends a little on its
+    // company: close, not equal.
+    assert!(batch_to_alone >= 0.97, "batch vs alone {batch_to_alone}");
+    assert!(
+        to_python < 0.99999,
+        "int8 must differ from f32: {to_python}"
+    );
+    eprintln!("int8: least cosine to Python {to_python:.5}, batch vs alone {batch_to_alone:.5}");
 }

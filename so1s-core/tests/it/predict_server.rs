@@ -73,6 +73,7 @@ async fn predict_health_ready_metadata_and_metrics_answer() {
     assert_eq!(model["model"]["task"], "sentence-embeddings");
     assert_eq!(model["model"]["output_shape"], json!([384]));
     assert_eq!(model["model"]["max_sequence_length"], 256);
+    assert_eq!(model["model"]["forward_pass"], "rust-bert");
     assert_eq!(model["serving"]["max_batch_size"], 32);
 
     let metrics = server.metrics().await.unwrap();

@@ -77,10 +77,13 @@ impl BundleBuilder {
                 .unwrap_or_default()
         ));
         events.progress("smoke test: loading the model and running one prediction");
+        // The forward pass the model will be served with (its so1s.toml may ask for so1s's
+        // own, in int8): a precision the model cannot run fails here, before any rollout.
         let options = ServiceOptions {
             max_batch_size: 1,
             queue_capacity: 1,
             threads: Some(1),
+            precision: layout.manifest.serving.precision,
             ..ServiceOptions::default()
         };
         let service = TransformerService::load(layout, options).await?;

@@ -110,3 +110,37 @@ async fn int8_precision_is_refused_for_a_classifier_with_the_reason() {
     assert!(error.contains("int8"), "{error}");
     assert!(error.contains("sequence-classification"), "{error}");
 }
+
+#[tokio::test]
+async fn a_build_smoke_tests_the_precision_the_manifest_asks_for() {
+    use so1s_core::build::{archive::pack_dir, BundleBuilder, ImageBuilder};
+    use so1s_core::events::{EventLog, Stage};
+    use so1s_core::store::{ArchiveFormat, StoredVersion};
+
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    tiny_classifier(&model, &LABELS, 7, "model.safetensors").unwrap();
+    std::fs::write(
+        model.join("so1s.toml"),
+        "task = \"sequence-classification\"\n[serving]\nprecision = \"int8\"\n",
+    )
+    .unwrap();
+    let archive = dir.path().join("model.tar.gz");
+    std::fs::write(&archive, pack_dir(&model).unwrap()).unwrap();
+    let stored = StoredVersion {
+        model: so1s_core::ModelName::parse("tiny").unwrap(),
+        version: so1s_core::VersionId::parse("v1").unwrap(),
+        sha256: String::new(),
+        size: 0,
+        format: ArchiveFormat::TarGz,
+        stored_at: 0,
+    };
+    let log = EventLog::default();
+    let error = BundleBuilder::new(dir.path().join("bundles"))
+        .build(&stored, &archive, &log.events(Stage::Build))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("int8"), "{error}\n{}", log.text());
+    assert!(log.text().contains("smoke test"), "{}", log.text());
+}

@@ -8,7 +8,7 @@ use so1s_core::kubernetes::manifests::{
     self, BuildMode, BuildSettings, ClusterSettings, InstallSettings, Resources,
 };
 use so1s_core::rollout::{KubeRollout, KubeRolloutConfig, Rollout, Routes};
-use so1s_core::store::{ArchiveSummary, StoredVersion};
+use so1s_core::store::StoredVersion;
 use so1s_core::{ModelName, VersionId};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -236,26 +236,17 @@ pub struct ContextArgs {
 pub async fn write_context(args: &ContextArgs) -> anyhow::Result<()> {
     let model = ModelName::parse(&args.model).map_err(|e| anyhow::anyhow!(e.chain()))?;
     let version = VersionId::parse(&args.version).map_err(|e| anyhow::anyhow!(e.chain()))?;
-    let ArchiveSummary {
-        size,
-        sha256,
-        format,
-    } = so1s_core::store::inspect_archive(&args.archive).map_err(|e| anyhow::anyhow!(e.chain()))?;
-    if sha256 != args.sha256 {
+    let summary =
+        so1s_core::store::inspect_archive(&args.archive).map_err(|e| anyhow::anyhow!(e.chain()))?;
+    if summary.sha256 != args.sha256 {
         anyhow::bail!(
-            "{} has sha256 {sha256}, not the stored version's {}",
+            "{} has sha256 {}, not the stored version's {}",
             args.archive.display(),
+            summary.sha256,
             args.sha256
         );
     }
-    let stored = StoredVersion {
-        model: model.clone(),
-        version,
-        sha256,
-        size,
-        format,
-        stored_at: 0,
-    };
+    let stored = StoredVersion::new(model.clone(), version, summary, 0);
     let events = Events::new(Stage::Build, |event| println!("{}", event.message));
     let bundles = BundleBuilder::new(args.out.join(".bundle"));
     let artifact = bundles

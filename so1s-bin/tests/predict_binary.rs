@@ -2,7 +2,10 @@
 
 mod common;
 
-use common::{hello_world_first_value, minilm_dir, spawn_listening, wait_ready, HELLO_WORLD_FIRST};
+use common::{
+    hello_world_first_value, minilm_dir, predict_hello_world, spawn_listening, wait_ready,
+    HELLO_WORLD_FIRST,
+};
 use std::process::Command;
 
 #[tokio::test]
@@ -15,13 +18,7 @@ async fn serves_on_port_zero_and_stops_cleanly_on_sigterm() {
     );
 
     wait_ready(&base).await;
-    let response = reqwest::Client::new()
-        .post(format!("{base}/predict"))
-        .json(&serde_json::json!({"text": "Hello world"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let response = predict_hello_world(&base).await;
     assert_eq!(response.headers()["so1s-model-version"], "v7");
     let body: serde_json::Value = response.json().await.unwrap();
     let first = body["result"][0].as_f64().unwrap();

@@ -19,12 +19,11 @@ pub fn minilm_dir() -> PathBuf {
     dir
 }
 
-/// Starts a so1s binary that prints `listening on http://ADDR` first; returns it and the URL.
 /// First value of MiniLM's embedding of "Hello world" (the Python reference).
 pub const HELLO_WORLD_FIRST: f64 = -0.034_477_27;
 
-/// The first value of the embedding a predict server at `base` gives "Hello world".
-pub async fn hello_world_first_value(base: &str) -> f64 {
+/// Asks the predict server at `base` for "Hello world", which must succeed.
+pub async fn predict_hello_world(base: &str) -> reqwest::Response {
     let response = reqwest::Client::new()
         .post(format!("{base}/predict"))
         .json(&serde_json::json!({"text": "Hello world"}))
@@ -32,7 +31,12 @@ pub async fn hello_world_first_value(base: &str) -> f64 {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let body: serde_json::Value = response.json().await.unwrap();
+    response
+}
+
+/// The first value of the embedding a predict server at `base` gives "Hello world".
+pub async fn hello_world_first_value(base: &str) -> f64 {
+    let body: serde_json::Value = predict_hello_world(base).await.json().await.unwrap();
     body["result"][0].as_f64().unwrap()
 }
 
@@ -53,6 +57,7 @@ pub async fn wait_ready(base: &str) {
     }
 }
 
+/// Starts a so1s binary that prints `listening on http://ADDR` first; returns it and the URL.
 pub fn spawn_listening(command: &mut Command) -> (Child, String) {
     let mut child = command
         .env("RUST_LOG", "warn")

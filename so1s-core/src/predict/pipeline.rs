@@ -165,13 +165,11 @@ impl EncoderPipeline {
             let shape = [rows.len() as i64, longest as i64];
             let ids = Tensor::from_slice(&ids).view(shape);
             let mask = Tensor::from_slice(&mask).view(shape);
-            let pooled = tch::no_grad(|| {
-                let pooled = mean_pool(&self.encoder.forward(&ids, &mask), &mask);
-                match self.normalize {
-                    true => normalize(&pooled),
-                    false => pooled,
-                }
-            });
+            let pooled = mean_pool(&self.encoder.forward(&ids, &mask), &mask);
+            let pooled = match self.normalize {
+                true => normalize(&pooled),
+                false => pooled,
+            };
             let pooled: Vec<Vec<f32>> = Vec::try_from(pooled)
                 .map_err(|e| Error::Inference(format!("reading the embeddings: {e}")))?;
             for (&i, embedding) in rows.iter().zip(pooled) {

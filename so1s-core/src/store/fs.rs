@@ -129,24 +129,14 @@ impl ModelStore for FsModelStore {
             .await
             .map_err(|e| io_error("creating the upload directory", &staging, e))?;
         let stored = async {
-            let ArchiveSummary {
-                size,
-                sha256,
-                format,
-            } = self.receive(&staging, body).await?;
+            let summary = self.receive(&staging, body).await?;
             let _numbering = self.numbering.lock().await;
             let version = self.next_version(model).await?;
-            let stored = StoredVersion {
-                model: model.clone(),
-                version,
-                sha256,
-                size,
-                format,
-                stored_at: SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0),
-            };
+            let stored_at = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let stored = StoredVersion::new(model.clone(), version, summary, stored_at);
             let metadata = serde_json::to_vec_pretty(&stored)
                 .map_err(|e| Error::Upload(format!("encoding version metadata: {e}")))?;
             write_synced(&staging.join(METADATA), &metadata).await?;

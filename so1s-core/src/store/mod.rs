@@ -62,6 +62,26 @@ pub struct StoredVersion {
     pub stored_at: u64,
 }
 
+impl StoredVersion {
+    /// Version `version` of `model`: the archive `summary` describes, stored at `stored_at`
+    /// (seconds since the Unix epoch).
+    pub fn new(
+        model: ModelName,
+        version: VersionId,
+        summary: ArchiveSummary,
+        stored_at: u64,
+    ) -> Self {
+        Self {
+            model,
+            version,
+            sha256: summary.sha256,
+            size: summary.size,
+            format: summary.format,
+            stored_at,
+        }
+    }
+}
+
 /// Where model versions live.
 #[async_trait::async_trait]
 pub trait ModelStore: Send + Sync {

@@ -1,12 +1,16 @@
-//! Call a running so1s api server from Rust: upload a model archive, wait until it is live,
-//! predict through the gateway.
+//! Call a running so1s api server from Rust with [`so1s_core::client::ApiClient`]: upload a
+//! model archive, follow its build and rollout until live, predict through the gateway.
 //!
 //! ```sh
-//! target/release/so1s serve --port 8000 &
-//! cargo run --release -p so1s-examples --example api_client -- http://127.0.0.1:8000 [MODEL_DIR]
+//! target/release/so1s serve --port 8000 --data-dir so1s-data &
+//! SO1S_TOKEN=$(cat so1s-data/admin.token) \
+//!   cargo run --release -p so1s-examples --example api_client -- http://127.0.0.1:8000 [MODEL_DIR]
 //! ```
+//!
+//! The token needs the deployer role (`so1s token create --role deployer`).
 
-use std::time::Duration;
+use so1s_core::auth::Token;
+use so1s_core::client::ApiClient;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -17,46 +21,23 @@ async fn main() -> anyhow::Result<()> {
     let model_dir = args
         .next()
         .unwrap_or_else(|| ".cache/models/all-MiniLM-L6-v2".into());
-    let client = reqwest::Client::new();
+    let token = std::env::var("SO1S_TOKEN").ok().map(Token::new);
+    let client = ApiClient::new(server, token);
 
     let archive = so1s_core::build::archive::pack_dir(model_dir.as_ref())?;
-    let accepted: serde_json::Value = client
-        .post(format!("{server}/v1/models/minilm/versions"))
-        .body(archive)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let link = accepted["links"]["self"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    println!("accepted {} {}", accepted["model"], accepted["version"]);
+    let accepted = client.upload("minilm", archive).await?;
+    let version = accepted["version"].as_str().unwrap_or_default().to_owned();
+    println!("accepted minilm {version}");
 
-    loop {
-        let record: serde_json::Value = client
-            .get(format!("{server}{link}"))
-            .send()
-            .await?
-            .json()
-            .await?;
-        match record["state"].as_str() {
-            Some("live") => break,
-            Some("failed") => anyhow::bail!("failed: {}", record["error"]),
-            state => println!("state: {}", state.unwrap_or("?")),
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    client
+        .follow_events("minilm", &version, |event| println!("  {}", event.message))
+        .await?;
+    let record = client.version("minilm", &version).await?;
+    if record["state"] != "live" {
+        anyhow::bail!("{version} is {}: {}", record["state"], record["error"]);
     }
 
-    let answer: serde_json::Value = client
-        .post(format!("{server}/inference/minilm/predict"))
-        .json(&serde_json::json!({"text": "Hello world"}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let answer = client.predict("minilm", "Hello world").await?;
     println!("embedding starts {}", answer["result"][0]);
     Ok(())
 }

@@ -12,7 +12,7 @@ use anyhow::Context;
 use so1s_core::build::{
     archive, BundleBuilder, DockerBuildConfig, DockerImageBuilder, ImageBuilder,
 };
-use so1s_core::platform::Platform;
+use so1s_core::platform::{Platform, PlatformOptions};
 use so1s_core::registry::{Registry, VersionState};
 use so1s_core::rollout::{
     DockerRollout, DockerRolloutConfig, ProcessRollout, ProcessRolloutConfig, Rollout, Routes,
@@ -68,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
         rollout,
         Registry::open(data.join("registry.json"))?,
         routes.clone(),
-        None,
+        PlatformOptions::default(),
     );
 
     let bytes = archive::pack_dir(model_dir.as_ref())?;

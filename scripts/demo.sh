@@ -19,7 +19,10 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-target/release/so1s serve --port 0 --data-dir "$work/data" >"$work/stdout" 2>"$work/stderr" &
+# The server and the client commands share the data directory: the client commands read the
+# admin token the first start writes there (<data-dir>/admin.token).
+export SO1S_DATA_DIR="$work/data"
+target/release/so1s serve --port 0 >"$work/stdout" 2>"$work/stderr" &
 server=$!
 for _ in $(seq 100); do
   base=$(sed -n 's/^listening on //p' "$work/stdout")

@@ -164,11 +164,14 @@ async fn upload_swap_refuse_rollback_and_restart() {
 #[tokio::test]
 async fn cli_deploys_a_directory_and_fails_loudly_on_a_bad_build() {
     let tmp = tempfile::tempdir().unwrap();
-    let api = Api::start(&tmp.path().join("data"));
+    let data = tmp.path().join("data");
+    let api = Api::start(&data);
+    // The client commands find the admin token in the server's data directory.
     let so1s = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_so1s"))
             .args(args)
             .env("SO1S_SERVER", &api.base)
+            .env("SO1S_DATA_DIR", &data)
             .output()
             .unwrap()
     };

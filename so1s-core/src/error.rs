@@ -86,6 +86,47 @@ pub enum Error {
     #[error("{0}")]
     Backend(String),
 
+    /// The request carries no token, or one that is unknown or revoked.
+    #[error("{0}")]
+    Unauthorized(String),
+
+    /// The request's token has too small a role.
+    #[error("{0}")]
+    Forbidden(String),
+
+    /// A limit was reached (a queue, a number of subscribers): try again later.
+    #[error("{0}")]
+    Busy(String),
+
+    /// The upstream (a predict server) did not answer in time.
+    #[error("{0}")]
+    Timeout(String),
+
+    /// The database failed.
+    #[error("{context}")]
+    Database {
+        /// What was being done.
+        context: String,
+        /// What SQLite said.
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// The api server answered an error (client side).
+    #[error("{message} ({status} {error_type})")]
+    Remote {
+        /// The HTTP status (0 when the answer broke off).
+        status: u16,
+        /// The server's `error_type`.
+        error_type: String,
+        /// The server's message.
+        message: String,
+    },
+
+    /// The api server cannot be reached (client side).
+    #[error("the server cannot be reached: {0}")]
+    Unreachable(String),
+
     /// A file operation or socket failed.
     #[error("{context}")]
     Io {
@@ -116,6 +157,13 @@ impl Error {
             Error::TooLarge { .. } => "payload_too_large",
             Error::Upload(_) => "bad_upload",
             Error::Backend(_) => "backend",
+            Error::Unauthorized(_) => "unauthorized",
+            Error::Forbidden(_) => "forbidden",
+            Error::Busy(_) => "busy",
+            Error::Timeout(_) => "gateway_timeout",
+            Error::Database { .. } => "database",
+            Error::Remote { .. } => "remote",
+            Error::Unreachable(_) => "unreachable",
             Error::Io { .. } => "io",
         }
     }

@@ -3,7 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The stage an event belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,10 +48,7 @@ impl Event {
     /// An event stamped now.
     pub fn now(stage: Stage, kind: EventKind, message: impl Into<String>) -> Self {
         Self {
-            at_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
+            at_ms: crate::clock::now_ms(),
             stage,
             kind,
             message: message.into(),

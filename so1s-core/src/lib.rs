@@ -20,6 +20,11 @@
 //! - [`kubernetes`] (feature `kubernetes`): the cluster connection and the manifest builders
 //!   behind [`build::KubeImageBuilder`] and [`rollout::KubeRollout`].
 //! - [`platform`]: [`platform::Platform`], upload → store → build → roll out.
+//! - [`client`] (feature `http`): [`client::ApiClient`], a typed client of the api server.
+//! - [`auth`]: api tokens with roles (viewer, deployer, admin), stored hashed.
+//! - [`db`]: the api server's SQLite database and its migrations.
+//! - [`clock`]: wall-clock milliseconds.
+//! - [`redact`]: host paths shortened in what clients read.
 //! - [`registry`]: models, versions, states and events, persisted across restarts.
 //! - [`events`]: build and rollout progress lines.
 //! - [`store`]: [`store::ModelStore`], immutable checksummed versions, and its filesystem
@@ -32,7 +37,12 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod alloc;
+pub mod auth;
 pub mod build;
+#[cfg(feature = "http")]
+pub mod client;
+pub mod clock;
+pub mod db;
 #[cfg(feature = "docker")]
 pub mod docker;
 mod error;
@@ -45,6 +55,7 @@ pub mod metrics;
 pub mod model;
 pub mod platform;
 pub mod predict;
+pub mod redact;
 pub mod registry;
 pub mod rollout;
 pub mod store;

@@ -12,7 +12,33 @@ use crate::store::{ByteStream, ModelStore, StoredVersion};
 use crate::{Error, Result};
 use std::collections::HashMap;
 use std::sync::Arc;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Semaphore};
+
+/// Choices of a platform beyond its parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformOptions {
+    /// The model `/inference/predict` serves (default: the first model to go live).
+    pub default_model: Option<ModelName>,
+    /// Builds that may run at once; more wait in upload order. Each build unpacks and
+    /// loads a model, so on a small machine one at a time is the safe choice.
+    pub max_concurrent_builds: usize,
+}
+
+impl Default for PlatformOptions {
+    fn default() -> Self {
+        Self {
+            default_model: None,
+            max_concurrent_builds: default_concurrent_builds(),
+        }
+    }
+}
+
+/// One build per 4 cores, at least one.
+pub fn default_concurrent_builds() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| (n.get() / 4).max(1))
+        .unwrap_or(1)
+}
 
 /// The pieces a platform is made of.
 pub struct Platform {
@@ -22,30 +48,34 @@ pub struct Platform {
     registry: Registry,
     routes: Routes,
     default_model: Option<ModelName>,
+    /// Build slots: `max_concurrent_builds` permits.
+    builds: Arc<Semaphore>,
+    max_concurrent_builds: usize,
     /// One deploy per model at a time, in order.
     deploying: Mutex<HashMap<ModelName, Arc<Mutex<()>>>>,
 }
 
 impl Platform {
-    /// A platform over the given backends. `routes` must be the table `rollout` switches;
-    /// `default_model` is what `/inference/predict` serves (default: the first model to go
-    /// live).
+    /// A platform over the given backends. `routes` must be the table `rollout` switches.
     pub fn new(
         store: Arc<dyn ModelStore>,
         builder: Arc<dyn ImageBuilder>,
         rollout: Arc<dyn Rollout>,
         registry: Registry,
         routes: Routes,
-        default_model: Option<ModelName>,
+        options: PlatformOptions,
     ) -> Arc<Self> {
-        routes.set_default(default_model.clone());
+        routes.set_default(options.default_model.clone());
+        let max_concurrent_builds = options.max_concurrent_builds.max(1);
         Arc::new(Self {
             store,
             builder,
             rollout,
             registry,
             routes,
-            default_model,
+            default_model: options.default_model,
+            builds: Arc::new(Semaphore::new(max_concurrent_builds)),
+            max_concurrent_builds,
             deploying: Mutex::new(HashMap::new()),
         })
     }
@@ -89,6 +119,15 @@ impl Platform {
     async fn build_and_deploy(&self, stored: StoredVersion) {
         let (model, version) = (stored.model.clone(), stored.version);
         let events = self.events(&model, version, Stage::Build);
+        if self.builds.available_permits() == 0 {
+            events.progress(format!(
+                "waiting for a build slot ({} builds run at a time)",
+                self.max_concurrent_builds
+            ));
+        }
+        let Ok(slot) = self.builds.clone().acquire_owned().await else {
+            return; // closed: the platform is going away
+        };
         let building = Transition::to(
             VersionState::Building,
             Stage::Build,
@@ -102,7 +141,8 @@ impl Platform {
             Ok(archive) => self.builder.build(&stored, &archive, &events).await,
             Err(e) => Err(e),
         };
-        let result = match built {
+        // The build's outcome is recorded before its slot is given back.
+        let recorded = match built {
             Ok(artifact) => {
                 let done = Transition::to(
                     VersionState::Built,
@@ -110,10 +150,9 @@ impl Platform {
                     format!("built {artifact}"),
                 )
                 .with_artifact(artifact.clone());
-                match self.registry.apply(&model, version, done) {
-                    Ok(_) => self.deploy(&model, version, artifact).await.map(|_| ()),
-                    Err(e) => Err(e),
-                }
+                self.registry
+                    .apply(&model, version, done)
+                    .map(|_| Some(artifact))
             }
             Err(e) => self
                 .registry
@@ -122,7 +161,13 @@ impl Platform {
                     version,
                     Transition::failed(Stage::Build, format!("build failed: {}", e.chain())),
                 )
-                .map(|_| ()),
+                .map(|_| None),
+        };
+        drop(slot);
+        let result = match recorded {
+            Ok(Some(artifact)) => self.deploy(&model, version, artifact).await.map(|_| ()),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
         };
         if let Err(e) = result {
             tracing::warn!(%model, %version, error = %e.chain(), "the version did not go live");

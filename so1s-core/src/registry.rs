@@ -5,13 +5,15 @@
 //! channel per version; a subscriber gets the history first, then what follows, without gaps.
 
 use crate::build::Artifact;
+use crate::clock::now_ms;
 use crate::events::{Event, EventKind, Stage};
 use crate::model::{ModelName, VersionId};
+use crate::redact::Redactor;
 use crate::store::StoredVersion;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
@@ -135,6 +137,8 @@ pub struct Registry {
 
 struct Inner {
     path: PathBuf,
+    /// What clients read (errors, events) has host paths shortened.
+    redactor: Redactor,
     state: Mutex<State>,
 }
 
@@ -145,13 +149,6 @@ struct State {
 
 fn key(model: &ModelName, version: VersionId) -> String {
     format!("{model}/{version}")
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Registry {
@@ -184,6 +181,7 @@ impl Registry {
         }
         let registry = Self {
             inner: Arc::new(Inner {
+                redactor: Redactor::with_data_dir(path.parent().unwrap_or(Path::new("."))),
                 path,
                 state: Mutex::new(State {
                     doc,
@@ -254,8 +252,9 @@ impl Registry {
             .get_mut(model)
             .and_then(|versions| versions.get_mut(&version))
             .ok_or_else(|| Error::NotFound(format!("{model} {version}")))?;
+        let redactor = &self.inner.redactor;
         record.state = transition.state;
-        record.error = transition.error.clone();
+        record.error = transition.error.as_deref().map(|e| redactor.redact(e));
         if transition.artifact.is_some() {
             record.artifact = transition.artifact;
         }
@@ -270,6 +269,7 @@ impl Registry {
             EventKind::Progress
         };
         let mut event = Event::now(transition.stage, kind, transition.message);
+        event.message = self.inner.redactor.redact(&event.message);
         event.state = Some(transition.state);
         Self::push_event(&mut state, model, version, event);
         self.persist(&state)?;
@@ -277,7 +277,8 @@ impl Registry {
     }
 
     /// Appends an event to a version's history and sends it to live subscribers.
-    pub fn record_event(&self, model: &ModelName, version: VersionId, event: Event) {
+    pub fn record_event(&self, model: &ModelName, version: VersionId, mut event: Event) {
+        event.message = self.inner.redactor.redact(&event.message);
         let mut state = self.lock();
         let kind = event.kind;
         Self::push_event(&mut state, model, version, event);

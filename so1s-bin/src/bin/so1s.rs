@@ -6,16 +6,19 @@
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use futures::StreamExt;
 use so1s_bin::cluster::{
     kubernetes_backend, print_manifests, write_context, BuildArgs, ClusterArgs, ContextArgs,
     ManifestsCommand, DEFAULT_SO1S_IMAGE,
 };
+use so1s_core::auth::{Role, Token, TokenStore, Tokens};
 use so1s_core::build::{
     BundleBuilder, DockerBuildConfig, DockerImageBuilder, ImageBuilder, RegistryAuth,
 };
+use so1s_core::client::ApiClient;
 use so1s_core::events::{Events, Stage};
-use so1s_core::platform::Platform;
+use so1s_core::http::api::{ApiConfig, ApiLimits, GatewayTimeouts, MultipartLimits};
+use so1s_core::http::serve::ConnectionLimits;
+use so1s_core::platform::{Platform, PlatformOptions};
 use so1s_core::registry::Registry;
 use so1s_core::rollout::{
     DockerRollout, DockerRolloutConfig, ProcessRollout, ProcessRolloutConfig, Rollout, Routes,
@@ -26,6 +29,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// so1s: turn an uploaded model into a live inference endpoint.
 #[derive(Debug, Parser)]
@@ -38,7 +42,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the api server and gateway.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Upload a model (a directory, .tar.gz or .zip) and follow it until live or failed.
     Deploy {
         /// Model directory or archive.
@@ -47,14 +51,14 @@ enum Command {
         #[arg(long)]
         name: String,
         #[command(flatten)]
-        server: Server,
+        client: ClientArgs,
     },
     /// Show models, or one model's versions.
     Status {
         /// A model's name.
         name: Option<String>,
         #[command(flatten)]
-        server: Server,
+        client: ClientArgs,
     },
     /// Ask a model for a prediction through the gateway.
     Predict {
@@ -63,14 +67,14 @@ enum Command {
         /// The text.
         text: String,
         #[command(flatten)]
-        server: Server,
+        client: ClientArgs,
     },
     /// Return a model's traffic to its previous good version.
     Rollback {
         /// The model's name.
         name: String,
         #[command(flatten)]
-        server: Server,
+        client: ClientArgs,
     },
     /// Print Kubernetes manifests: `install` (so1s itself) or `model` (what a rollout applies).
     Manifests {
@@ -87,16 +91,67 @@ enum Command {
         #[arg(long)]
         push: bool,
     },
+    /// Manage api tokens (admin): `create`, `list`, `revoke`.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Prepare a model image's build context from an archive (the first step of a
     /// Kubernetes build Job): unpack, check, smoke-test, write the Dockerfile.
     Context(ContextArgs),
 }
 
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Make a token; it is printed once, alone on the last line.
+    Create {
+        /// What it may do: viewer, deployer or admin.
+        #[arg(long)]
+        role: Role,
+        /// Its name (default: the role and the time).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List the tokens that are not revoked.
+    List,
+    /// Revoke a token: it stops working at once.
+    Revoke {
+        /// The token's name.
+        name: String,
+    },
+}
+
+/// How client commands reach the api server.
 #[derive(Debug, clap::Args)]
-struct Server {
+struct ClientArgs {
     /// The api server.
     #[arg(long, env = "SO1S_SERVER", default_value = "http://127.0.0.1:8000")]
     server: String,
+    /// The api token (default: `<data-dir>/admin.token`, when that file exists).
+    #[arg(long, env = "SO1S_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The data directory of a local `so1s serve`, to find its admin token.
+    #[arg(long, env = "SO1S_DATA_DIR", default_value = "so1s-data")]
+    data_dir: PathBuf,
+}
+
+impl ClientArgs {
+    fn client(&self) -> anyhow::Result<ApiClient> {
+        let token = match &self.token {
+            Some(token) => Some(Token::new(token.clone())),
+            None => {
+                let path = so1s_core::auth::admin_token_path(&self.data_dir);
+                match std::fs::read_to_string(&path) {
+                    Ok(secret) => Some(Token::new(secret)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+                }
+            }
+        };
+        Ok(ApiClient::new(&self.server, token))
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -133,6 +188,68 @@ struct ServeArgs {
     /// Largest upload in bytes.
     #[arg(long, env = "SO1S_MAX_UPLOAD_BYTES", default_value_t = 4 << 30)]
     max_upload_bytes: u64,
+    /// Require a token (any role) on `/inference/...` too; by default predictions are open
+    /// and only the management api (`/v1`) needs one. The admin token can also come from
+    /// `SO1S_ADMIN_TOKEN` (environment only).
+    #[arg(long, env = "SO1S_INFERENCE_AUTH")]
+    inference_auth: bool,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// The api server's bounds.
+#[derive(Debug, clap::Args)]
+struct LimitArgs {
+    /// Builds that run at once; later uploads wait their turn (default: one per 4 cores,
+    /// at least one).
+    #[arg(long, env = "SO1S_MAX_CONCURRENT_BUILDS", default_value_t = so1s_core::platform::default_concurrent_builds())]
+    max_concurrent_builds: usize,
+    /// Seconds a client may take to send a request's head; then the connection closes.
+    #[arg(long, env = "SO1S_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    header_read_timeout_secs: u64,
+    /// Largest request head in bytes (larger: 431).
+    #[arg(long, env = "SO1S_MAX_HEADER_BYTES", default_value_t = 64 << 10)]
+    max_header_bytes: usize,
+    /// Seconds a request body (an upload, a prediction) may pause before it is dropped.
+    #[arg(long, env = "SO1S_BODY_IDLE_TIMEOUT_SECS", default_value_t = 30)]
+    body_idle_timeout_secs: u64,
+    /// Bytes a multipart upload may spend before its `model` part (preamble, part
+    /// headers, other fields).
+    #[arg(long, env = "SO1S_MAX_MULTIPART_HEAD_BYTES", default_value_t = 1 << 20)]
+    max_multipart_head_bytes: u64,
+    /// Parts a multipart upload may have up to its `model` part.
+    #[arg(long, env = "SO1S_MAX_MULTIPART_PARTS", default_value_t = 8)]
+    max_multipart_parts: usize,
+    /// Milliseconds the gateway waits to connect to a predict server.
+    #[arg(long, env = "SO1S_GATEWAY_CONNECT_TIMEOUT_MS", default_value_t = 2000)]
+    gateway_connect_timeout_ms: u64,
+    /// Seconds the gateway waits for a predict server's answer; then 504.
+    #[arg(long, env = "SO1S_GATEWAY_TIMEOUT_SECS", default_value_t = 30)]
+    gateway_timeout_secs: u64,
+    /// Event streams open at once per version (more: 429).
+    #[arg(long, env = "SO1S_MAX_EVENT_SUBSCRIBERS", default_value_t = 16)]
+    max_event_subscribers: usize,
+}
+
+impl LimitArgs {
+    fn api_limits(&self) -> ApiLimits {
+        ApiLimits {
+            connection: ConnectionLimits {
+                header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+                max_head_bytes: self.max_header_bytes,
+            },
+            multipart: MultipartLimits {
+                max_head_bytes: self.max_multipart_head_bytes,
+                max_parts: self.max_multipart_parts,
+            },
+            body_idle_timeout: Duration::from_secs(self.body_idle_timeout_secs),
+            gateway: GatewayTimeouts {
+                connect: Duration::from_millis(self.gateway_connect_timeout_ms),
+                response: Duration::from_secs(self.gateway_timeout_secs),
+            },
+            max_event_subscribers: self.max_event_subscribers,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -175,19 +292,31 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => {
             so1s_bin::init_tracing();
-            serve(args).await
+            serve(*args).await
         }
-        Command::Deploy { path, name, server } => deploy(&server.server, &path, &name).await,
-        Command::Status { name, server } => status(&server.server, name.as_deref()).await,
-        Command::Predict { name, text, server } => {
-            let url = format!("{}/inference/{name}/predict", server.server);
-            let body = serde_json::json!({ "text": text });
-            call(reqwest::Client::new().post(url).json(&body)).await
-        }
-        Command::Rollback { name, server } => {
-            let url = format!("{}/v1/models/{name}/rollback", server.server);
-            call(reqwest::Client::new().post(url)).await
-        }
+        Command::Deploy { path, name, client } => match client.client() {
+            Ok(client) => deploy(&client, &path, &name).await,
+            Err(e) => Err(e),
+        },
+        Command::Status { name, client } => match client.client() {
+            Ok(client) => match name {
+                Some(name) => print_answer(client.model(&name).await),
+                None => print_answer(client.models().await),
+            },
+            Err(e) => Err(e),
+        },
+        Command::Predict { name, text, client } => match client.client() {
+            Ok(client) => print_answer(client.predict(&name, &text).await),
+            Err(e) => Err(e),
+        },
+        Command::Rollback { name, client } => match client.client() {
+            Ok(client) => print_answer(client.rollback(&name).await),
+            Err(e) => Err(e),
+        },
+        Command::Token { command, client } => match client.client() {
+            Ok(client) => token(&client, command).await,
+            Err(e) => Err(e),
+        },
         Command::Manifests { command } => print_manifests(&command).map(|yaml| {
             print!("{yaml}");
             ExitCode::SUCCESS
@@ -200,9 +329,10 @@ async fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             if e.chain().any(|cause| {
-                cause
-                    .downcast_ref::<reqwest::Error>()
-                    .is_some_and(|e| e.is_connect())
+                matches!(
+                    cause.downcast_ref::<so1s_core::Error>(),
+                    Some(so1s_core::Error::Unreachable(_))
+                )
             }) {
                 ExitCode::from(3)
             } else {
@@ -270,19 +400,52 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         rollout,
         registry,
         routes,
-        default_model,
+        PlatformOptions {
+            default_model,
+            max_concurrent_builds: args.limits.max_concurrent_builds,
+        },
     );
+    let tokens = api_tokens(data)?;
     let addr = SocketAddr::new(args.host, args.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
     println!("listening on http://{}", listener.local_addr()?);
     platform.restore().await;
-    so1s_core::http::api::run(listener, platform.clone(), so1s_bin::shutdown_signal())
-        .await
-        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let config = ApiConfig {
+        tokens,
+        inference_auth: args.inference_auth,
+        limits: args.limits.api_limits(),
+    };
+    so1s_core::http::api::run(
+        listener,
+        platform.clone(),
+        config,
+        so1s_bin::shutdown_signal(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e.chain()))?;
     platform.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The api tokens: those stored in `<data-dir>/so1s.db`, and `SO1S_ADMIN_TOKEN`. With
+/// neither, the first start writes an admin token to `<data-dir>/admin.token`.
+fn api_tokens(data: &std::path::Path) -> anyhow::Result<Arc<Tokens>> {
+    let store = TokenStore::open(&data.join("so1s.db")).map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let env_admin = std::env::var("SO1S_ADMIN_TOKEN").ok().map(Token::new);
+    let tokens = Tokens::new(store, env_admin);
+    if let Some(path) = tokens
+        .bootstrap(data)
+        .map_err(|e| anyhow::anyhow!(e.chain()))?
+    {
+        tracing::info!(
+            "no api token existed: an admin token was written to {} (readable by this user \
+             only); `so1s token create` makes more",
+            path.display()
+        );
+    }
+    Ok(Arc::new(tokens))
 }
 
 /// The Docker image builder and rollout, on the engine `DOCKER_HOST` names.
@@ -360,28 +523,73 @@ fn registry_auth() -> Option<RegistryAuth> {
     }
 }
 
-/// Sends a request and prints the JSON answer; an error status is a failure.
-async fn call(request: reqwest::RequestBuilder) -> anyhow::Result<ExitCode> {
-    let response = request.send().await?;
-    let status = response.status();
-    let body: serde_json::Value = response.json().await.unwrap_or_default();
-    println!("{}", serde_json::to_string_pretty(&body)?);
-    Ok(if status.is_success() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+/// Prints an answer's JSON; an error answer is a failure (exit 1, or 3 when unreachable).
+fn print_answer(answer: so1s_core::Result<serde_json::Value>) -> anyhow::Result<ExitCode> {
+    let value = answer?;
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(ExitCode::SUCCESS)
 }
 
-async fn status(server: &str, name: Option<&str>) -> anyhow::Result<ExitCode> {
-    let url = match name {
-        Some(name) => format!("{server}/v1/models/{name}"),
-        None => format!("{server}/v1/models"),
+async fn token(client: &ApiClient, command: TokenCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        TokenCommand::Create { role, name } => {
+            let name =
+                name.unwrap_or_else(|| format!("{role}-{}", so1s_core::clock::now_ms() / 1000));
+            let created = client.create_token(&name, role).await?;
+            eprintln!("created the {role} token `{name}`; it is shown this once:");
+            println!("{}", created["token"].as_str().unwrap_or_default());
+        }
+        TokenCommand::List => {
+            let listed = client.tokens().await?;
+            println!("{:<32} {:<9} {:<24} LAST USED", "NAME", "ROLE", "CREATED");
+            for token in listed["tokens"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<32} {:<9} {:<24} {}",
+                    token["name"].as_str().unwrap_or("?"),
+                    token["role"].as_str().unwrap_or("?"),
+                    time_text(&token["created_at_ms"]),
+                    time_text(&token["last_used_at_ms"]),
+                );
+            }
+        }
+        TokenCommand::Revoke { name } => {
+            client.revoke_token(&name).await?;
+            println!("revoked `{name}`");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS UTC`, or `never`.
+fn time_text(ms: &serde_json::Value) -> String {
+    let Some(ms) = ms.as_u64() else {
+        return "never".into();
     };
-    call(reqwest::Client::new().get(url)).await
+    let secs = ms / 1000;
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
 }
 
-async fn deploy(server: &str, path: &std::path::Path, name: &str) -> anyhow::Result<ExitCode> {
+async fn deploy(
+    client: &ApiClient,
+    path: &std::path::Path,
+    name: &str,
+) -> anyhow::Result<ExitCode> {
     let body = if path.is_dir() {
         eprintln!("packing {}", path.display());
         so1s_core::build::archive::pack_dir(path).map_err(|e| anyhow::anyhow!(e.chain()))?
@@ -389,56 +597,27 @@ async fn deploy(server: &str, path: &std::path::Path, name: &str) -> anyhow::Res
         std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
     };
     eprintln!("uploading {} bytes as {name}", body.len());
-    let client = reqwest::Client::new();
-    let response = client
-        .post(format!("{server}/v1/models/{name}/versions"))
-        .header("content-type", "application/octet-stream")
-        .body(body)
-        .send()
-        .await?;
-    let status = response.status();
-    let answer: serde_json::Value = response.json().await.unwrap_or_default();
-    if !status.is_success() {
-        eprintln!(
-            "upload refused ({status}): {}",
-            answer["error"].as_str().unwrap_or("?")
-        );
-        return Ok(ExitCode::from(1));
-    }
-    let version = answer["version"].as_str().unwrap_or("?").to_owned();
-    let events = answer["links"]["events"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    eprintln!("stored {name} {version}; following its build and rollout");
-    let mut stream = client
-        .get(format!("{server}{events}"))
-        .send()
-        .await?
-        .bytes_stream();
-    let mut buffer = String::new();
-    while let Some(chunk) = stream.next().await {
-        buffer.push_str(&String::from_utf8_lossy(&chunk?));
-        while let Some(end) = buffer.find("\n\n") {
-            let message: String = buffer.drain(..end + 2).collect();
-            if let Some(data) = message.lines().find_map(|l| l.strip_prefix("data:")) {
-                if let Ok(event) = serde_json::from_str::<serde_json::Value>(data.trim()) {
-                    eprintln!(
-                        "[{}] {}",
-                        event["stage"].as_str().unwrap_or(""),
-                        event["message"].as_str().unwrap_or("")
-                    );
-                }
-            }
+    let answer = match client.upload(name, body).await {
+        Ok(answer) => answer,
+        Err(so1s_core::Error::Remote {
+            status, message, ..
+        }) => {
+            eprintln!("upload refused ({status}): {message}");
+            return Ok(ExitCode::from(1));
         }
-    }
-    let record: serde_json::Value = client
-        .get(format!("{server}/v1/models/{name}/versions/{version}"))
-        .send()
-        .await?
-        .json()
+        Err(e) => return Err(e.into()),
+    };
+    let version = answer["version"].as_str().unwrap_or("?").to_owned();
+    eprintln!("stored {name} {version}; following its build and rollout");
+    client
+        .follow_events(name, &version, |event| {
+            let stage = serde_json::to_value(event.stage).unwrap_or_default();
+            eprintln!("[{}] {}", stage.as_str().unwrap_or(""), event.message);
+        })
         .await?;
+    let record = client.version(name, &version).await?;
     let state = record["state"].as_str().unwrap_or("unknown");
+    let server = client.base();
     match state {
         "live" => {
             println!("{name} {version} is live: POST {server}/inference/{name}/predict");

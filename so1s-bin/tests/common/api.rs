@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 pub struct Api {
     pub child: Child,
     pub base: String,
+    /// Sends the admin token (`<data>/admin.token`) with every request.
     pub client: reqwest::Client,
+    /// The admin token the first start wrote.
+    pub admin_token: String,
 }
 
 impl Api {
@@ -23,19 +26,48 @@ impl Api {
 
     /// `so1s serve` with extra arguments (another backend...).
     pub fn start_with(data: &Path, args: &[&str]) -> Api {
-        let (child, base) = spawn_listening(
-            Command::new(env!("CARGO_BIN_EXE_so1s"))
-                .args(["serve", "--port", "0", "--predict-threads", "1"])
-                .arg("--data-dir")
-                .arg(data)
-                .arg("--predict-bin")
-                .arg(env!("CARGO_BIN_EXE_so1s-predict"))
-                .args(args),
-        );
+        Api::spawn(&mut Api::command(data, args))
+    }
+
+    /// `so1s serve` logging at debug level into `log`.
+    pub fn start_logged(data: &Path, args: &[&str], log: &Path) -> Api {
+        let log = std::fs::File::create(log).unwrap();
+        Api::spawn(
+            Api::command(data, args)
+                .env("RUST_LOG", "debug")
+                .stderr(log),
+        )
+    }
+
+    fn command(data: &Path, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_so1s"));
+        command
+            .args(["serve", "--port", "0", "--predict-threads", "1"])
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--predict-bin")
+            .arg(env!("CARGO_BIN_EXE_so1s-predict"))
+            .args(args);
+        command
+    }
+
+    fn spawn(command: &mut Command) -> Api {
+        let data = command
+            .get_args()
+            .skip_while(|a| *a != "--data-dir")
+            .nth(1)
+            .map(std::path::PathBuf::from)
+            .unwrap();
+        let (child, base) = spawn_listening(command);
+        let admin_token = std::fs::read_to_string(data.join("admin.token"))
+            .expect("the first start writes admin.token")
+            .trim()
+            .to_owned();
         Api {
             child,
             base,
-            client: reqwest::Client::new(),
+            client: client_with_token(&admin_token),
+            admin_token,
         }
     }
 
@@ -127,6 +159,19 @@ impl Api {
     }
 }
 
+/// A client that sends `Authorization: Bearer <token>` with every request.
+pub fn client_with_token(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 impl Drop for Api {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -169,11 +214,13 @@ pub fn broken_model_archive() -> Vec<u8> {
         dir.path().join("1_Pooling/config.json"),
     )
     .unwrap();
-    std::fs::write(
-        dir.path().join("model.safetensors"),
-        b"these are not weights",
-    )
-    .unwrap();
+    // A header that promises as many parameters as MiniLM has (so the size check before
+    // loading passes), over data that is not there: loading fails.
+    let header = r#"{"x": {"dtype": "F32", "shape": [6000000, 4], "data_offsets": [0, 96000000]}}"#;
+    let mut weights = (header.len() as u64).to_le_bytes().to_vec();
+    weights.extend(header.as_bytes());
+    weights.extend(b"these are not weights");
+    std::fs::write(dir.path().join("model.safetensors"), weights).unwrap();
     so1s_core::build::archive::pack_dir(dir.path()).unwrap()
 }
 

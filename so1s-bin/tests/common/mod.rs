@@ -59,8 +59,10 @@ pub async fn wait_ready(base: &str) {
 
 /// Starts a so1s binary that prints `listening on http://ADDR` first; returns it and the URL.
 pub fn spawn_listening(command: &mut Command) -> (Child, String) {
+    if !command.get_envs().any(|(key, _)| key == "RUST_LOG") {
+        command.env("RUST_LOG", "warn");
+    }
     let mut child = command
-        .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
         .expect("the binary starts");

@@ -2,8 +2,13 @@
 //!
 //! Refused: absolute paths, `..`, links that point outside the directory (hard links,
 //! devices and FIFOs always), writes through a link, more entries or bytes than the limits
-//! allow. Sizes are counted as bytes are written, so a header that lies (or a gzip bomb)
-//! stops at the limit. Once unpacked, every link is resolved and must land inside.
+//! allow, archives that unpack to more than `max_ratio` times their size. Sizes are counted
+//! as bytes are written, so a header that lies (or a gzip bomb) stops at the limit. Archive
+//! metadata (GNU long names and links, PAX records, zip link targets) is capped at
+//! [`MAX_METADATA_BYTES`] before it is read. Once unpacked, every link must resolve to a file
+//! inside, and is replaced by a copy of that file (counted against the limits): what comes
+//! out holds regular files and folders only, so nothing after unpacking (a bundle, a Docker
+//! build context) ever follows a link.
 
 use crate::store::ArchiveFormat;
 use crate::{Error, Result};
@@ -18,6 +23,9 @@ pub struct UnpackLimits {
     pub max_entries: usize,
     /// Most bytes in all files together.
     pub max_total_bytes: u64,
+    /// Most unpacked bytes per archive byte, once past [`RATIO_FLOOR`] (model weights barely
+    /// compress; a bomb compresses a thousandfold).
+    pub max_ratio: u64,
 }
 
 impl Default for UnpackLimits {
@@ -25,9 +33,17 @@ impl Default for UnpackLimits {
         Self {
             max_entries: 10_000,
             max_total_bytes: 8 << 30,
+            max_ratio: 20,
         }
     }
 }
+
+/// Largest GNU long name or link, PAX header, or zip link target read.
+pub const MAX_METADATA_BYTES: u64 = 64 << 10;
+
+/// Unpacked bytes below which the compression ratio is not checked (small text files
+/// compress well and are harmless).
+pub const RATIO_FLOOR: u64 = 64 << 20;
 
 /// Packs a model directory into a `.tar.gz` in memory (what `so1s deploy DIR` uploads).
 /// Links are followed, so the archive holds the files themselves. Weights barely compress
@@ -57,8 +73,16 @@ pub fn unpack(
         path: archive.to_owned(),
         source,
     })?;
+    let archive_bytes = file
+        .metadata()
+        .map_err(|source| Error::ModelFile {
+            path: archive.to_owned(),
+            source,
+        })?
+        .len();
     let mut budget = Budget {
         limits,
+        archive_bytes,
         entries: 0,
         bytes: 0,
     };
@@ -66,12 +90,13 @@ pub fn unpack(
         ArchiveFormat::TarGz => unpack_tar(file, dest, &mut budget)?,
         ArchiveFormat::Zip => unpack_zip(file, dest, &mut budget)?,
     }
-    check_links_resolve_inside(dest)?;
+    replace_links_with_files(dest, &mut budget)?;
     model_root(dest)
 }
 
 struct Budget {
     limits: UnpackLimits,
+    archive_bytes: u64,
     entries: usize,
     bytes: u64,
 }
@@ -99,16 +124,65 @@ impl Budget {
             if n == 0 {
                 return Ok(());
             }
-            self.bytes += n as u64;
-            if self.bytes > self.limits.max_total_bytes {
-                return Err(Error::InvalidModel(format!(
-                    "the archive unpacks to more than {} bytes",
-                    self.limits.max_total_bytes
-                )));
-            }
+            self.count(n as u64)?;
             out.write_all(&buffer[..n])
                 .map_err(|e| write_error(target, e))?;
         }
+    }
+}
+
+impl Budget {
+    /// Counts `n` more unpacked bytes against the size and ratio limits.
+    fn count(&mut self, n: u64) -> Result<()> {
+        self.bytes += n;
+        if self.bytes > self.limits.max_total_bytes {
+            return Err(Error::InvalidModel(format!(
+                "the archive unpacks to more than {} bytes",
+                self.limits.max_total_bytes
+            )));
+        }
+        let ratio_cap = self.archive_bytes.saturating_mul(self.limits.max_ratio);
+        if self.bytes > RATIO_FLOOR && self.bytes > ratio_cap {
+            return Err(Error::InvalidModel(format!(
+                "the archive unpacks to more than {} times its size of {} bytes \
+                 (a compression bomb?)",
+                self.limits.max_ratio, self.archive_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Reads an archive's metadata record (a long name, PAX records, a link target) of
+/// `size` bytes, refusing one over [`MAX_METADATA_BYTES`] before reading it.
+fn read_metadata(from: impl Read, size: u64, what: &str) -> Result<Vec<u8>> {
+    if size > MAX_METADATA_BYTES {
+        return Err(Error::InvalidModel(format!(
+            "the archive's {what} is {size} bytes; at most {MAX_METADATA_BYTES} are allowed"
+        )));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    from.take(MAX_METADATA_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::InvalidModel(format!("the archive is corrupt: {e}")))?;
+    if bytes.len() as u64 > MAX_METADATA_BYTES {
+        return Err(Error::InvalidModel(format!(
+            "the archive's {what} is longer than {MAX_METADATA_BYTES} bytes"
+        )));
+    }
+    Ok(bytes)
+}
+
+/// A path from an archive's bytes (NUL-terminated for GNU long names).
+fn path_of(bytes: &[u8]) -> PathBuf {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    #[cfg(unix)]
+    {
+        PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&bytes[..end]))
+    }
+    #[cfg(not(unix))]
+    {
+        PathBuf::from(String::from_utf8_lossy(&bytes[..end]).into_owned())
     }
 }
 
@@ -172,37 +246,60 @@ fn check_link(entry: &Path, target: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What GNU long-name entries and PAX headers say about the entry after them.
+#[derive(Default)]
+struct Pending {
+    path: Option<PathBuf>,
+    link: Option<PathBuf>,
+}
+
 fn unpack_tar(file: File, dest: &Path, budget: &mut Budget) -> Result<()> {
     let corrupt = |e: std::io::Error| Error::InvalidModel(format!("the archive is corrupt: {e}"));
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    for entry in archive.entries().map_err(corrupt)? {
+    // Raw entries: the tar crate would read long names and PAX headers whole, whatever
+    // size they claim; they are read here, capped.
+    let mut pending = Pending::default();
+    for entry in archive.entries().map_err(corrupt)?.raw(true) {
         let mut entry = entry.map_err(corrupt)?;
         budget.entry()?;
-        let name = entry.path().map_err(corrupt)?.into_owned();
-        let target = checked_path(dest, &name)?;
         let kind = entry.header().entry_type();
+        let size = entry.header().size().map_err(corrupt)?;
+        if kind.is_gnu_longname() {
+            pending.path = Some(path_of(&read_metadata(&mut entry, size, "long name")?));
+            continue;
+        }
+        if kind.is_gnu_longlink() {
+            pending.link = Some(path_of(&read_metadata(&mut entry, size, "long link")?));
+            continue;
+        }
+        if kind.is_pax_local_extensions() || kind.is_pax_global_extensions() {
+            let records = read_metadata(&mut entry, size, "PAX header")?;
+            if kind.is_pax_local_extensions() {
+                apply_pax(&records, &mut pending)?;
+            }
+            continue;
+        }
+        let name = match pending.path.take() {
+            Some(path) => path,
+            None => path_of(&entry.header().path_bytes()),
+        };
+        let link = pending.link.take();
+        let target = checked_path(dest, &name)?;
         if kind.is_dir() {
             create_dir(dest, &target)?;
         } else if kind.is_file() {
             create_parent(dest, &target)?;
             budget.copy(&mut entry, &target)?;
         } else if kind.is_symlink() {
-            let link = entry
-                .link_name()
-                .map_err(corrupt)?
+            let link = link
+                .or_else(|| entry.header().link_name_bytes().map(|b| path_of(&b)))
+                .filter(|link| !link.as_os_str().is_empty())
                 .ok_or_else(|| {
                     Error::InvalidModel(format!("the link `{}` has no target", name.display()))
-                })?
-                .into_owned();
+                })?;
             check_link(&name, &link)?;
             create_parent(dest, &target)?;
             symlink(&link, &target)?;
-        } else if kind.is_pax_global_extensions()
-            || kind.is_pax_local_extensions()
-            || kind.is_gnu_longname()
-            || kind.is_gnu_longlink()
-        {
-            continue;
         } else {
             return Err(Error::InvalidModel(format!(
                 "the archive entry `{}` is a {}; only files, directories and links inside the archive are allowed",
@@ -210,6 +307,37 @@ fn unpack_tar(file: File, dest: &Path, budget: &mut Budget) -> Result<()> {
                 entry_kind(kind)
             )));
         }
+    }
+    Ok(())
+}
+
+/// Takes `path` and `linkpath` from PAX records (`"<len> <key>=<value>\n"`); a `size`
+/// (files over 8 GiB) is refused.
+fn apply_pax(records: &[u8], pending: &mut Pending) -> Result<()> {
+    let corrupt = || Error::InvalidModel("the archive has a malformed PAX header".into());
+    let mut rest = records;
+    while !rest.is_empty() {
+        let space = rest.iter().position(|&b| b == b' ').ok_or_else(corrupt)?;
+        let len: usize = std::str::from_utf8(&rest[..space])
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .filter(|&n| n > space + 1 && n <= rest.len())
+            .ok_or_else(corrupt)?;
+        let record = &rest[space + 1..len];
+        let record = record.strip_suffix(b"\n").ok_or_else(corrupt)?;
+        let equals = record.iter().position(|&b| b == b'=').ok_or_else(corrupt)?;
+        let (key, value) = (&record[..equals], &record[equals + 1..]);
+        match key {
+            b"path" => pending.path = Some(path_of(value)),
+            b"linkpath" => pending.link = Some(path_of(value)),
+            b"size" => {
+                return Err(Error::InvalidModel(
+                    "the archive has a file over 8 GiB (PAX size record)".into(),
+                ))
+            }
+            _ => {}
+        }
+        rest = &rest[len..];
     }
     Ok(())
 }
@@ -237,11 +365,8 @@ fn unpack_zip(file: File, dest: &Path, budget: &mut Budget) -> Result<()> {
         // zip's own check (enclosed_name) agrees with ours; ours names the problem.
         let target = checked_path(dest, &name)?;
         if entry.is_symlink() {
-            let mut link = String::new();
-            entry
-                .read_to_string(&mut link)
-                .map_err(|e| Error::InvalidModel(format!("the archive is corrupt: {e}")))?;
-            let link = PathBuf::from(link);
+            let size = entry.size();
+            let link = path_of(&read_metadata(&mut entry, size, "link target")?);
             check_link(&name, &link)?;
             create_parent(dest, &target)?;
             symlink(&link, &target)?;
@@ -303,30 +428,48 @@ fn create_parent(dest: &Path, path: &Path) -> Result<()> {
     }
 }
 
-/// After unpacking: every link must resolve to something inside `dest`.
-fn check_links_resolve_inside(dest: &Path) -> Result<()> {
+/// After unpacking: every link must resolve to a file inside `dest`, and is replaced by a
+/// copy of that file, counted against the limits. Links to folders are refused: two links
+/// to `.` would make any walker that follows links (a Docker build context) explode.
+fn replace_links_with_files(dest: &Path, budget: &mut Budget) -> Result<()> {
     let root = dest.canonicalize().map_err(|e| write_error(dest, e))?;
     let mut pending = vec![dest.to_owned()];
+    let mut links = Vec::new();
     while let Some(dir) = pending.pop() {
         for entry in std::fs::read_dir(&dir).map_err(|e| write_error(&dir, e))? {
             let entry = entry.map_err(|e| write_error(&dir, e))?;
             let path = entry.path();
             let kind = entry.file_type().map_err(|e| write_error(&path, e))?;
             if kind.is_symlink() {
-                let inside = path
-                    .canonicalize()
-                    .map(|resolved| resolved.starts_with(&root))
-                    .unwrap_or(false);
-                if !inside {
-                    return Err(Error::InvalidModel(format!(
-                        "the archive's link `{}` points outside the model directory or nowhere",
-                        path.strip_prefix(dest).unwrap_or(&path).display()
-                    )));
-                }
+                links.push(path);
             } else if kind.is_dir() {
                 pending.push(path);
             }
         }
+    }
+    for path in links {
+        let shown = path
+            .strip_prefix(dest)
+            .unwrap_or(&path)
+            .display()
+            .to_string();
+        let resolved = path
+            .canonicalize()
+            .ok()
+            .filter(|resolved| resolved.starts_with(&root))
+            .ok_or_else(|| {
+                Error::InvalidModel(format!(
+                    "the archive's link `{shown}` points outside the model directory or nowhere"
+                ))
+            })?;
+        if resolved.is_dir() {
+            return Err(Error::InvalidModel(format!(
+                "the archive's link `{shown}` points to a folder; only links to files are allowed"
+            )));
+        }
+        std::fs::remove_file(&path).map_err(|e| write_error(&path, e))?;
+        let source = File::open(&resolved).map_err(|e| write_error(&resolved, e))?;
+        budget.copy(source, &path)?;
     }
     Ok(())
 }
@@ -474,6 +617,100 @@ mod tests {
             b"{\"p\": 1}"
         );
         assert_eq!(std::fs::read(root.join("weights")).unwrap(), b"{}");
+        let weights = std::fs::symlink_metadata(root.join("weights")).unwrap();
+        assert!(
+            weights.is_file(),
+            "links are replaced by copies of their files"
+        );
+    }
+
+    #[test]
+    fn links_to_folders_are_refused() {
+        refused(
+            Tar::new().dir("m/").link("m/a", ".").link("m/b", "."),
+            "points to a folder",
+        );
+    }
+
+    /// A header of `kind` that claims `size` bytes, followed by only `data`.
+    fn claiming(mut tar: Tar, kind: tar::EntryType, size: u64, data: &[u8]) -> Tar {
+        let header = Tar::header("././@LongLink", kind, size);
+        let mut block = header.as_bytes().to_vec();
+        block.extend_from_slice(data);
+        block.resize(block.len().div_ceil(512) * 512, 0);
+        tar.builder.get_mut().write_all(&block).unwrap();
+        tar
+    }
+
+    #[test]
+    fn archive_metadata_is_capped_before_it_is_read() {
+        let huge = 512 << 20;
+        refused(
+            claiming(Tar::new(), tar::EntryType::GNULongName, huge, b"aaaa"),
+            "long name is 536870912 bytes",
+        );
+        refused(
+            claiming(Tar::new(), tar::EntryType::XHeader, huge, b"aaaa"),
+            "PAX header is 536870912 bytes",
+        );
+        let long_target = "a".repeat(100 << 10);
+        let case = zip_archive(|w| {
+            w.add_symlink(
+                "link",
+                &long_target,
+                zip::write::SimpleFileOptions::default(),
+            )
+            .unwrap();
+        });
+        let err = case.unpack().unwrap_err();
+        assert!(
+            err.to_string().contains("link target is 102400 bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn long_names_and_pax_paths_are_honoured() {
+        let long = format!("model/{}/config.json", "d".repeat(150));
+        let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::fast(),
+        ));
+        let mut header = tar::Header::new_gnu();
+        header.set_size(2);
+        header.set_mode(0o644);
+        builder.append_data(&mut header, &long, &b"{}"[..]).unwrap();
+        // A PAX record naming the next entry (what Python's tarfile writes for non-ASCII).
+        let record = "path=model/모델.txt\n";
+        let record = format!("{} {record}", record.len() + 3);
+        let mut pax = tar::Header::new_ustar();
+        pax.set_entry_type(tar::EntryType::XHeader);
+        pax.set_size(record.len() as u64);
+        pax.set_cksum();
+        builder.append(&pax, record.as_bytes()).unwrap();
+        let mut file = tar::Header::new_ustar();
+        file.set_path("model/ascii-name").unwrap();
+        file.set_size(1);
+        file.set_mode(0o644);
+        file.set_cksum();
+        builder.append(&file, &b"x"[..]).unwrap();
+        let case = Case::new(
+            &builder.into_inner().unwrap().finish().unwrap(),
+            ArchiveFormat::TarGz,
+        );
+        let root = case.unpack().unwrap();
+        assert_eq!(root, case.dest.join("model"));
+        let deep = case.dest.join(&long);
+        assert_eq!(std::fs::read(deep).unwrap(), b"{}");
+        assert_eq!(std::fs::read(root.join("모델.txt")).unwrap(), b"x");
+    }
+
+    #[test]
+    fn a_compression_bomb_stops_at_the_ratio() {
+        let zeros = vec![0u8; (RATIO_FLOOR + (4 << 20)) as usize];
+        let case = case(Tar::new().file("zeros", &zeros));
+        let err = case.unpack().unwrap_err();
+        assert!(err.to_string().contains("times its size"), "{err}");
     }
 
     #[test]
@@ -552,6 +789,7 @@ mod tests {
         let limits = UnpackLimits {
             max_entries: 10,
             max_total_bytes: 4096,
+            ..UnpackLimits::default()
         };
         let err = big.unpack_with(limits).unwrap_err();
         assert!(err.to_string().contains("more than 4096 bytes"), "{err}");

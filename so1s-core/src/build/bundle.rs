@@ -76,6 +76,10 @@ impl BundleBuilder {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default()
         ));
+        {
+            let layout = layout.clone();
+            blocking(move || crate::model::size::check_config_matches_weights(&layout)).await?;
+        }
         events.progress("smoke test: loading the model and running one prediction");
         // The forward pass the model will be served with (its so1s.toml may ask for so1s's
         // own, in int8): a precision the model cannot run fails here, before any rollout.

@@ -54,6 +54,12 @@ impl ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"so1s\""),
+            );
+        }
         response
     }
 }
@@ -69,9 +75,23 @@ impl From<&Error> for ApiError {
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Upload(_) => StatusCode::BAD_REQUEST,
             Error::Backend(_) => StatusCode::BAD_GATEWAY,
+            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        Self::new(status, error.error_type(), error.chain())
+        let chain = error.chain();
+        if status.is_server_error() {
+            // The whole chain, paths included, for the operator; the client reads it with
+            // host paths shortened.
+            tracing::warn!(error = %chain, "request failed");
+        }
+        Self::new(
+            status,
+            error.error_type(),
+            crate::redact::host_paths(&chain),
+        )
     }
 }
 
@@ -153,7 +173,7 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
-            format!("{rejection:?}"),
+            "the request could not be handled; the server's log has the details",
         )
     };
     Ok(error.into_response())

@@ -2,11 +2,13 @@
 //!
 //! - [`predict`]: the predict server of one model version (`so1s-predict`).
 //! - [`api`]: the management API and the inference gateway (`so1s serve`).
+//! - [`serve`]: the connection loop with bounds on request heads (time and size).
 //! - [`error`]: the one JSON error shape, `{"error": "...", "error_type": "..."}`, and the
 //!   mapping of every failure to its status code.
 
 pub mod api;
 pub mod error;
 pub mod predict;
+pub mod serve;
 
 pub use error::ApiError;

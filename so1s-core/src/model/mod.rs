@@ -7,6 +7,7 @@
 mod layout;
 mod manifest;
 mod name;
+pub mod size;
 
 pub use layout::{Architecture, ModelLayout, TokenizerFiles};
 pub use manifest::{Manifest, ServingOptions, MANIFEST_FILE};

@@ -16,7 +16,6 @@ use crate::{Error, Result};
 use futures::StreamExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncWriteExt;
 
 const ARCHIVE: &str = "archive";
@@ -132,10 +131,7 @@ impl ModelStore for FsModelStore {
             let summary = self.receive(&staging, body).await?;
             let _numbering = self.numbering.lock().await;
             let version = self.next_version(model).await?;
-            let stored_at = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
+            let stored_at = crate::clock::now_ms() / 1000;
             let stored = StoredVersion::new(model.clone(), version, summary, stored_at);
             let metadata = serde_json::to_vec_pretty(&stored)
                 .map_err(|e| Error::Upload(format!("encoding version metadata: {e}")))?;

@@ -1,0 +1,120 @@
+//! The gateway: a predict request forwarded to the model's live version, streamed both ways,
+//! with bounds on how long the upstream may take.
+
+use crate::http::ApiError;
+use crate::model::ModelName;
+use crate::platform::Platform;
+use crate::store::ByteStream;
+use crate::{Error, Result};
+use bytes::Bytes;
+use futures::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use warp::http::{HeaderMap, StatusCode};
+use warp::reply::Response;
+use warp::Reply;
+
+/// Headers copied from a predict server's reply to the client.
+const FORWARDED_HEADERS: [&str; 3] = ["content-type", "so1s-model", "so1s-model-version"];
+
+/// How long the gateway waits for a predict server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatewayTimeouts {
+    /// To connect.
+    pub connect: Duration,
+    /// For the whole answer; past it the client gets `504`.
+    pub response: Duration,
+}
+
+impl Default for GatewayTimeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(2),
+            response: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The gateway's HTTP client.
+pub fn client(timeouts: GatewayTimeouts) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .connect_timeout(timeouts.connect)
+        .timeout(timeouts.response)
+        .build()
+        .map_err(|e| Error::Io {
+            context: "creating the gateway's HTTP client".into(),
+            source: std::io::Error::other(e),
+        })
+}
+
+/// Forwards a predict request to the live version of `name` (default: the default model).
+pub async fn proxy(
+    name: Option<ModelName>,
+    platform: Arc<Platform>,
+    client: reqwest::Client,
+    headers: HeaderMap,
+    body: ByteStream,
+) -> Response {
+    let routes = platform.routes();
+    let Some(name) = name.or_else(|| routes.default_model()) else {
+        return not_live("no model is deployed yet: upload one to /v1/models/{name}/versions");
+    };
+    let Some(in_flight) = routes.acquire(&name) else {
+        return not_live(&format!("model {name} has no live version"));
+    };
+    let url = format!("{}/predict", in_flight.upstream().url);
+    let mut request = client.post(url).body(reqwest::Body::wrap_stream(body));
+    for name in ["content-type", "content-length"] {
+        if let Some(value) = headers.get(name) {
+            request = request.header(name, value);
+        }
+    }
+    let upstream = match request.send().await {
+        Ok(upstream) => upstream,
+        Err(e) => return upstream_error(&name, &e),
+    };
+    let status = upstream.status();
+    let mut forwarded = HeaderMap::new();
+    for header in FORWARDED_HEADERS {
+        if let Some(value) = upstream.headers().get(header) {
+            forwarded.insert(header, value.clone());
+        }
+    }
+    // Relay the body through a channel so the reply stream is Sync, as warp wants; the
+    // in-flight guard lives until the last byte has gone.
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, reqwest::Error>>(8);
+    tokio::spawn(async move {
+        let _in_flight = in_flight;
+        let mut stream = upstream.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            if sender.send(chunk).await.is_err() {
+                break;
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(receiver);
+    let mut response = warp::reply::stream(stream).into_response();
+    *response.status_mut() =
+        StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    response.headers_mut().extend(forwarded);
+    response
+}
+
+fn upstream_error(name: &ModelName, error: &reqwest::Error) -> Response {
+    let error = if error.is_timeout() {
+        Error::Timeout(format!(
+            "the predict server of {name} did not answer in time"
+        ))
+    } else {
+        Error::Backend(format!(
+            "the predict server of {name} did not answer: {}",
+            crate::redact::host_paths(&error.to_string())
+        ))
+    };
+    ApiError::from(error).into_response()
+}
+
+fn not_live(message: &str) -> Response {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_live", message).into_response()
+}

@@ -1,0 +1,416 @@
+//! The api server: management API and the inference gateway.
+//!
+//! | route | role | what |
+//! |---|---|---|
+//! | `POST /v1/models/{name}/versions` | deployer | upload an archive (raw body, or multipart field `model`) → 202 |
+//! | `GET /v1/models` | viewer | models with their live version |
+//! | `GET /v1/models/{name}` | viewer | one model and all its versions |
+//! | `GET /v1/models/{name}/versions/{version}` | viewer | one version: state, sha256, error, timestamps |
+//! | `GET /v1/models/{name}/versions/{version}/events` | viewer | build and rollout progress (server-sent events) |
+//! | `POST /v1/models/{name}/rollback` | deployer | back to the previous good version |
+//! | `DELETE /v1/models/{name}/versions/{version}` | deployer | delete a version that is not serving |
+//! | `GET /v1/tokens`, `POST /v1/tokens`, `DELETE /v1/tokens/{name}` | admin | list, create, revoke api tokens |
+//! | `GET /v1/whoami` | viewer | the caller's token name and role |
+//! | `POST /inference/{name}/predict` | open (or any token) | the model's live version (gateway) |
+//! | `POST /inference/predict` | open (or any token) | the default model (the seed's path) |
+//! | `GET /healthz` | open | alive |
+//!
+//! Every `/v1` route wants `Authorization: Bearer <token>`: `401` without one or with an
+//! unknown or revoked one, `403` when its role is too small, checked before a body is read.
+
+mod events;
+mod gateway;
+mod guard;
+mod upload;
+
+pub use events::Subscribers;
+pub use gateway::GatewayTimeouts;
+pub use upload::MultipartLimits;
+
+use super::error::{body_limited, recover, ApiError};
+use super::serve::{serve, ConnectionLimits};
+use crate::auth::{Identity, Role, Tokens};
+use crate::model::{ModelName, VersionId};
+use crate::platform::Platform;
+use crate::registry::{VersionRecord, VersionState};
+use crate::Result;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::json;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use warp::http::{header, HeaderValue, StatusCode};
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+/// Bounds of the api server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiLimits {
+    /// Request heads: time to arrive and size.
+    pub connection: ConnectionLimits,
+    /// Multipart uploads before the archive part.
+    pub multipart: MultipartLimits,
+    /// Longest gap in a request body (uploads, predict bodies) before it is dropped.
+    pub body_idle_timeout: Duration,
+    /// The gateway's waits for predict servers.
+    pub gateway: GatewayTimeouts,
+    /// Event streams open at once per version.
+    pub max_event_subscribers: usize,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        Self {
+            connection: ConnectionLimits::default(),
+            multipart: MultipartLimits::default(),
+            body_idle_timeout: Duration::from_secs(30),
+            gateway: GatewayTimeouts::default(),
+            max_event_subscribers: 16,
+        }
+    }
+}
+
+/// Who may call the api server, and its bounds.
+pub struct ApiConfig {
+    /// The accepted tokens.
+    pub tokens: Arc<Tokens>,
+    /// Whether `/inference/...` needs a token too (any role).
+    pub inference_auth: bool,
+    /// The bounds.
+    pub limits: ApiLimits,
+}
+
+/// Largest JSON body of a management call (`POST /v1/tokens`).
+const MAX_JSON_BODY: usize = 64 << 10;
+
+/// Serves the api and gateway on `listener` until `shutdown` resolves.
+pub async fn run(
+    listener: TcpListener,
+    platform: Arc<Platform>,
+    config: ApiConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let client = gateway::client(config.limits.gateway)?;
+    let connection = config.limits.connection;
+    serve(
+        listener,
+        routes(platform, config, client),
+        connection,
+        shutdown,
+    )
+    .await;
+    Ok(())
+}
+
+fn routes(
+    platform: Arc<Platform>,
+    config: ApiConfig,
+    client: reqwest::Client,
+) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    let limits = config.limits;
+    let tokens = config.tokens;
+    let with = {
+        let platform = platform.clone();
+        warp::any().map(move || platform.clone())
+    };
+    let viewer = guard::require(tokens.clone(), Role::Viewer);
+    let deployer = guard::require(tokens.clone(), Role::Deployer);
+    let admin = guard::require(tokens.clone(), Role::Admin);
+    let model_name = warp::path::param::<String>().and_then(|name: String| async move {
+        ModelName::parse(&name).map_err(|e| warp::reject::custom(ApiError::from(e)))
+    });
+    let version_id = warp::path::param::<String>().and_then(|v: String| async move {
+        VersionId::parse(&v).map_err(|e| warp::reject::custom(ApiError::from(e)))
+    });
+    let idle = limits.body_idle_timeout;
+    let body = warp::body::stream().map(move |body| upload::idle_limited(body, idle));
+
+    // /v1/models/{name} and /v1/models/{name}/versions/{version}, extended per route.
+    let model_path = warp::path("v1").and(warp::path("models")).and(model_name);
+    let version_path = model_path.and(warp::path("versions")).and(version_id);
+
+    let upload =
+        model_path
+            .and(warp::path("versions"))
+            .and(warp::path::end())
+            .and(warp::post())
+            .and(deployer.clone())
+            .and(with.clone())
+            .and(warp::header::optional::<String>("content-type"))
+            .and(body)
+            .then(
+                move |name: ModelName,
+                      platform: Arc<Platform>,
+                      content_type: Option<String>,
+                      body| async move {
+                    let received =
+                        upload::archive_bytes(content_type.as_deref(), body, limits.multipart)
+                            .await;
+                    match received {
+                        Ok(bytes) => accepted(platform.upload(&name, bytes).await),
+                        Err(e) => ApiError::from(e).into_response(),
+                    }
+                },
+            );
+    let list = warp::path!("v1" / "models")
+        .and(warp::get())
+        .and(viewer.clone())
+        .and(with.clone())
+        .map(|platform: Arc<Platform>| list_models(&platform));
+    let model = model_path
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(viewer.clone())
+        .and(with.clone())
+        .map(|name: ModelName, platform: Arc<Platform>| reply(model_json(&platform, &name)));
+    let version = version_path
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(viewer.clone())
+        .and(with.clone())
+        .map(
+            |name: ModelName, version: VersionId, platform: Arc<Platform>| {
+                reply(
+                    platform
+                        .registry()
+                        .version(&name, version)
+                        .map(|r| record_json(&r)),
+                )
+            },
+        );
+    let subscribers = Subscribers::new(limits.max_event_subscribers);
+    let events = version_path
+        .and(warp::path("events"))
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(viewer.clone())
+        .and(with.clone())
+        .map(
+            move |name: ModelName, version: VersionId, platform: Arc<Platform>| {
+                events::stream(name, version, platform, subscribers.clone())
+                    .unwrap_or_else(|e| ApiError::from(e).into_response())
+            },
+        );
+    let rollback = model_path
+        .and(warp::path("rollback"))
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(deployer.clone())
+        .and(with.clone())
+        .then(|name: ModelName, platform: Arc<Platform>| async move {
+            // The rollout runs to its end even if the client goes away.
+            let rollout = tokio::spawn(async move { platform.rollback(&name).await });
+            match rollout.await {
+                Ok(result) => reply(result.map(|r| record_json(&r))),
+                Err(e) => internal(format!("the rollback task failed: {e}")),
+            }
+        });
+    let delete = version_path
+        .and(warp::path::end())
+        .and(warp::delete())
+        .and(deployer.clone())
+        .and(with.clone())
+        .then(
+            |name: ModelName, version: VersionId, platform: Arc<Platform>| async move {
+                match platform.delete(&name, version).await {
+                    Ok(()) => StatusCode::NO_CONTENT.into_response(),
+                    Err(e) => ApiError::from(e).into_response(),
+                }
+            },
+        );
+    let tokens_api = token_routes(tokens.clone(), admin);
+    let whoami = warp::path!("v1" / "whoami")
+        .and(warp::get())
+        .and(guard::identity(tokens.clone(), Role::Viewer))
+        .map(|who: Identity| warp::reply::json(&who).into_response());
+
+    let client = warp::any().map(move || client.clone());
+    let inference_guard = guard::inference(tokens.clone(), config.inference_auth);
+    let predict_named = warp::path("inference")
+        .and(model_name)
+        .and(warp::path("predict"))
+        .and(warp::path::end())
+        .and(warp::post())
+        .map(Some);
+    let predict_default = warp::path!("inference" / "predict")
+        .and(warp::post())
+        .map(|| None);
+    let gateway = predict_named
+        .or(predict_default)
+        .unify()
+        .and(inference_guard)
+        .and(with)
+        .and(client)
+        .and(warp::header::headers_cloned())
+        .and(body)
+        .then(gateway::proxy);
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| warp::reply::json(&json!({"status": "alive"})).into_response());
+
+    upload
+        .or(list)
+        .unify()
+        .or(model)
+        .unify()
+        .or(version)
+        .unify()
+        .or(events)
+        .unify()
+        .or(rollback)
+        .unify()
+        .or(delete)
+        .unify()
+        .or(tokens_api)
+        .unify()
+        .or(whoami)
+        .unify()
+        .or(gateway)
+        .unify()
+        .or(healthz)
+        .unify()
+        .recover(recover)
+        .unify()
+        .with(warp::log("so1s::api"))
+}
+
+/// What `POST /v1/tokens` takes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    name: String,
+    role: Role,
+}
+
+/// `GET`, `POST /v1/tokens` and `DELETE /v1/tokens/{name}` (admin).
+fn token_routes(
+    tokens: Arc<Tokens>,
+    admin: impl Filter<Extract = (), Error = warp::Rejection> + Clone + Send + Sync + 'static,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let with = warp::any().map(move || tokens.clone());
+    let list = warp::path!("v1" / "tokens")
+        .and(warp::get())
+        .and(admin.clone())
+        .and(with.clone())
+        .map(|tokens: Arc<Tokens>| reply(tokens.list().map(|list| json!({ "tokens": list }))));
+    let create = warp::path!("v1" / "tokens")
+        .and(warp::post())
+        .and(admin.clone())
+        .and(with.clone())
+        .and(body_limited(MAX_JSON_BODY))
+        .map(|tokens: Arc<Tokens>, body: Bytes| {
+            let request: NewToken = match serde_json::from_slice(&body) {
+                Ok(request) => request,
+                Err(e) => return super::error::json_error(&e).into_response(),
+            };
+            match tokens.create(&request.name, request.role) {
+                Ok((info, token)) => {
+                    let mut body = serde_json::to_value(&info).unwrap_or_default();
+                    body["token"] = json!(token.expose());
+                    let mut response = warp::reply::json(&body).into_response();
+                    *response.status_mut() = StatusCode::CREATED;
+                    response
+                }
+                Err(e) => ApiError::from(e).into_response(),
+            }
+        });
+    let revoke = warp::path!("v1" / "tokens" / String)
+        .and(warp::delete())
+        .and(admin)
+        .and(with)
+        .map(|name: String, tokens: Arc<Tokens>| {
+            reply(tokens.revoke(&name).map(|info| json!(info)))
+        });
+    list.or(create).unify().or(revoke).unify()
+}
+
+fn reply(result: Result<serde_json::Value>) -> Response {
+    match result {
+        Ok(value) => warp::reply::json(&value).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+fn internal(message: String) -> Response {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message).into_response()
+}
+
+/// `202` with the stored version, its `Location` and links.
+fn accepted(result: Result<VersionRecord>) -> Response {
+    match result {
+        Ok(record) => {
+            let body = record_json(&record);
+            let location = body["links"]["self"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let mut response = warp::reply::json(&body).into_response();
+            *response.status_mut() = StatusCode::ACCEPTED;
+            if let Ok(location) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+            response
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+fn state_name(state: VersionState) -> String {
+    serde_json::to_value(state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn record_json(record: &VersionRecord) -> serde_json::Value {
+    let mut value = serde_json::to_value(record).unwrap_or_default();
+    let base = format!(
+        "/v1/models/{}/versions/{}",
+        record.stored.model, record.stored.version
+    );
+    value["links"] = json!({ "self": base, "events": format!("{base}/events") });
+    value
+}
+
+/// The live version among a model's versions (read once, not looked up again).
+fn live_version(versions: &[VersionRecord]) -> Option<String> {
+    versions
+        .iter()
+        .find(|r| r.state == VersionState::Live)
+        .map(|r| r.stored.version.to_string())
+}
+
+fn model_json(platform: &Platform, name: &ModelName) -> Result<serde_json::Value> {
+    let versions = platform.registry().versions(name)?;
+    Ok(json!({
+        "name": name,
+        "live_version": live_version(&versions),
+        "default": platform.routes().default_model().as_ref() == Some(name),
+        "predict": format!("/inference/{name}/predict"),
+        "versions": versions.iter().map(record_json).collect::<Vec<_>>(),
+    }))
+}
+
+fn list_models(platform: &Platform) -> Response {
+    let models: Vec<_> = platform
+        .registry()
+        .models()
+        .into_iter()
+        .map(|name| {
+            let versions = platform.registry().versions(&name).unwrap_or_default();
+            json!({
+                "name": name,
+                "live_version": live_version(&versions),
+                "versions": versions.len(),
+                "latest": versions.last().map(|r| json!({
+                    "version": r.stored.version,
+                    "state": state_name(r.state),
+                })),
+            })
+        })
+        .collect();
+    warp::reply::json(&json!({ "models": models })).into_response()
+}

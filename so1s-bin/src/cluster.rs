@@ -2,10 +2,12 @@
 //! (the build Job's first step) and the Kubernetes backend of `so1s serve`.
 
 use anyhow::Context;
+use so1s_core::auth::Token;
 use so1s_core::build::{BundleBuilder, ImageBuilder, KubeBuildConfig, KubeImageBuilder};
 use so1s_core::events::{Events, Stage};
 use so1s_core::kubernetes::manifests::{
-    self, BuildMode, BuildSettings, ClusterSettings, InstallSettings, Resources,
+    self, AdminTokenSecret, BuildMode, BuildSettings, ClusterSettings, InstallSettings, Resources,
+    ADMIN_TOKEN_SECRET,
 };
 use so1s_core::rollout::{KubeRollout, KubeRolloutConfig, Rollout, Routes};
 use so1s_core::store::StoredVersion;
@@ -137,6 +139,14 @@ pub enum ManifestsCommand {
         /// How build Jobs build images.
         #[arg(long, value_enum, default_value_t = BuildModeArg::Kaniko)]
         build_mode: BuildModeArg,
+        /// Use this existing Secret (key `token`) as the admin token; by default a Secret
+        /// `so1s-admin-token` with a new random token is printed with the objects.
+        #[arg(long)]
+        admin_token_secret: Option<String>,
+        /// The ingress controller's namespace: with so1s's own, the only one the
+        /// NetworkPolicy lets reach the api server.
+        #[arg(long, default_value = "ingress-nginx")]
+        ingress_namespace: String,
     },
     /// Print exactly what a rollout applies for a model: Deployment, Service, Ingress.
     Model {
@@ -168,8 +178,35 @@ pub fn print_manifests(command: &ManifestsCommand) -> anyhow::Result<String> {
             access_mode,
             push_to,
             build_mode,
+            admin_token_secret,
+            ingress_namespace,
         } => {
             let mut install = InstallSettings::new(image);
+            install.admin_token = match admin_token_secret {
+                Some(name) => AdminTokenSecret::Existing(name.clone()),
+                None => {
+                    let token = Token::generate().map_err(|e| anyhow::anyhow!(e.chain()))?;
+                    eprintln!(
+                        "a new admin token is in the Secret {ADMIN_TOKEN_SECRET}: read it back with \
+                         kubectl -n {} get secret {ADMIN_TOKEN_SECRET} -o jsonpath='{{.data.token}}' | base64 -d",
+                        cluster.namespace
+                    );
+                    AdminTokenSecret::Generated(token.expose().to_owned())
+                }
+            };
+            install.ingress_namespace = ingress_namespace.clone();
+            install.build_mode = match build_mode {
+                BuildModeArg::Kaniko => BuildMode::Kaniko,
+                BuildModeArg::DockerSocket => {
+                    eprintln!(
+                        "warning: the docker-socket build mode mounts the node's Docker socket \
+                         into build pods; the namespace {} enforces the `privileged` Pod \
+                         Security level for it (Kaniko needs only `baseline`)",
+                        cluster.namespace
+                    );
+                    BuildMode::DockerSocket
+                }
+            };
             install.store_size = store_size.clone();
             install.storage_class = storage_class.clone();
             install.store_access_mode = access_mode.clone();

@@ -22,10 +22,24 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The printed manifests, as committed under deploy/.
+/// The printed manifests, as committed under deploy/ (the install reads the admin token from
+/// an existing Secret: a committed file holds no token), and an install with a generated
+/// token (validated, not committed).
 fn printed() -> Vec<(&'static str, String)> {
     vec![
-        ("deploy/install.yaml", so1s(&["manifests", "install"])),
+        (
+            "deploy/install.yaml",
+            so1s(&[
+                "manifests",
+                "install",
+                "--admin-token-secret",
+                "so1s-admin-token",
+            ]),
+        ),
+        (
+            "install-generated-token.yaml",
+            so1s(&["manifests", "install"]),
+        ),
         (
             "deploy/model-minilm.yaml",
             so1s(&[
@@ -85,7 +99,10 @@ fn printed_manifests_are_valid_kubernetes_objects() {
 
 #[test]
 fn the_committed_manifests_are_what_so1s_prints() {
-    for (name, yaml) in printed() {
+    for (name, yaml) in printed()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("deploy/"))
+    {
         let committed =
             std::fs::read_to_string(repo().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(
@@ -93,6 +110,43 @@ fn the_committed_manifests_are_what_so1s_prints() {
             "{name} is stale: regenerate it with the command in deploy/README.md"
         );
     }
+}
+
+#[test]
+fn each_install_generates_its_own_admin_token_in_a_secret() {
+    let token = |yaml: &str| -> String {
+        let docs: Vec<serde_json::Value> = yaml
+            .split("---\n")
+            .filter(|d| !d.trim().is_empty())
+            .map(|d| serde_yaml::from_str(d).unwrap())
+            .collect();
+        let secret = docs.iter().find(|d| d["kind"] == "Secret").unwrap();
+        assert_eq!(secret["metadata"]["name"], "so1s-admin-token");
+        secret["stringData"]["token"].as_str().unwrap().to_owned()
+    };
+    let (first, second) = (
+        token(&so1s(&["manifests", "install"])),
+        token(&so1s(&["manifests", "install"])),
+    );
+    assert!(first.starts_with("so1s_") && first.len() == 69, "{first}");
+    assert_ne!(first, second);
+    let existing = so1s(&["manifests", "install", "--admin-token-secret", "mine"]);
+    assert!(!existing.contains("kind: Secret"));
+    assert!(existing.contains("name: mine"));
+    let socket = Command::new(env!("CARGO_BIN_EXE_so1s"))
+        .args([
+            "manifests",
+            "install",
+            "--build-mode",
+            "docker-socket",
+            "--admin-token-secret",
+            "s",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&socket.stderr).contains("warning: the docker-socket"));
+    assert!(String::from_utf8_lossy(&socket.stdout)
+        .contains("pod-security.kubernetes.io/enforce: privileged"));
 }
 
 #[test]

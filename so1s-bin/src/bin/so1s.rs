@@ -79,7 +79,7 @@ enum Command {
     /// Print Kubernetes manifests: `install` (so1s itself) or `model` (what a rollout applies).
     Manifests {
         #[command(subcommand)]
-        command: ManifestsCommand,
+        command: Box<ManifestsCommand>,
     },
     /// Build the so1s image (the runtime plus so1s itself: the api server and build step in a
     /// cluster, and the base of the model images built there) with the Docker engine.

@@ -10,15 +10,17 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
-    HostPathVolumeSource, LocalObjectReference, Namespace, PersistentVolumeClaim,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, HostPathVolumeSource, LocalObjectReference, Namespace, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Service,
-    ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretKeySelector,
+    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
-    IngressServiceBackend, IngressSpec, ServiceBackendPort,
+    IngressServiceBackend, IngressSpec, NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicySpec, ServiceBackendPort,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -697,6 +699,56 @@ pub struct InstallSettings {
     pub store_access_mode: String,
     /// Extra arguments of `so1s serve` (registry, build mode...).
     pub serve_args: Vec<String>,
+    /// Where the api server's admin token (`SO1S_ADMIN_TOKEN`) comes from.
+    pub admin_token: AdminTokenSecret,
+    /// The namespace of the ingress controller: with this namespace itself, the only one
+    /// the NetworkPolicy lets reach the api server.
+    pub ingress_namespace: String,
+    /// How build Jobs build images; decides the namespace's Pod Security level.
+    pub build_mode: BuildMode,
+}
+
+/// The Secret holding the admin token, key `token`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum AdminTokenSecret {
+    /// A new Secret `so1s-admin-token`, printed with this token.
+    Generated(String),
+    /// A Secret of that name that exists already (`kubectl create secret generic NAME
+    /// --from-literal=token=...`).
+    Existing(String),
+}
+
+impl std::fmt::Debug for AdminTokenSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminTokenSecret::Generated(_) => f.write_str("Generated(<redacted>)"),
+            AdminTokenSecret::Existing(name) => write!(f, "Existing({name:?})"),
+        }
+    }
+}
+
+impl AdminTokenSecret {
+    /// The Secret's name.
+    pub fn name(&self) -> &str {
+        match self {
+            AdminTokenSecret::Generated(_) => ADMIN_TOKEN_SECRET,
+            AdminTokenSecret::Existing(name) => name,
+        }
+    }
+}
+
+/// The name of a generated admin token Secret.
+pub const ADMIN_TOKEN_SECRET: &str = "so1s-admin-token";
+
+/// The Pod Security Admission level the namespace enforces for a build mode: Kaniko's
+/// executor runs as root, which `baseline` allows and `restricted` does not; the docker
+/// socket is a hostPath, which only `privileged` allows. The api server and model pods meet
+/// `restricted` either way (it is the `warn` and `audit` level).
+pub fn pod_security_level(mode: BuildMode) -> &'static str {
+    match mode {
+        BuildMode::Kaniko => "baseline",
+        BuildMode::DockerSocket => "privileged",
+    }
 }
 
 impl InstallSettings {
@@ -708,6 +760,9 @@ impl InstallSettings {
             storage_class: None,
             store_access_mode: "ReadWriteOnce".into(),
             serve_args: Vec::new(),
+            admin_token: AdminTokenSecret::Existing(ADMIN_TOKEN_SECRET.into()),
+            ingress_namespace: "ingress-nginx".into(),
+            build_mode: BuildMode::Kaniko,
         }
     }
 }
@@ -715,8 +770,10 @@ impl InstallSettings {
 /// Every object of an install, in the order to apply them.
 #[derive(Debug, Clone)]
 pub struct InstallObjects {
-    /// The namespace.
+    /// The namespace, with its Pod Security Admission labels.
     pub namespace: Namespace,
+    /// The admin token, when generated.
+    pub admin_secret: Option<Secret>,
     /// The api server's identity.
     pub service_account: ServiceAccount,
     /// What it may touch: only the kinds so1s creates, in its namespace.
@@ -729,6 +786,8 @@ pub struct InstallObjects {
     pub deployment: Deployment,
     /// Its Service.
     pub service: Service,
+    /// Who may reach it: the ingress controller's namespace and this namespace only.
+    pub network_policy: NetworkPolicy,
 }
 
 /// The api server's name.
@@ -795,6 +854,18 @@ pub fn install(settings: &ClusterSettings, install: &InstallSettings) -> Install
             ..Default::default()
         }),
         security_context: Some(restricted()),
+        env: Some(vec![EnvVar {
+            name: "SO1S_ADMIN_TOKEN".into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: install.admin_token.name().to_owned(),
+                    key: "token".into(),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
         volume_mounts: Some(vec![
             VolumeMount {
                 name: "data".into(),
@@ -805,14 +876,38 @@ pub fn install(settings: &ClusterSettings, install: &InstallSettings) -> Install
         ]),
         ..Default::default()
     };
+    let enforce = pod_security_level(install.build_mode);
     InstallObjects {
         namespace: Namespace {
             metadata: ObjectMeta {
                 name: Some(settings.namespace.clone()),
-                labels: Some(BTreeMap::from([(MANAGED_BY.to_owned(), "so1s".to_owned())])),
+                labels: Some(BTreeMap::from([
+                    (MANAGED_BY.to_owned(), "so1s".to_owned()),
+                    (
+                        "pod-security.kubernetes.io/enforce".to_owned(),
+                        enforce.to_owned(),
+                    ),
+                    (
+                        "pod-security.kubernetes.io/warn".to_owned(),
+                        "restricted".to_owned(),
+                    ),
+                    (
+                        "pod-security.kubernetes.io/audit".to_owned(),
+                        "restricted".to_owned(),
+                    ),
+                ])),
                 ..Default::default()
             },
             ..Default::default()
+        },
+        admin_secret: match &install.admin_token {
+            AdminTokenSecret::Generated(token) => Some(Secret {
+                metadata: named(ADMIN_TOKEN_SECRET),
+                type_: Some("Opaque".into()),
+                string_data: Some(BTreeMap::from([("token".to_owned(), token.clone())])),
+                ..Default::default()
+            }),
+            AdminTokenSecret::Existing(_) => None,
         },
         service_account: ServiceAccount {
             metadata: named(API_SERVER),
@@ -901,9 +996,41 @@ pub fn install(settings: &ClusterSettings, install: &InstallSettings) -> Install
         },
         service: Service {
             metadata: named(API_SERVER),
-            spec: Some(http_service_spec(selector)),
+            spec: Some(http_service_spec(selector.clone())),
             ..Default::default()
         },
+        network_policy: NetworkPolicy {
+            metadata: named(API_SERVER),
+            spec: Some(NetworkPolicySpec {
+                pod_selector: Some(LabelSelector {
+                    match_labels: Some(selector),
+                    ..Default::default()
+                }),
+                policy_types: Some(vec!["Ingress".into()]),
+                ingress: Some(vec![NetworkPolicyIngressRule {
+                    from: Some(vec![
+                        namespace_peer(&install.ingress_namespace),
+                        namespace_peer(&settings.namespace),
+                    ]),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+        },
+    }
+}
+
+/// Every pod of the namespace `name` (by the label Kubernetes sets on each namespace).
+fn namespace_peer(name: &str) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "kubernetes.io/metadata.name".to_owned(),
+                name.to_owned(),
+            )])),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }
 
@@ -940,15 +1067,18 @@ pub fn model_objects(
 impl InstallObjects {
     /// The objects in the order to apply them.
     pub fn to_values(&self) -> Vec<serde_json::Value> {
-        vec![
-            to_value(&self.namespace),
+        let mut values = vec![to_value(&self.namespace)];
+        values.extend(self.admin_secret.iter().map(to_value));
+        values.extend([
             to_value(&self.service_account),
             to_value(&self.role),
             to_value(&self.role_binding),
             to_value(&self.store),
             to_value(&self.deployment),
             to_value(&self.service),
-        ]
+            to_value(&self.network_policy),
+        ]);
+        values
     }
 }
 
@@ -1290,10 +1420,92 @@ mod tests {
                 "RoleBinding",
                 "PersistentVolumeClaim",
                 "Deployment",
-                "Service"
+                "Service",
+                "NetworkPolicy"
             ]
         );
         assert!(values.iter().all(|v| v["apiVersion"].is_string()));
+    }
+
+    #[test]
+    fn the_install_guards_the_api_server() {
+        let settings = ClusterSettings::default();
+        let mut install_settings = InstallSettings::new("so1s/so1s:1");
+        install_settings.admin_token = AdminTokenSecret::Generated("so1s_secret".into());
+        let objects = install(&settings, &install_settings);
+        // The generated token sits in a Secret the Deployment reads it from.
+        let secret = objects.admin_secret.clone().unwrap();
+        assert_eq!(secret.metadata.name.as_deref(), Some(ADMIN_TOKEN_SECRET));
+        assert_eq!(secret.string_data.unwrap()["token"], "so1s_secret");
+        let kinds: Vec<String> = objects
+            .to_values()
+            .iter()
+            .map(|v| v["kind"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(kinds[..2], ["Namespace", "Secret"]);
+        let container = objects
+            .deployment
+            .spec
+            .clone()
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+            .containers[0]
+            .clone();
+        let env = &container.env.unwrap()[0];
+        assert_eq!(env.name, "SO1S_ADMIN_TOKEN");
+        let reference = env.value_from.clone().unwrap().secret_key_ref.unwrap();
+        assert_eq!(
+            (reference.name.as_str(), reference.key.as_str()),
+            (ADMIN_TOKEN_SECRET, "token")
+        );
+        assert!(!format!("{install_settings:?}").contains("so1s_secret"));
+
+        // Only the ingress controller's namespace and so1s's own reach the api server.
+        let policy = objects.network_policy.spec.unwrap();
+        assert_eq!(policy.policy_types.unwrap(), ["Ingress"]);
+        let peers: Vec<String> = policy.ingress.unwrap()[0]
+            .from
+            .clone()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                p.namespace_selector.clone().unwrap().match_labels.unwrap()
+                    ["kubernetes.io/metadata.name"]
+                    .clone()
+            })
+            .collect();
+        assert_eq!(peers, ["ingress-nginx", settings.namespace.as_str()]);
+        let selector = policy.pod_selector.unwrap().match_labels.unwrap();
+        assert_eq!(selector[APP_INSTANCE], API_SERVER);
+
+        // Pod Security: baseline for Kaniko (root), privileged for the docker socket.
+        let labels = objects.namespace.metadata.labels.unwrap();
+        assert_eq!(labels["pod-security.kubernetes.io/enforce"], "baseline");
+        assert_eq!(labels["pod-security.kubernetes.io/warn"], "restricted");
+        install_settings.build_mode = BuildMode::DockerSocket;
+        install_settings.admin_token = AdminTokenSecret::Existing("mine".into());
+        let objects = install(&settings, &install_settings);
+        assert!(objects.admin_secret.is_none());
+        let labels = objects.namespace.metadata.labels.unwrap();
+        assert_eq!(labels["pod-security.kubernetes.io/enforce"], "privileged");
+        let container = objects
+            .deployment
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+            .containers[0]
+            .clone();
+        let reference = container.env.unwrap()[0]
+            .value_from
+            .clone()
+            .unwrap()
+            .secret_key_ref
+            .unwrap();
+        assert_eq!(reference.name, "mine");
     }
 
     #[test]

@@ -5,8 +5,11 @@
 
 mod common;
 
-use common::api::{broken_model_archive, first_values, minilm_archive, swap_under_load, Api};
-use common::{docker_cli, docker_engine, unique, DockerCleanup};
+use common::api::{
+    broken_model_archive, first_values, minilm_archive, minilm_archive_with_links, swap_under_load,
+    Api,
+};
+use common::{docker_cli, docker_engine, growth, unique, DockerCleanup, MIB};
 use std::time::Instant;
 
 /// The instance's containers: `name version state` lines, sorted.
@@ -95,6 +98,22 @@ async fn docker_backend_swaps_refuses_rolls_back_and_adopts_on_restart() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["so1s-model-version"], "v2");
     assert!(docker_cli(&["images", "-q", &format!("so1s/{model}:v3")]).is_empty());
+
+    // Two links to `.` would make a build context that follows links explode: refused at
+    // unpacking, before any context exists, in bounded memory.
+    let looping = minilm_archive_with_links(&[("a", "."), ("b", ".")]);
+    let grown = growth(api.child.id(), async {
+        let accepted = api.upload(&model, looping).await;
+        assert_eq!(accepted["version"], "v4");
+        let record = api.settle(&model, "v4").await;
+        assert_eq!(record["state"], "failed", "{record}");
+        let error = record["error"].as_str().unwrap();
+        assert!(error.contains("points to a folder"), "{error}");
+    })
+    .await;
+    eprintln!("docker backend, two links to `.`: +{} MiB", grown / MIB);
+    assert!(grown < 150 * MIB, "grew {} MiB", grown / MIB);
+    assert!(docker_cli(&["images", "-q", &format!("so1s/{model}:v4")]).is_empty());
 
     // Rollback: v1's image runs again.
     let response = api

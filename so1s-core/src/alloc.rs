@@ -1,4 +1,4 @@
-//! glibc allocator settings for inference.
+//! Allocator settings and memory limits for inference processes.
 //!
 //! libtorch allocates and frees large activation buffers on every forward pass. With glibc's
 //! defaults those come from fresh `mmap`s each time and are trimmed right after, so every
@@ -21,6 +21,27 @@ pub fn tune_for_inference() -> bool {
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
+        false
+    }
+}
+
+/// Caps this process's address space at `bytes` (`RLIMIT_AS`): allocations past it fail
+/// instead of growing the machine's memory use. For processes that load untrusted models
+/// (a build's smoke test). Returns whether the limit took (Linux only).
+#[allow(unsafe_code)]
+pub fn limit_address_space(bytes: u64) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let limit = libc::rlimit {
+            rlim_cur: bytes as libc::rlim_t,
+            rlim_max: bytes as libc::rlim_t,
+        };
+        // SAFETY: setrlimit reads the struct we pass and changes only this process's limit.
+        unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) == 0 }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = bytes;
         false
     }
 }

@@ -59,6 +59,14 @@ struct Args {
     /// Keep glibc's default malloc settings instead of the ones tuned for inference.
     #[arg(long, env = "SO1S_NO_MALLOC_TUNING")]
     no_malloc_tuning: bool,
+    /// Load the model, run one prediction, print what it answered and exit (a build's
+    /// smoke test); no server starts.
+    #[arg(long)]
+    smoke_test: bool,
+    /// Cap this process's address space (MiB): a model that needs more fails to load
+    /// instead of taking the machine's memory.
+    #[arg(long, env = "SO1S_MEMORY_LIMIT_MIB")]
+    memory_limit_mib: Option<u64>,
 }
 
 impl Args {
@@ -85,8 +93,22 @@ impl Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     so1s_bin::init_tracing();
+    if let Some(mib) = args.memory_limit_mib {
+        if !so1s_core::alloc::limit_address_space(mib << 20) {
+            tracing::warn!("the memory limit of {mib} MiB could not be set");
+        }
+    }
     if !args.no_malloc_tuning {
         so1s_core::alloc::tune_for_inference();
+    }
+    if args.smoke_test {
+        let layout = so1s_core::ModelLayout::inspect(&args.model_dir)
+            .map_err(|e| anyhow::anyhow!(e.chain()))?;
+        let answer = so1s_core::build::smoke::in_process(layout)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.chain()))?;
+        println!("{answer}");
+        return Ok(());
     }
     tracing::info!(?args, "starting so1s-predict");
     let addr = SocketAddr::new(args.host, args.port);

@@ -12,7 +12,8 @@ use so1s_bin::cluster::{
 };
 use so1s_core::auth::{Role, Token, TokenStore, Tokens};
 use so1s_core::build::{
-    BundleBuilder, DockerBuildConfig, DockerImageBuilder, ImageBuilder, RegistryAuth,
+    BundleBuilder, DockerBuildConfig, DockerImageBuilder, ImageBuilder, RegistryAuth, SmokeProcess,
+    SmokeTest,
 };
 use so1s_core::client::ApiClient;
 use so1s_core::events::{Events, Stage};
@@ -204,6 +205,10 @@ struct LimitArgs {
     /// at least one).
     #[arg(long, env = "SO1S_MAX_CONCURRENT_BUILDS", default_value_t = so1s_core::platform::default_concurrent_builds())]
     max_concurrent_builds: usize,
+    /// Address-space limit (MiB) of each build's smoke test, which runs in its own
+    /// process: a model that needs more fails its build, not the api server.
+    #[arg(long, env = "SO1S_BUILD_MEMORY_MIB", default_value_t = 4096)]
+    build_memory_mib: u64,
     /// Seconds a client may take to send a request's head; then the connection closes.
     #[arg(long, env = "SO1S_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
     header_read_timeout_secs: u64,
@@ -232,6 +237,13 @@ struct LimitArgs {
 }
 
 impl LimitArgs {
+    /// Each build's smoke test: a child `so1s-predict` under the memory limit.
+    fn smoke_test(&self, predict_bin: &std::path::Path) -> SmokeTest {
+        let mut smoke = SmokeProcess::new(predict_bin);
+        smoke.memory_limit_mib = self.build_memory_mib;
+        SmokeTest::Child(smoke)
+    }
+
     fn api_limits(&self) -> ApiLimits {
         ApiLimits {
             connection: ConnectionLimits {
@@ -372,10 +384,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let routes = Routes::default();
     let (builder, rollout): (Arc<dyn ImageBuilder>, Arc<dyn Rollout>) = match args.backend {
         Backend::Local => {
-            let mut rollout = ProcessRolloutConfig::new(predict_bin);
+            let mut rollout = ProcessRolloutConfig::new(predict_bin.clone());
             rollout.threads = args.predict_threads;
+            let smoke = args.limits.smoke_test(&predict_bin);
             (
-                Arc::new(BundleBuilder::new(data.join("bundles"))),
+                Arc::new(BundleBuilder::new(data.join("bundles")).with_smoke_test(smoke)),
                 Arc::new(ProcessRollout::new(rollout, routes.clone())),
             )
         }
@@ -465,6 +478,7 @@ async fn docker_backend(
         .context("locating so1s-predict's directory")?;
     let mut build = DockerBuildConfig::new(bin_dir, args.data_dir.join("docker-builds"));
     build.predict_bin = predict_bin.clone();
+    build.smoke = args.limits.smoke_test(&predict_bin);
     build.base_image = docker_args.base_image.clone();
     build.push_to = docker_args.push_to.clone();
     build.registry_auth = registry_auth();

@@ -224,6 +224,26 @@ pub fn broken_model_archive() -> Vec<u8> {
     so1s_core::build::archive::pack_dir(dir.path()).unwrap()
 }
 
+/// MiniLM's files plus symbolic links (`name -> target`), packed as they are (links kept).
+pub fn minilm_archive_with_links(links: &[(&str, &str)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    builder.follow_symlinks(false);
+    builder.append_dir_all("minilm", minilm_dir()).unwrap();
+    for (name, target) in links {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_size(0);
+        header.set_mode(0o777);
+        builder
+            .append_link(&mut header, format!("minilm/{name}"), target)
+            .unwrap();
+    }
+    builder.into_inner().unwrap().finish().unwrap()
+}
+
 pub fn first_values(body: &Value) -> Vec<f64> {
     body["result"]
         .as_array()

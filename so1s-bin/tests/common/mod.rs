@@ -166,3 +166,26 @@ impl Drop for DockerCleanup {
         }
     }
 }
+
+/// Resident memory of `pid` in bytes: now (`VmRSS`) or at its peak (`VmHWM`).
+pub fn memory(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib << 10
+}
+
+/// Runs `attack` and returns how far the server's resident memory rose above where it
+/// stood before (its peak, reset first).
+pub async fn growth<F: std::future::Future<Output = ()>>(pid: u32, attack: F) -> u64 {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    let before = memory(pid, "VmRSS:");
+    attack.await;
+    memory(pid, "VmHWM:").saturating_sub(before)
+}
+
+/// A mebibyte.
+pub const MIB: u64 = 1 << 20;

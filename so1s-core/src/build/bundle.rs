@@ -2,15 +2,13 @@
 //! directory itself.
 
 use super::archive::{unpack, UnpackLimits};
+use super::smoke::SmokeTest;
 use super::{Artifact, ImageBuilder};
 use crate::events::Events;
 use crate::model::ModelLayout;
-use crate::predict::{Prediction, ServiceOptions};
 use crate::store::StoredVersion;
-use crate::{Error, Result, TransformerService};
+use crate::{Error, Result};
 use std::path::{Path, PathBuf};
-
-const SMOKE_TEXT: &str = "so1s smoke test: does this model answer?";
 
 /// Unpacks archives into `ROOT/<model>/<version>/`, validates the model, and smoke-tests it
 /// by loading it and running one prediction.
@@ -18,6 +16,7 @@ const SMOKE_TEXT: &str = "so1s smoke test: does this model answer?";
 pub struct BundleBuilder {
     root: PathBuf,
     limits: UnpackLimits,
+    smoke: SmokeTest,
 }
 
 impl BundleBuilder {
@@ -26,7 +25,14 @@ impl BundleBuilder {
         Self {
             root: root.into(),
             limits: UnpackLimits::default(),
+            smoke: SmokeTest::default(),
         }
+    }
+
+    /// Runs the smoke test where `smoke` says (default: in this process).
+    pub fn with_smoke_test(mut self, smoke: SmokeTest) -> Self {
+        self.smoke = smoke;
+        self
     }
 
     /// Sets the unpacking limits.
@@ -81,27 +87,7 @@ impl BundleBuilder {
             blocking(move || crate::model::size::check_config_matches_weights(&layout)).await?;
         }
         events.progress("smoke test: loading the model and running one prediction");
-        // The forward pass the model will be served with (its so1s.toml may ask for so1s's
-        // own, in int8): a precision the model cannot run fails here, before any rollout.
-        let options = ServiceOptions {
-            max_batch_size: 1,
-            queue_capacity: 1,
-            threads: Some(1),
-            precision: layout.manifest.serving.precision,
-            ..ServiceOptions::default()
-        };
-        let service = TransformerService::load(layout, options).await?;
-        let answer = match service.predict_one(SMOKE_TEXT).await? {
-            Prediction::Embedding(vector) => {
-                if vector.iter().any(|x| !x.is_finite()) {
-                    return Err(Error::InvalidModel(
-                        "the smoke prediction contains NaN or infinite values".into(),
-                    ));
-                }
-                format!("a {}-value embedding", vector.len())
-            }
-            Prediction::Label { label, score } => format!("label `{label}` ({score:.3})"),
-        };
+        let answer = self.smoke.run(&root, layout, events).await?;
         events.log(format!("smoke prediction: {answer}"));
         Ok(root)
     }

@@ -57,6 +57,8 @@ pub struct DockerBuildConfig {
     pub registry_auth: Option<RegistryAuth>,
     /// Scratch space for unpacking archives before they become image layers.
     pub work_dir: PathBuf,
+    /// Where each build's smoke test runs (default: in this process).
+    pub smoke: super::SmokeTest,
 }
 
 impl DockerBuildConfig {
@@ -69,6 +71,7 @@ impl DockerBuildConfig {
             push_to: None,
             registry_auth: None,
             work_dir: work_dir.into(),
+            smoke: super::SmokeTest::InProcess,
         }
     }
 }
@@ -88,7 +91,8 @@ impl DockerImageBuilder {
     /// A builder on `docker`.
     pub fn new(docker: Docker, config: DockerBuildConfig) -> Self {
         Self {
-            bundles: BundleBuilder::new(config.work_dir.clone()),
+            bundles: BundleBuilder::new(config.work_dir.clone())
+                .with_smoke_test(config.smoke.clone()),
             docker,
             config,
             runtime: Mutex::new(None),

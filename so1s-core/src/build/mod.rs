@@ -12,12 +12,14 @@ mod docker;
 pub mod image;
 #[cfg(feature = "kubernetes")]
 mod kubernetes;
+pub mod smoke;
 
 pub use bundle::BundleBuilder;
 #[cfg(feature = "docker")]
 pub use docker::{DockerBuildConfig, DockerImageBuilder, RegistryAuth};
 #[cfg(feature = "kubernetes")]
 pub use kubernetes::{KubeBuildConfig, KubeImageBuilder};
+pub use smoke::{SmokeProcess, SmokeTest};
 
 use crate::events::Events;
 use crate::store::StoredVersion;

@@ -46,6 +46,7 @@ pub async fn serve<F>(
     builder
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(limits.max_head_bytes)
         .max_buf_size(limits.max_head_bytes.max(8 << 10));
     loop {
         let (stream, _) = tokio::select! {

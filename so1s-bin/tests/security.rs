@@ -580,6 +580,7 @@ async fn builds_queue_lying_configs_fail_early_and_a_stalled_upstream_times_out(
         assert_eq!(record["state"], "failed");
         let error = record["error"].as_str().unwrap();
         assert!(error.contains("does not match the weights"), "{error}");
+        eprintln!("a config with 5000 layers: {error}");
     })
     .await;
     eprintln!("a config with 5000 layers: +{} MiB", grown / MIB);

@@ -128,13 +128,23 @@ enum TokenCommand {
 #[derive(Debug, clap::Args)]
 struct ClientArgs {
     /// The api server.
-    #[arg(long, env = "SO1S_SERVER", default_value = "http://127.0.0.1:8000")]
+    #[arg(
+        long,
+        global = true,
+        env = "SO1S_SERVER",
+        default_value = "http://127.0.0.1:8000"
+    )]
     server: String,
     /// The api token (default: `<data-dir>/admin.token`, when that file exists).
-    #[arg(long, env = "SO1S_TOKEN", hide_env_values = true)]
+    #[arg(long, global = true, env = "SO1S_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// The data directory of a local `so1s serve`, to find its admin token.
-    #[arg(long, env = "SO1S_DATA_DIR", default_value = "so1s-data")]
+    #[arg(
+        long,
+        global = true,
+        env = "SO1S_DATA_DIR",
+        default_value = "so1s-data"
+    )]
     data_dir: PathBuf,
 }
 
@@ -300,42 +310,7 @@ struct DockerArgs {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Serve(args) => {
-            so1s_bin::init_tracing();
-            serve(*args).await
-        }
-        Command::Deploy { path, name, client } => match client.client() {
-            Ok(client) => deploy(&client, &path, &name).await,
-            Err(e) => Err(e),
-        },
-        Command::Status { name, client } => match client.client() {
-            Ok(client) => match name {
-                Some(name) => print_answer(client.model(&name).await),
-                None => print_answer(client.models().await),
-            },
-            Err(e) => Err(e),
-        },
-        Command::Predict { name, text, client } => match client.client() {
-            Ok(client) => print_answer(client.predict(&name, &text).await),
-            Err(e) => Err(e),
-        },
-        Command::Rollback { name, client } => match client.client() {
-            Ok(client) => print_answer(client.rollback(&name).await),
-            Err(e) => Err(e),
-        },
-        Command::Token { command, client } => match client.client() {
-            Ok(client) => token(&client, command).await,
-            Err(e) => Err(e),
-        },
-        Command::Manifests { command } => print_manifests(&command).map(|yaml| {
-            print!("{yaml}");
-            ExitCode::SUCCESS
-        }),
-        Command::Context(args) => write_context(&args).await.map(|()| ExitCode::SUCCESS),
-        Command::Image { tag, push } => build_so1s_image(&tag, push).await,
-    };
+    let result = run(Cli::parse().command).await;
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -461,6 +436,35 @@ fn api_tokens(data: &std::path::Path) -> anyhow::Result<Arc<Tokens>> {
     Ok(Arc::new(tokens))
 }
 
+/// Runs one command; an error is reported by `main` with its exit code.
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve(args) => {
+            so1s_bin::init_tracing();
+            serve(*args).await
+        }
+        Command::Deploy { path, name, client } => deploy(&client.client()?, &path, &name).await,
+        Command::Status { name, client } => {
+            let client = client.client()?;
+            match name {
+                Some(name) => print_answer(client.model(&name).await),
+                None => print_answer(client.models().await),
+            }
+        }
+        Command::Predict { name, text, client } => {
+            print_answer(client.client()?.predict(&name, &text).await)
+        }
+        Command::Rollback { name, client } => print_answer(client.client()?.rollback(&name).await),
+        Command::Token { command, client } => token(&client.client()?, command).await,
+        Command::Manifests { command } => print_manifests(&command).map(|yaml| {
+            print!("{yaml}");
+            ExitCode::SUCCESS
+        }),
+        Command::Context(args) => write_context(&args).await.map(|()| ExitCode::SUCCESS),
+        Command::Image { tag, push } => build_so1s_image(&tag, push).await,
+    }
+}
+
 /// The Docker image builder and rollout, on the engine `DOCKER_HOST` names.
 async fn docker_backend(
     args: &ServeArgs,
@@ -576,27 +580,10 @@ async fn token(client: &ApiClient, command: TokenCommand) -> anyhow::Result<Exit
 
 /// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS UTC`, or `never`.
 fn time_text(ms: &serde_json::Value) -> String {
-    let Some(ms) = ms.as_u64() else {
-        return "never".into();
-    };
-    let secs = ms / 1000;
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
+    ms.as_i64()
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| "never".into())
 }
 
 async fn deploy(

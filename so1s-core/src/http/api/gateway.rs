@@ -108,8 +108,7 @@ fn upstream_error(name: &ModelName, error: &reqwest::Error) -> Response {
         ))
     } else {
         Error::Backend(format!(
-            "the predict server of {name} did not answer: {}",
-            crate::redact::host_paths(&error.to_string())
+            "the predict server of {name} did not answer: {error}"
         ))
     };
     ApiError::from(error).into_response()

@@ -82,9 +82,9 @@ impl From<&Error> for ApiError {
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let chain = error.chain();
-        if status.is_server_error() {
+        if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
             // The whole chain, paths included, for the operator; the client reads it with
-            // host paths shortened.
+            // host paths shortened. (503 is the expected answer while a model loads.)
             tracing::warn!(error = %chain, "request failed");
         }
         Self::new(

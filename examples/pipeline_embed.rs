@@ -66,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(FsModelStore::open(data.join("store"), 4 << 30).await?),
         builder,
         rollout,
-        Registry::open(data.join("registry.json"))?,
+        Registry::open(data.join("so1s.db"))?,
         routes.clone(),
         PlatformOptions::default(),
     );

@@ -22,4 +22,4 @@ else
 fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace "$@"
+cargo test --workspace --features so1s-bin/fault-injection "$@"

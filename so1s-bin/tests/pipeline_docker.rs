@@ -142,5 +142,52 @@ async fn docker_backend_swaps_refuses_rolls_back_and_adopts_on_restart() {
     assert_eq!(containers(&instance), before_restart, "the same container");
     let events = api.events(&model, "v1").await;
     assert!(events.contains("adopted running container"), "{events}");
+
+    // kill -9 of the container's process: the engine restarts it on the port so1s chose,
+    // the gateway serves again, and the status says what happened.
+    let container = format!("so1s-{instance}-{model}-v1");
+    let pid = docker_cli(&["inspect", "-f", "{{.State.Pid}}", &container]);
+    let port = docker_cli(&["port", &container, "8080/tcp"]);
+    assert!(std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let killed = Instant::now();
+    loop {
+        let response = api.predict(&named, "back?").await.unwrap();
+        if response.status() == 200 {
+            break;
+        }
+        assert!(
+            killed.elapsed().as_secs() < 30,
+            "not back: {}",
+            response.status()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let back = killed.elapsed();
+    eprintln!(
+        "FIGURES docker backend: served again {} ms after kill -9",
+        back.as_millis()
+    );
+    assert!(back.as_secs() < 10, "back after {back:?}");
+    for i in 0..30 {
+        let response = api.predict(&named, &format!("after {i}")).await.unwrap();
+        assert_eq!(response.status(), 200, "request {i} after the restart");
+    }
+    assert_eq!(
+        docker_cli(&["port", &container, "8080/tcp"]),
+        port,
+        "the same port"
+    );
+    let view = api
+        .model_until(&model, std::time::Duration::from_secs(10), |m| {
+            m["health"]["restarts"] == 1 && m["health"]["ready"] == true
+        })
+        .await;
+    let cause = view["health"]["last_exit"].as_str().unwrap();
+    assert!(cause.contains("signal 9"), "{cause}");
+    assert_eq!(api.version(&model, "v1").await["restarts"], 1);
     api.stop();
 }

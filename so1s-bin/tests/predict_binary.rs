@@ -78,3 +78,131 @@ async fn the_precision_flag_selects_the_forward_pass() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("use f32 or int8"), "{stderr}");
 }
+
+/// Starts so1s-predict on MiniLM with `args`; returns it, once ready, and its URL.
+async fn predict_server(args: &[&str]) -> (std::process::Child, String) {
+    let (child, base) = spawn_listening(
+        Command::new(env!("CARGO_BIN_EXE_so1s-predict"))
+            .args(["--port", "0"])
+            .args(args)
+            .arg("--model-dir")
+            .arg(minilm_dir()),
+    );
+    wait_ready(&base).await;
+    (child, base)
+}
+
+#[tokio::test]
+async fn every_forward_pass_exits_0_on_sigterm_under_load() {
+    for precision in [None, Some("f32"), Some("int8")] {
+        for run in 0..10 {
+            let mut args = vec!["--threads", "2"];
+            if let Some(precision) = precision {
+                args.extend(["--precision", precision]);
+            }
+            let (mut child, base) = predict_server(&args).await;
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let clients: Vec<_> = (0..16)
+                .map(|i| {
+                    let (stop, url) = (stop.clone(), format!("{base}/predict"));
+                    tokio::spawn(async move {
+                        let client = reqwest::Client::new();
+                        let mut answered = 0;
+                        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                            let body = serde_json::json!({"text": format!("client {i} asks")});
+                            if let Ok(r) = client.post(&url).json(&body).send().await {
+                                answered += usize::from(r.status() == 200);
+                            }
+                        }
+                        answered
+                    })
+                })
+                .collect();
+            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+            let term = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(term.success());
+            let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+                .await
+                .unwrap();
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            let mut answered = 0;
+            for client in clients {
+                answered += client.await.unwrap();
+            }
+            assert!(answered > 0, "the load never got answers");
+            assert!(
+                exit.success(),
+                "{precision:?}, run {run}: so1s-predict exited with {exit} on SIGTERM after \
+                 {answered} answers"
+            );
+        }
+    }
+}
+
+/// A value of the predict server's metrics (`name value` lines).
+async fn metric(base: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+#[tokio::test]
+async fn a_one_text_request_is_answered_between_the_passes_of_a_large_one() {
+    let (mut child, base) = predict_server(&[
+        "--threads",
+        "2",
+        "--precision",
+        "int8",
+        "--max-batch-tokens",
+        "2048",
+    ])
+    .await;
+    let passes_before = metric(&base, "so1s_batch_size_count").await;
+    // 256 texts of ~1000 words (1.4 MB): 256 tokens each once truncated.
+    let words = "the quick brown fox jumps over a lazy dog ";
+    let long = words.repeat(112);
+    let texts = vec![long; 256];
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let large = {
+        let (order, url) = (order.clone(), format!("{base}/predict"));
+        tokio::spawn(async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .json(&serde_json::json!({ "texts": texts }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            let body: serde_json::Value = response.json().await.unwrap();
+            order.lock().unwrap().push("large");
+            body["results"].as_array().unwrap().len()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let first = hello_world_first_value(&base).await;
+    order.lock().unwrap().push("one");
+    let waited = started.elapsed();
+    assert!((first - HELLO_WORLD_FIRST).abs() < 0.01, "{first}");
+    assert_eq!(large.await.unwrap(), 256);
+    assert_eq!(*order.lock().unwrap(), ["one", "large"]);
+    let largest = metric(&base, "so1s_batch_tokens_max").await;
+    let passes = metric(&base, "so1s_batch_size_count").await - passes_before;
+    eprintln!(
+        "one text answered after {} ms; {passes} passes, the largest {largest} tokens",
+        waited.as_millis()
+    );
+    assert!(largest <= 2048.0, "a pass held {largest} tokens");
+    assert!(passes >= 32.0, "256 × 256 tokens in {passes} passes");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -122,6 +122,13 @@ impl ApiClient {
         self.send(self.request(reqwest::Method::POST, &path)).await
     }
 
+    /// Rolls out a `built` or `retired` version of `model`, whatever is live; returns its
+    /// live record.
+    pub async fn promote(&self, model: &str, version: &str) -> Result<Value> {
+        let path = format!("/v1/models/{model}/versions/{version}/promote");
+        self.send(self.request(reqwest::Method::POST, &path)).await
+    }
+
     /// Deletes a version that is not serving.
     pub async fn delete(&self, model: &str, version: &str) -> Result<()> {
         let path = format!("/v1/models/{model}/versions/{version}");

@@ -1,7 +1,8 @@
 //! The api server's database: one SQLite file (`<data-dir>/so1s.db`), WAL, numbered
 //! migrations (`PRAGMA user_version`), one transaction per change.
 //!
-//! Today it holds the api tokens; each migration below is applied once, in order.
+//! It holds the api tokens and the registry (models, versions, events); each migration below
+//! is applied once, in order.
 
 use crate::{Error, Result};
 use rusqlite::Connection;
@@ -21,6 +22,45 @@ const MIGRATIONS: &[&str] = &[
         revoked_at_ms INTEGER
     );
     CREATE UNIQUE INDEX tokens_active_name ON tokens(name) WHERE revoked_at_ms IS NULL;",
+    // 2: the registry. A model has versions; a version has events, appended and never
+    // rewritten. At most one version of a model is live, which the database itself keeps.
+    "CREATE TABLE models (
+        name TEXT PRIMARY KEY,
+        created_at_ms INTEGER NOT NULL
+    );
+    CREATE TABLE versions (
+        model TEXT NOT NULL REFERENCES models(name),
+        version INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        format TEXT NOT NULL,
+        stored_at INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        error TEXT,
+        artifact TEXT,
+        updated_at_ms INTEGER NOT NULL,
+        live_since_ms INTEGER,
+        restarts INTEGER NOT NULL DEFAULT 0,
+        last_exit TEXT,
+        PRIMARY KEY (model, version)
+    );
+    CREATE UNIQUE INDEX versions_one_live ON versions(model) WHERE state = 'live';
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        model TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        at_ms INTEGER NOT NULL,
+        stage TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        message TEXT NOT NULL,
+        state TEXT,
+        FOREIGN KEY (model, version) REFERENCES versions(model, version) ON DELETE CASCADE
+    );
+    CREATE INDEX events_of_version ON events(model, version, id);
+    CREATE TABLE imports (
+        name TEXT PRIMARY KEY,
+        at_ms INTEGER NOT NULL
+    );",
 ];
 
 /// Opens (creating and migrating) the database at `path`.

@@ -25,8 +25,10 @@
 //! - [`db`]: the api server's SQLite database and its migrations.
 //! - [`clock`]: wall-clock milliseconds.
 //! - [`redact`]: host paths shortened in what clients read.
-//! - [`registry`]: models, versions, states and events, persisted across restarts.
+//! - [`registry`]: models, versions, states and events in SQLite, across restarts and crashes.
 //! - [`events`]: build and rollout progress lines.
+//! - [`fault`]: fault-injection points for crash tests (feature `fault-injection`).
+//! - [`lock`]: the data directory's lock: one api server per data directory.
 //! - [`store`]: [`store::ModelStore`], immutable checksummed versions, and its filesystem
 //!   implementation.
 //! - [`http`] (feature `http`): the warp servers; today the predict server.
@@ -47,10 +49,12 @@ pub mod db;
 pub mod docker;
 mod error;
 pub mod events;
+pub mod fault;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
+pub mod lock;
 pub mod metrics;
 pub mod model;
 pub mod platform;

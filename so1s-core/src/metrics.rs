@@ -20,6 +20,11 @@ fn batch_buckets() -> impl Iterator<Item = f64> {
     prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 9)
 }
 
+/// Token buckets per forward pass: 16, 32, ... 32768.
+fn token_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(16.0, 2.0, 12)
+}
+
 /// Figures of a [`TransformerService`](crate::predict::TransformerService)'s model thread.
 #[derive(Clone, Debug)]
 pub struct ServiceMetrics {
@@ -31,6 +36,12 @@ pub struct ServiceMetrics {
     pub queue_seconds: Histogram,
     /// Requests waiting for the model right now.
     pub queue_depth: Gauge,
+    /// Tokens per forward pass.
+    pub batch_tokens: Histogram,
+    /// The most tokens any forward pass has held.
+    pub max_batch_tokens_seen: Gauge,
+    /// Requests dropped because their deadline passed.
+    pub timeouts: Counter,
 }
 
 impl Default for ServiceMetrics {
@@ -40,6 +51,9 @@ impl Default for ServiceMetrics {
             forward_seconds: Histogram::new(latency_buckets()),
             queue_seconds: Histogram::new(latency_buckets()),
             queue_depth: Gauge::default(),
+            batch_tokens: Histogram::new(token_buckets()),
+            max_batch_tokens_seen: Gauge::default(),
+            timeouts: Counter::default(),
         }
     }
 }
@@ -66,6 +80,21 @@ impl ServiceMetrics {
             "so1s_queue_depth",
             "Requests waiting for the model",
             self.queue_depth.clone(),
+        );
+        registry.register(
+            "so1s_batch_tokens",
+            "Tokens per forward pass",
+            self.batch_tokens.clone(),
+        );
+        registry.register(
+            "so1s_batch_tokens_max",
+            "The most tokens a forward pass has held",
+            self.max_batch_tokens_seen.clone(),
+        );
+        registry.register(
+            "so1s_request_timeouts",
+            "Requests dropped because their deadline passed before the model ran them",
+            self.timeouts.clone(),
         );
     }
 }

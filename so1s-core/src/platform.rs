@@ -2,17 +2,24 @@
 //!
 //! The api server calls the platform; the platform records every step in the [`Registry`]
 //! and never lets a failed build or rollout touch the version that is serving.
+//!
+//! Rules it keeps:
+//! - One change of a model's traffic at a time: rollouts, rollbacks, promotions, deletes and
+//!   the automatic rollback of a crash-looping version take the model's lock in turn.
+//! - Newest wins: an upload whose build ends after a newer version of the model went live
+//!   does not replace it; it stays `built`, for [`Platform::promote`].
+//! - After a restart ([`Platform::recover`]) every version caught in the middle of its
+//!   pipeline is taken up again, and what the crash left half-done is removed.
 
 use crate::build::{Artifact, ImageBuilder};
-use crate::events::{Events, Stage};
+use crate::events::{Event, EventKind, Events, Stage};
 use crate::model::{ModelName, VersionId};
 use crate::registry::{Registry, Transition, VersionRecord, VersionState};
-use crate::rollout::{Rollout, Routes, Target};
+use crate::rollout::{Health, Incident, ModelLocks, Rollout, Routes, Target};
 use crate::store::{ByteStream, ModelStore, StoredVersion};
 use crate::{Error, Result};
-use std::collections::HashMap;
-use std::sync::Arc;
-use tokio::sync::{Mutex, Semaphore};
+use std::sync::{Arc, Weak};
+use tokio::sync::{OwnedMutexGuard, Semaphore};
 
 /// Choices of a platform beyond its parts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +47,15 @@ pub fn default_concurrent_builds() -> usize {
         .unwrap_or(1)
 }
 
+/// Why a version is being rolled out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reason {
+    /// Its upload was built: it goes live unless a newer version went live meanwhile.
+    Upload,
+    /// Someone asked for this version (rollback, promote, recovery of the live version).
+    Asked,
+}
+
 /// The pieces a platform is made of.
 pub struct Platform {
     store: Arc<dyn ModelStore>,
@@ -51,12 +67,14 @@ pub struct Platform {
     /// Build slots: `max_concurrent_builds` permits.
     builds: Arc<Semaphore>,
     max_concurrent_builds: usize,
-    /// One deploy per model at a time, in order.
-    deploying: Mutex<HashMap<ModelName, Arc<Mutex<()>>>>,
+    /// One change of a model's traffic at a time.
+    locks: ModelLocks,
 }
 
 impl Platform {
     /// A platform over the given backends. `routes` must be the table `rollout` switches.
+    ///
+    /// Within a Tokio runtime it also starts following the rollout's [`Incident`]s.
     pub fn new(
         store: Arc<dyn ModelStore>,
         builder: Arc<dyn ImageBuilder>,
@@ -67,7 +85,8 @@ impl Platform {
     ) -> Arc<Self> {
         routes.set_default(options.default_model.clone());
         let max_concurrent_builds = options.max_concurrent_builds.max(1);
-        Arc::new(Self {
+        let incidents = rollout.incidents();
+        let platform = Arc::new(Self {
             store,
             builder,
             rollout,
@@ -76,8 +95,23 @@ impl Platform {
             default_model: options.default_model,
             builds: Arc::new(Semaphore::new(max_concurrent_builds)),
             max_concurrent_builds,
-            deploying: Mutex::new(HashMap::new()),
-        })
+            locks: ModelLocks::default(),
+        });
+        if let (Some(mut incidents), Ok(runtime)) =
+            (incidents, tokio::runtime::Handle::try_current())
+        {
+            let platform = Arc::downgrade(&platform);
+            runtime.spawn(async move {
+                while let Some(incident) = incidents.recv().await {
+                    let Some(platform) = Weak::upgrade(&platform) else {
+                        return;
+                    };
+                    // A rollback can take a while; other incidents need not wait for it.
+                    tokio::spawn(async move { platform.on_incident(incident).await });
+                }
+            });
+        }
+        platform
     }
 
     /// The registry.
@@ -88,6 +122,11 @@ impl Platform {
     /// The gateway's routing table.
     pub fn routes(&self) -> &Routes {
         &self.routes
+    }
+
+    /// How `model`'s live version is doing, as its backend sees it.
+    pub async fn health(&self, model: &ModelName) -> Option<Health> {
+        self.rollout.health(model).await
     }
 
     fn events(&self, model: &ModelName, version: VersionId, stage: Stage) -> Events {
@@ -105,6 +144,7 @@ impl Platform {
         body: ByteStream,
     ) -> Result<VersionRecord> {
         let stored = self.store.put(model, body).await?;
+        crate::fault::point("upload-stored");
         let record = self.registry.add(stored.clone())?;
         self.events(model, stored.version, Stage::Upload)
             .progress(format!(
@@ -137,10 +177,12 @@ impl Platform {
             tracing::error!(error = %e.chain(), "registry");
             return;
         }
+        crate::fault::point("build-started");
         let built = match self.store.archive(&model, version).await {
             Ok(archive) => self.builder.build(&stored, &archive, &events).await,
             Err(e) => Err(e),
         };
+        crate::fault::point("build-finished");
         // The build's outcome is recorded before its slot is given back.
         let recorded = match built {
             Ok(artifact) => {
@@ -164,8 +206,12 @@ impl Platform {
                 .map(|_| None),
         };
         drop(slot);
+        crate::fault::point("built-recorded");
         let result = match recorded {
-            Ok(Some(artifact)) => self.deploy(&model, version, artifact).await.map(|_| ()),
+            Ok(Some(artifact)) => self
+                .deploy(&model, version, artifact, Reason::Upload)
+                .await
+                .map(|_| ()),
             Ok(None) => Ok(()),
             Err(e) => Err(e),
         };
@@ -174,22 +220,45 @@ impl Platform {
         }
     }
 
-    /// Rolls `version` out. The live version, if any, serves until the new one has taken
-    /// over; on failure it goes on serving.
+    /// Rolls `version` out, in `model`'s turn.
     async fn deploy(
         &self,
         model: &ModelName,
         version: VersionId,
         artifact: Artifact,
+        reason: Reason,
     ) -> Result<VersionRecord> {
-        let lock = self
-            .deploying
-            .lock()
+        let turn = self.locks.lock(model).await;
+        self.deploy_in_turn(&turn, model, version, artifact, reason)
             .await
-            .entry(model.clone())
-            .or_default()
-            .clone();
-        let _one_at_a_time = lock.lock().await;
+    }
+
+    /// Rolls `version` out while holding `model`'s turn. The live version, if any, serves
+    /// until the new one has taken over; on failure it goes on serving.
+    async fn deploy_in_turn(
+        &self,
+        _turn: &OwnedMutexGuard<()>,
+        model: &ModelName,
+        version: VersionId,
+        artifact: Artifact,
+        reason: Reason,
+    ) -> Result<VersionRecord> {
+        if reason == Reason::Upload {
+            if let Some(newer) = self.newer_live(model, version)? {
+                return self.registry.apply(
+                    model,
+                    version,
+                    Transition::to(
+                        VersionState::Built,
+                        Stage::Rollout,
+                        format!(
+                            "{newer} went live first and is newer: {version} stays built \
+                             (promote it to roll it out)"
+                        ),
+                    ),
+                );
+            }
+        }
         let events = self.events(model, version, Stage::Rollout);
         let previous = self.registry.live(model);
         self.registry.apply(
@@ -201,6 +270,7 @@ impl Platform {
                 format!("rolling out {model} {version}"),
             ),
         )?;
+        crate::fault::point("deploy-started");
         let target = Target {
             model: model.clone(),
             version,
@@ -208,21 +278,15 @@ impl Platform {
         };
         match self.rollout.deploy(&target, &events).await {
             Ok(deployment) => {
-                if let Some(previous) = previous.filter(|p| p.stored.version != version) {
-                    let retired = Transition::to(
-                        VersionState::Retired,
-                        Stage::Rollout,
-                        format!("replaced by {version}"),
-                    );
-                    let _ = self.registry.apply(model, previous.stored.version, retired);
-                }
+                crate::fault::point("deploy-switched");
                 self.default_if_unset(model);
-                let live = Transition::to(
-                    VersionState::Live,
-                    Stage::Rollout,
+                let live = self.registry.go_live(
+                    model,
+                    version,
                     format!("{model} {version} is live at {}", deployment.endpoint),
                 );
-                self.registry.apply(model, version, live)
+                crate::fault::point("live-recorded");
+                live
             }
             Err(e) => {
                 let serving = previous
@@ -238,33 +302,65 @@ impl Platform {
         }
     }
 
+    /// The newest version of `model` after `version` that has gone live, if any.
+    fn newer_live(&self, model: &ModelName, version: VersionId) -> Result<Option<VersionId>> {
+        Ok(self
+            .registry
+            .versions(model)?
+            .iter()
+            .filter(|r| r.stored.version > version && r.live_since_ms.is_some())
+            .map(|r| r.stored.version)
+            .max())
+    }
+
+    /// The version that served before the live one (retired, with an artifact), if any.
+    fn previous_good(&self, model: &ModelName) -> Result<Option<VersionRecord>> {
+        Ok(self
+            .registry
+            .versions(model)?
+            .into_iter()
+            .filter(|r| r.state == VersionState::Retired && r.artifact.is_some())
+            .max_by_key(|r| r.live_since_ms))
+    }
+
     /// Returns `model`'s traffic to the version that was live before the current one.
     pub async fn rollback(&self, model: &ModelName) -> Result<VersionRecord> {
-        let versions = self.registry.versions(model)?;
-        let current = versions
-            .iter()
-            .find(|r| r.state == VersionState::Live)
-            .map(|r| r.stored.version);
-        let previous = versions
-            .iter()
-            .filter(|r| r.state == VersionState::Retired && r.artifact.is_some())
-            .max_by_key(|r| r.live_since_ms)
-            .ok_or_else(|| {
-                Error::Conflict(format!(
-                    "{model} has no earlier version that served to roll back to"
-                ))
-            })?;
+        let turn = self.locks.lock(model).await;
+        let previous = self.previous_good(model)?.ok_or_else(|| {
+            Error::Conflict(format!(
+                "{model} has no earlier version that served to roll back to"
+            ))
+        })?;
         let (version, artifact) = (previous.stored.version, previous.artifact.clone());
         let artifact = artifact.ok_or_else(|| Error::Conflict("no artifact".into()))?;
-        if let Some(current) = current {
-            self.events(model, current, Stage::Rollout)
+        if let Some(current) = self.registry.live(model) {
+            self.events(model, current.stored.version, Stage::Rollout)
                 .progress(format!("rolling back to {version}"));
         }
-        self.deploy(model, version, artifact).await
+        self.deploy_in_turn(&turn, model, version, artifact, Reason::Asked)
+            .await
+    }
+
+    /// Rolls out a version that is built or served before (`built`, `retired`), whatever
+    /// is live now.
+    pub async fn promote(&self, model: &ModelName, version: VersionId) -> Result<VersionRecord> {
+        let turn = self.locks.lock(model).await;
+        let record = self.registry.version(model, version)?;
+        match (&record.state, &record.artifact) {
+            (VersionState::Live, _) => Ok(record),
+            (VersionState::Built | VersionState::Retired, Some(artifact)) => {
+                self.deploy_in_turn(&turn, model, version, artifact.clone(), Reason::Asked)
+                    .await
+            }
+            (state, _) => Err(Error::Conflict(format!(
+                "{model} {version} is {state}: only built or retired versions can be promoted"
+            ))),
+        }
     }
 
     /// Deletes a version that is not serving (or being built or rolled out).
     pub async fn delete(&self, model: &ModelName, version: VersionId) -> Result<()> {
+        let _turn = self.locks.lock(model).await;
         let record = self.registry.version(model, version)?;
         if !matches!(
             record.state,
@@ -272,21 +368,92 @@ impl Platform {
         ) {
             return Err(Error::Conflict(format!(
                 "{model} {version} is {}: only failed, built or retired versions can be deleted",
-                serde_json::to_value(record.state)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default()
+                record.state
             )));
         }
         if let Some(artifact) = &record.artifact {
             self.builder.remove(artifact).await?;
         }
         self.store.delete(model, version).await?;
+        crate::fault::point("delete-files-removed");
         self.registry.remove(model, version)
     }
 
+    /// Picks up where the api server left off when it stopped (or crashed):
+    ///
+    /// 1. removes what interrupted builds left behind;
+    /// 2. reconciles the registry with the store: a version stored but never recorded is
+    ///    recorded (and built); a version whose files are gone (a delete was interrupted) is
+    ///    forgotten;
+    /// 3. brings the live version of each model back (adopted or started again);
+    /// 4. takes up every version caught in the middle of its pipeline: `stored` and
+    ///    `building` are built again, `built` and `deploying` rolled out again (newest wins,
+    ///    as for any upload). A version that cannot be taken up is failed with the reason.
+    pub async fn recover(self: &Arc<Self>) {
+        match self.builder.clean_up().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("removed {n} leftovers of interrupted builds"),
+            Err(e) => tracing::warn!(error = %e.chain(), "could not clean up interrupted builds"),
+        }
+        if let Err(e) = self.reconcile().await {
+            tracing::error!(error = %e.chain(), "could not reconcile the registry with the store");
+        }
+        self.restore_live().await;
+        let unsettled = self
+            .registry
+            .in_states(&[
+                VersionState::Stored,
+                VersionState::Building,
+                VersionState::Built,
+                VersionState::Deploying,
+            ])
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e.chain(), "could not read the registry");
+                Vec::new()
+            });
+        for record in unsettled {
+            self.resume(record);
+        }
+    }
+
+    async fn reconcile(&self) -> Result<()> {
+        let mut models = self.store.models().await?;
+        for model in self.registry.models() {
+            if !models.contains(&model) {
+                models.push(model);
+            }
+        }
+        for model in models {
+            let stored = self.store.versions(&model).await?;
+            let recorded = self.registry.versions(&model).unwrap_or_default();
+            for version in &stored {
+                if !recorded.iter().any(|r| r.stored.version == version.version) {
+                    self.registry.add(version.clone())?;
+                    self.events(&model, version.version, Stage::Upload)
+                        .progress(format!(
+                            "stored {model} {} ({} bytes, sha256 {}); recorded after a restart",
+                            version.version, version.size, version.sha256
+                        ));
+                }
+            }
+            for record in recorded {
+                if !stored.iter().any(|s| s.version == record.stored.version) {
+                    tracing::info!(
+                        %model, version = %record.stored.version,
+                        "forgetting a version whose files were deleted before a restart"
+                    );
+                    if let Some(artifact) = &record.artifact {
+                        let _ = self.builder.remove(artifact).await;
+                    }
+                    self.registry.remove(&model, record.stored.version)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Brings back the versions that were live before the api server restarted.
-    pub async fn restore(&self) {
+    async fn restore_live(&self) {
         for model in self.registry.models() {
             let Some(record) = self.registry.live(&model) else {
                 continue;
@@ -294,6 +461,7 @@ impl Platform {
             let Some(artifact) = record.artifact.clone() else {
                 continue;
             };
+            let _turn = self.locks.lock(&model).await;
             let version = record.stored.version;
             let events = self.events(&model, version, Stage::Rollout);
             events.progress("api server restarted: bringing the live version back");
@@ -313,6 +481,123 @@ impl Platform {
         if let Some(model) = &self.default_model {
             self.routes.set_default(Some(model.clone()));
         }
+    }
+
+    /// Takes up a version a restart interrupted, in the background.
+    fn resume(self: &Arc<Self>, record: VersionRecord) {
+        let platform = self.clone();
+        let (model, version) = (record.stored.model.clone(), record.stored.version);
+        let events = self.events(&model, version, Stage::Build);
+        tokio::spawn(async move {
+            match (record.state, record.artifact) {
+                (VersionState::Built | VersionState::Deploying, Some(artifact)) => {
+                    events.progress(format!(
+                        "interrupted by a restart while {}: rolling out again",
+                        record.state
+                    ));
+                    if let Err(e) = platform
+                        .deploy(&model, version, artifact, Reason::Upload)
+                        .await
+                    {
+                        tracing::warn!(%model, %version, error = %e.chain(), "not live after a restart");
+                    }
+                }
+                (state, _) => {
+                    events.progress(format!(
+                        "interrupted by a restart while {state}: building again"
+                    ));
+                    if platform.store.version(&model, version).await.is_err() {
+                        let failed = Transition::failed(
+                            Stage::Build,
+                            "interrupted by a restart, and its archive is gone",
+                        );
+                        let _ = platform.registry.apply(&model, version, failed);
+                        return;
+                    }
+                    platform.build_and_deploy(record.stored).await;
+                }
+            }
+        });
+    }
+
+    /// Records what happened to a live version, and hands traffic back to the previous good
+    /// version when it crash-loops.
+    async fn on_incident(&self, incident: Incident) {
+        match incident {
+            Incident::Exited {
+                model,
+                version,
+                cause,
+                restart_in,
+            } => {
+                let event = Event::now(
+                    Stage::Rollout,
+                    EventKind::Error,
+                    format!(
+                        "{model} {version} {cause}; starting it again in {} ms",
+                        restart_in.as_millis()
+                    ),
+                );
+                if let Err(e) = self.registry.record_exit(&model, version, &cause, event) {
+                    tracing::warn!(error = %e.chain(), "could not record an exit");
+                }
+            }
+            Incident::Restarted {
+                model,
+                version,
+                endpoint,
+            } => self
+                .events(&model, version, Stage::Rollout)
+                .progress(format!("{model} {version} serves again at {endpoint}")),
+            Incident::CrashLoop {
+                model,
+                version,
+                exits,
+                window,
+                cause,
+            } => {
+                let why = format!(
+                    "unhealthy: exited {exits} times within {} s (last: {cause})",
+                    window.as_secs()
+                );
+                if let Err(e) = self.roll_back_crash_loop(&model, version, &why).await {
+                    self.events(&model, version, Stage::Rollout)
+                        .error(format!("{why}; {}", e.chain()));
+                }
+            }
+        }
+    }
+
+    async fn roll_back_crash_loop(
+        &self,
+        model: &ModelName,
+        version: VersionId,
+        why: &str,
+    ) -> Result<()> {
+        let turn = self.locks.lock(model).await;
+        if self.registry.live(model).map(|r| r.stored.version) != Some(version) {
+            return Ok(()); // replaced meanwhile
+        }
+        let Some(previous) = self.previous_good(model)? else {
+            return Err(Error::Conflict(format!(
+                "there is no earlier version to hand traffic to: {version} keeps being restarted"
+            )));
+        };
+        let (to, artifact) = (previous.stored.version, previous.artifact.clone());
+        let artifact = artifact.ok_or_else(|| Error::Conflict("no artifact".into()))?;
+        let events = self.events(model, version, Stage::Rollout);
+        events.error(format!("{why}: rolling back to {to}"));
+        self.events(model, to, Stage::Rollout).progress(format!(
+            "taking traffic back from {version}, which is unhealthy"
+        ));
+        self.deploy_in_turn(&turn, model, to, artifact, Reason::Asked)
+            .await?;
+        self.registry.apply(
+            model,
+            version,
+            Transition::failed(Stage::Rollout, format!("{why}; rolled back to {to}")),
+        )?;
+        Ok(())
     }
 
     /// Makes `model` the one `/inference/predict` serves, unless there is one.

@@ -44,9 +44,17 @@ struct Args {
     /// Longest wait in ms for a batch to fill (default: the model's so1s.toml, else 2).
     #[arg(long, env = "SO1S_MAX_BATCH_WAIT_MS")]
     max_batch_wait_ms: Option<u64>,
+    /// Most tokens per forward pass: a larger request is split into passes interleaved
+    /// with other requests (default: the model's so1s.toml, else 4096).
+    #[arg(long, env = "SO1S_MAX_BATCH_TOKENS")]
+    max_batch_tokens: Option<usize>,
     /// Most requests waiting for the model before answering 429.
     #[arg(long, env = "SO1S_QUEUE_CAPACITY", default_value_t = 512)]
     queue_capacity: usize,
+    /// Milliseconds a request may wait for the model unless its `so1s-timeout-ms` header
+    /// says; then its remaining texts are dropped and it is answered 504.
+    #[arg(long, env = "SO1S_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    request_timeout_ms: u64,
     /// Largest request body in bytes (413 beyond).
     #[arg(long, env = "SO1S_MAX_BODY_BYTES", default_value_t = 2 << 20)]
     max_body_bytes: usize,
@@ -77,7 +85,9 @@ impl Args {
             model_version: self.model_version.clone(),
             max_batch_size: self.max_batch_size,
             max_batch_wait: self.max_batch_wait_ms.map(Duration::from_millis),
+            max_batch_tokens: self.max_batch_tokens,
             queue_capacity: self.queue_capacity,
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
             threads: self.threads,
             precision: self.precision,
             limits: InputLimits {

@@ -1,5 +1,5 @@
 //! `so1s`: run the platform (`serve`) and talk to it (`deploy`, `status`, `predict`,
-//! `rollback`).
+//! `rollback`, `promote`, `token`).
 //!
 //! Exit codes: 0 success; 1 the operation failed (a build or rollout failed, the server
 //! answered an error); 2 bad usage; 3 the server could not be reached.
@@ -74,6 +74,16 @@ enum Command {
     Rollback {
         /// The model's name.
         name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Roll out a built or retired version, whatever is live (an upload a newer one
+    /// overtook, or an older version).
+    Promote {
+        /// The model's name.
+        name: String,
+        /// The version (`v3`).
+        version: String,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -351,11 +361,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let data = &args.data_dir;
+    // Held until the process ends: a second `so1s serve` on this data dir is refused.
+    let _lock =
+        so1s_core::lock::DataDirLock::acquire(data).map_err(|e| anyhow::anyhow!(e.chain()))?;
     let store = FsModelStore::open(data.join("store"), args.max_upload_bytes)
         .await
         .map_err(|e| anyhow::anyhow!(e.chain()))?;
-    let registry =
-        Registry::open(data.join("registry.json")).map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let registry = Registry::open(data.join("so1s.db")).map_err(|e| anyhow::anyhow!(e.chain()))?;
     let routes = Routes::default();
     let (builder, rollout): (Arc<dyn ImageBuilder>, Arc<dyn Rollout>) = match args.backend {
         Backend::Local => {
@@ -399,7 +411,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("binding {addr}"))?;
     println!("listening on http://{}", listener.local_addr()?);
-    platform.restore().await;
+    platform.recover().await;
     let config = ApiConfig {
         tokens,
         inference_auth: args.inference_auth,
@@ -455,6 +467,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             print_answer(client.client()?.predict(&name, &text).await)
         }
         Command::Rollback { name, client } => print_answer(client.client()?.rollback(&name).await),
+        Command::Promote {
+            name,
+            version,
+            client,
+        } => print_answer(client.client()?.promote(&name, &version).await),
         Command::Token { command, client } => token(&client.client()?, command).await,
         Command::Manifests { command } => print_manifests(&command).map(|yaml| {
             print!("{yaml}");

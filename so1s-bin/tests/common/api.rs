@@ -29,6 +29,13 @@ impl Api {
         Api::spawn(&mut Api::command(data, args))
     }
 
+    /// `so1s serve` with extra environment.
+    pub fn start_env(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Api {
+        let mut command = Api::command(data, args);
+        command.envs(env.iter().copied());
+        Api::spawn(&mut command)
+    }
+
     /// `so1s serve` logging at debug level into `log`.
     pub fn start_logged(data: &Path, args: &[&str], log: &Path) -> Api {
         let log = std::fs::File::create(log).unwrap();
@@ -92,6 +99,36 @@ impl Api {
             .json()
             .await
             .unwrap()
+    }
+
+    /// A model's view: live version, health, versions.
+    pub async fn model(&self, name: &str) -> Value {
+        self.client
+            .get(format!("{}/v1/models/{name}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Waits (at most `limit`) until `check` holds for the model's view; returns the view.
+    pub async fn model_until(
+        &self,
+        name: &str,
+        limit: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let started = Instant::now();
+        loop {
+            let model = self.model(name).await;
+            if check(&model) {
+                return model;
+            }
+            assert!(started.elapsed() < limit, "gave up waiting: {model}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Waits until the version is live or failed; returns its record.

@@ -93,6 +93,34 @@ impl BundleBuilder {
     }
 }
 
+/// Removes `ROOT/<model>/<version>.partial`, the folders of builds a crash interrupted.
+fn remove_partial_bundles(root: &Path) -> Result<usize> {
+    let io = |context: &str, path: &Path, source| Error::Io {
+        context: format!("{context} {}", path.display()),
+        source,
+    };
+    let models = match std::fs::read_dir(root) {
+        Ok(models) => models,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io("listing", root, e)),
+    };
+    let mut removed = 0;
+    for model in models.flatten().filter(|e| e.path().is_dir()) {
+        let dir = model.path();
+        for entry in std::fs::read_dir(&dir)
+            .map_err(|e| io("listing", &dir, e))?
+            .flatten()
+        {
+            let path = entry.path();
+            if path.extension().is_some_and(|ext| ext == "partial") {
+                std::fs::remove_dir_all(&path).map_err(|e| io("removing", &path, e))?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
@@ -133,6 +161,11 @@ impl ImageBuilder for BundleBuilder {
         Ok(Artifact::Bundle {
             dir: target.join(relative),
         })
+    }
+
+    async fn clean_up(&self) -> Result<usize> {
+        let root = self.root.clone();
+        blocking(move || remove_partial_bundles(&root)).await
     }
 
     async fn remove(&self, artifact: &Artifact) -> Result<()> {

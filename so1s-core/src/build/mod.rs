@@ -69,4 +69,10 @@ pub trait ImageBuilder: Send + Sync {
 
     /// Removes an artifact that is no longer needed (its version was deleted).
     async fn remove(&self, artifact: &Artifact) -> Result<()>;
+
+    /// Removes what builds interrupted by a crash left behind (half-unpacked folders, build
+    /// contexts); called once at start, before any build runs. Returns how many it removed.
+    async fn clean_up(&self) -> Result<usize> {
+        Ok(0)
+    }
 }

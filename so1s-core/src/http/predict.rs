@@ -2,7 +2,7 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `POST /predict` | `{"text": ".."}` → `{"result": ..}`; `{"texts": [..]}` → `{"results": [..]}` |
+//! | `POST /predict` | `{"text": ".."}` → `{"result": ..}`; `{"texts": [..]}` → `{"results": [..]}`; header `so1s-timeout-ms` bounds the wait (else the server's `request_timeout`; past it `504`) |
 //! | `GET /healthz` | 200 while the process is alive |
 //! | `GET /readyz` | 200 once the model loaded and a warm-up pass ran, 503 before |
 //! | `GET /metrics` | Prometheus (OpenMetrics) text, `so1s_` prefix |
@@ -30,6 +30,9 @@ use warp::Filter;
 pub const MODEL_HEADER: &str = "so1s-model";
 /// Header naming the model version that answered.
 pub const VERSION_HEADER: &str = "so1s-model-version";
+/// Request header: how many milliseconds the caller will wait; past it the request's texts
+/// not yet run are dropped and it is answered `504`.
+pub const TIMEOUT_HEADER: &str = "so1s-timeout-ms";
 
 /// Everything the predict server needs to know.
 #[derive(Debug, Clone)]
@@ -44,8 +47,12 @@ pub struct PredictServerConfig {
     pub max_batch_size: Option<usize>,
     /// Longest wait for a batch to fill (default: the manifest's, else 2 ms).
     pub max_batch_wait: Option<Duration>,
+    /// Most tokens per forward pass (default: the manifest's, else 4096).
+    pub max_batch_tokens: Option<usize>,
     /// Most requests waiting for the model before `429`.
     pub queue_capacity: usize,
+    /// How long a request may wait for the model unless it says (`so1s-timeout-ms`).
+    pub request_timeout: Duration,
     /// libtorch intra-op threads (default: one per core).
     pub threads: Option<usize>,
     /// so1s's own forward pass in this precision (default: the manifest's, else rust-bert's
@@ -66,7 +73,9 @@ impl PredictServerConfig {
             model_version: "0".into(),
             max_batch_size: None,
             max_batch_wait: None,
+            max_batch_tokens: None,
             queue_capacity: ServiceOptions::default().queue_capacity,
+            request_timeout: ServiceOptions::default().request_timeout,
             threads: None,
             precision: None,
             limits: InputLimits::default(),
@@ -90,7 +99,13 @@ impl PredictServerConfig {
                     .max_batch_wait_ms
                     .map(Duration::from_millis))
                 .unwrap_or(defaults.max_batch_wait),
+            max_batch_tokens: self
+                .max_batch_tokens
+                .or(manifest.serving.max_batch_tokens)
+                .unwrap_or(defaults.max_batch_tokens)
+                .max(1),
             queue_capacity: self.queue_capacity,
+            request_timeout: self.request_timeout,
             threads: self.threads,
             precision: self.precision.or(manifest.serving.precision),
         }
@@ -225,6 +240,7 @@ fn routes(
     let predict = warp::path!("predict")
         .and(warp::post())
         .and(with_state.clone())
+        .and(warp::header::optional::<u64>(TIMEOUT_HEADER))
         .and(body_limited(body_limit))
         .then(predict);
     let healthz = warp::path!("healthz")
@@ -292,18 +308,21 @@ fn route_name(path: &str) -> &'static str {
     }
 }
 
-async fn predict(state: Arc<State>, body: Bytes) -> Response {
-    match answer(&state, &body).await {
+async fn predict(state: Arc<State>, timeout_ms: Option<u64>, body: Bytes) -> Response {
+    match answer(&state, timeout_ms, &body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
-async fn answer(state: &State, body: &[u8]) -> Result<Response, ApiError> {
+async fn answer(state: &State, timeout_ms: Option<u64>, body: &[u8]) -> Result<Response, ApiError> {
     let service = state.service.get().ok_or(Error::NotReady)?;
     let request: PredictRequest = serde_json::from_slice(body).map_err(|e| json_error(&e))?;
     let (texts, single) = request.into_texts(&state.settings.limits)?;
-    let mut predictions = service.predict(texts).await?;
+    let timeout = timeout_ms
+        .map(Duration::from_millis)
+        .unwrap_or(service.options().request_timeout);
+    let mut predictions = service.predict_within(texts, timeout).await?;
     let body = if single {
         let prediction = predictions
             .pop()
@@ -338,7 +357,9 @@ fn model_info(state: &State) -> Response {
             "serving": {
                 "max_batch_size": options.max_batch_size,
                 "max_batch_wait_ms": options.max_batch_wait.as_millis() as u64,
+                "max_batch_tokens": options.max_batch_tokens,
                 "queue_capacity": options.queue_capacity,
+                "request_timeout_ms": options.request_timeout.as_millis() as u64,
                 "max_texts_per_request": state.settings.limits.max_texts,
                 "max_input_chars": state.settings.limits.max_input_chars,
             },

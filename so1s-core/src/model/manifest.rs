@@ -37,6 +37,8 @@ pub struct ServingOptions {
     pub max_batch_size: Option<usize>,
     /// Longest wait, in milliseconds, for a batch to fill once its first request arrived.
     pub max_batch_wait_ms: Option<u64>,
+    /// Most tokens in one forward pass.
+    pub max_batch_tokens: Option<usize>,
     /// Run so1s's own forward pass in this precision (`"f32"` or `"int8"`; BERT sentence
     /// embeddings only).
     pub precision: Option<crate::predict::encoder::Precision>,

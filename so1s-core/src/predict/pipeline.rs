@@ -142,6 +142,15 @@ impl EncoderPipeline {
         self.encoder.precision()
     }
 
+    /// Tokens of each text after truncation, as [`EncoderPipeline::embed`] runs them.
+    pub fn token_counts(&self, texts: &[String]) -> Vec<usize> {
+        self.tokenizer
+            .encode_list(texts, self.max_len, &TruncationStrategy::LongestFirst, 0)
+            .iter()
+            .map(|encoded| encoded.token_ids.len())
+            .collect()
+    }
+
     /// One embedding per text, in order.
     pub fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
         let encoded =
@@ -317,6 +326,18 @@ impl Pipeline {
 }
 
 impl Predictor for Pipeline {
+    fn token_counts(&self, texts: &[String]) -> Vec<usize> {
+        match self {
+            Pipeline::Encoder(model) => model.token_counts(texts),
+            // rust-bert's pipelines truncate at the model's length, 512 at most for the
+            // architectures so1s serves.
+            _ => texts
+                .iter()
+                .map(|t| super::service::estimate_tokens(t, Some(512)))
+                .collect(),
+        }
+    }
+
     fn predict(&mut self, texts: &[String]) -> Result<Vec<Prediction>> {
         guard("the forward pass", || match self {
             Pipeline::Embeddings(model) => Ok(model

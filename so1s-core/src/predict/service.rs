@@ -16,6 +16,21 @@ use tokio::sync::oneshot;
 pub trait Predictor {
     /// Runs one forward pass over `texts`, returning predictions in the same order.
     fn predict(&mut self, texts: &[String]) -> Result<Vec<Prediction>>;
+
+    /// How many tokens each text takes in a forward pass (after truncation): what
+    /// `max_batch_tokens` counts. The default estimates from the words.
+    fn token_counts(&self, texts: &[String]) -> Vec<usize> {
+        texts.iter().map(|t| estimate_tokens(t, None)).collect()
+    }
+}
+
+/// A text's tokens estimated from its words and punctuation (WordPiece and BPE make at
+/// least one token of each), plus the two special tokens, at most `max_len`.
+pub fn estimate_tokens(text: &str, max_len: Option<usize>) -> usize {
+    let words = text.split_whitespace().count();
+    let punctuation = text.chars().filter(|c| c.is_ascii_punctuation()).count();
+    let estimate = words + words / 3 + punctuation + 2;
+    max_len.map_or(estimate, |max| estimate.min(max))
 }
 
 /// How the model thread batches and how much may wait.
@@ -26,9 +41,15 @@ pub struct ServiceOptions {
     /// How long the first request of a batch waits for more to arrive. Requests that queue
     /// while a forward pass runs join the next batch whatever this is.
     pub max_batch_wait: Duration,
+    /// Most tokens in one forward pass (at least one text goes in each). A request with
+    /// more is split into several passes, interleaved with other requests' texts.
+    pub max_batch_tokens: usize,
     /// Most requests waiting for the model; beyond that a request fails at once with
     /// [`Error::Overloaded`].
     pub queue_capacity: usize,
+    /// How long a request may wait for the model when it brings no deadline of its own;
+    /// past it, its texts not yet run are dropped and it fails with [`Error::Timeout`].
+    pub request_timeout: Duration,
     /// libtorch intra-op threads (`None`: libtorch's default, one per core).
     pub threads: Option<usize>,
     /// Run the forward pass with so1s's own encoder in this precision (BERT sentence
@@ -41,7 +62,9 @@ impl Default for ServiceOptions {
         Self {
             max_batch_size: 32,
             max_batch_wait: Duration::from_millis(2),
+            max_batch_tokens: 4096,
             queue_capacity: 512,
+            request_timeout: Duration::from_secs(30),
             threads: None,
             precision: None,
         }
@@ -53,6 +76,7 @@ struct Job {
     texts: Vec<String>,
     reply: oneshot::Sender<Result<Vec<Prediction>>>,
     queued_at: Instant,
+    deadline: Instant,
 }
 
 /// A cheap, cloneable handle to a model running on its own thread.
@@ -68,6 +92,23 @@ struct Inner {
     info: ModelInfo,
     options: ServiceOptions,
     metrics: ServiceMetrics,
+    worker: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The last handle waits for the model thread to end: tensors and the model are freed before
+/// the process exits, never while libtorch's own teardown runs (which crashed `so1s-predict`
+/// on SIGTERM under load).
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread once it has answered what is queued.
+        let (closed, _) = mpsc::sync_channel(0);
+        drop(std::mem::replace(&mut self.queue, closed));
+        if let Some(worker) = self.worker.take() {
+            if worker.thread().id() != std::thread::current().id() {
+                let _ = worker.join();
+            }
+        }
+    }
 }
 
 const WARM_UP_TEXT: &str = "so1s warm-up: the model is loaded and a first pass has run.";
@@ -94,9 +135,10 @@ impl TransformerService {
             jobs,
             options: options.clone(),
             metrics: metrics.clone(),
+            max_len: None,
         };
         let threads = options.threads;
-        std::thread::Builder::new()
+        let worker = std::thread::Builder::new()
             .name("so1s-model".into())
             .spawn(move || {
                 if let Some(threads) = threads {
@@ -108,8 +150,9 @@ impl TransformerService {
                 });
                 match built {
                     Ok((predictor, info)) => {
+                        let max_len = info.max_sequence_length;
                         if started.send(Ok(info)).is_ok() {
-                            worker.run(predictor);
+                            worker.run(predictor, max_len);
                         }
                     }
                     Err(e) => {
@@ -130,6 +173,7 @@ impl TransformerService {
                 info,
                 options,
                 metrics,
+                worker: Some(worker),
             }),
         })
     }
@@ -150,16 +194,30 @@ impl TransformerService {
     }
 
     /// Predicts every text, in order. The texts join whatever batch forms next; if the queue
-    /// is full this fails at once with [`Error::Overloaded`].
+    /// is full this fails at once with [`Error::Overloaded`]. Waits at most the service's
+    /// `request_timeout`.
     pub async fn predict(&self, texts: Vec<String>) -> Result<Vec<Prediction>> {
+        self.predict_within(texts, self.inner.options.request_timeout)
+            .await
+    }
+
+    /// [`TransformerService::predict`] with a deadline of the caller's: past `timeout`, the
+    /// texts not yet run are dropped and the call fails with [`Error::Timeout`].
+    pub async fn predict_within(
+        &self,
+        texts: Vec<String>,
+        timeout: Duration,
+    ) -> Result<Vec<Prediction>> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
         let (reply, answer) = oneshot::channel();
+        let now = Instant::now();
         let job = Job {
             texts,
             reply,
-            queued_at: Instant::now(),
+            queued_at: now,
+            deadline: now + timeout,
         };
         let depth = &self.inner.metrics.queue_depth;
         depth.inc();
@@ -193,80 +251,161 @@ struct Worker {
     jobs: mpsc::Receiver<Job>,
     options: ServiceOptions,
     metrics: ServiceMetrics,
+    max_len: Option<usize>,
+}
+
+/// A request the model thread has taken off the queue, part-way through its texts.
+struct Pending {
+    job: Job,
+    /// Tokens of each text.
+    tokens: Vec<usize>,
+    /// The next text to put in a pass.
+    next: usize,
+    /// Predictions of the texts run so far, in order.
+    done: Vec<Prediction>,
+}
+
+impl Pending {
+    fn left(&self) -> bool {
+        self.next < self.job.texts.len()
+    }
+}
+
+/// Picks the texts of the next forward pass from `pending` (in arrival order), round-robin:
+/// one text of each request in turn, until the pass holds `max_texts` texts or the next
+/// text would take it over `max_tokens` (a pass always takes one). Returns, per text, the
+/// request's index in `pending`, and the pass's tokens.
+pub fn plan_pass(
+    pending: &mut [(usize, &[usize])],
+    max_texts: usize,
+    max_tokens: usize,
+) -> (Vec<usize>, usize) {
+    let (mut pass, mut tokens) = (Vec::new(), 0);
+    loop {
+        let mut took = false;
+        for (i, (next, counts)) in pending.iter_mut().enumerate() {
+            let Some(&count) = counts.get(*next) else {
+                continue;
+            };
+            if pass.len() >= max_texts || (!pass.is_empty() && tokens + count > max_tokens) {
+                return (pass, tokens);
+            }
+            pass.push(i);
+            tokens += count;
+            *next += 1;
+            took = true;
+        }
+        if !took {
+            return (pass, tokens);
+        }
+    }
 }
 
 impl Worker {
-    fn run<P: Predictor>(self, mut predictor: P) {
-        let mut carried: Option<Job> = None;
+    /// Serves jobs until every handle is dropped. Token counts are capped at `max_len`, the
+    /// model's longest sequence (texts are truncated there).
+    fn run<P: Predictor>(mut self, mut predictor: P, max_len: Option<usize>) {
+        self.max_len = max_len;
+        let mut pending: Vec<Pending> = Vec::new();
         loop {
-            let first = match carried.take() {
-                Some(job) => job,
-                None => match self.jobs.recv() {
-                    Ok(job) => job,
-                    Err(_) => return, // every handle dropped
-                },
-            };
-            let (batch, next) = self.fill(first);
-            carried = next;
-            self.run_batch(&mut predictor, batch);
-        }
-    }
-
-    /// Gathers jobs behind `first` until the batch is full or the wait is over. A job that
-    /// would overflow the batch is handed back for the next one.
-    fn fill(&self, first: Job) -> (Vec<Job>, Option<Job>) {
-        let deadline = Instant::now() + self.options.max_batch_wait;
-        let mut size = first.texts.len();
-        let mut batch = vec![self.dequeued(first)];
-        while size < self.options.max_batch_size {
-            let job = match self.jobs.try_recv() {
-                Ok(job) => job,
-                Err(_) => {
+            if pending.is_empty() {
+                match self.jobs.recv() {
+                    Ok(job) => self.take(&predictor, &mut pending, job),
+                    Err(_) => return, // every handle dropped and the queue is empty
+                }
+                // Idle until now: give the batch a moment to fill.
+                let deadline = Instant::now() + self.options.max_batch_wait;
+                while !self.full(&pending) {
                     let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
                     match self.jobs.recv_timeout(left) {
-                        Ok(job) => job,
+                        Ok(job) => self.take(&predictor, &mut pending, job),
                         Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
                     }
                 }
-            };
-            let job = self.dequeued(job);
-            if size + job.texts.len() > self.options.max_batch_size {
-                return (batch, Some(job));
             }
-            size += job.texts.len();
-            batch.push(job);
+            // Whatever queued meanwhile joins the next pass, so no request waits more than
+            // about one pass for its first texts to run.
+            while let Ok(job) = self.jobs.try_recv() {
+                self.take(&predictor, &mut pending, job);
+            }
+            self.drop_abandoned(&mut pending);
+            if !pending.is_empty() {
+                self.run_pass(&mut predictor, &mut pending);
+            }
         }
-        (batch, None)
     }
 
-    fn dequeued(&self, job: Job) -> Job {
+    /// Takes a job off the queue.
+    fn take<P: Predictor>(&self, predictor: &P, pending: &mut Vec<Pending>, job: Job) {
         self.metrics.queue_depth.dec();
         self.metrics
             .queue_seconds
             .observe(job.queued_at.elapsed().as_secs_f64());
-        job
+        let mut tokens = predictor.token_counts(&job.texts);
+        if let Some(max) = self.max_len {
+            tokens.iter_mut().for_each(|t| *t = (*t).min(max));
+        }
+        let done = Vec::with_capacity(job.texts.len());
+        pending.push(Pending {
+            job,
+            tokens,
+            next: 0,
+            done,
+        });
     }
 
-    fn run_batch<P: Predictor>(&self, predictor: &mut P, batch: Vec<Job>) {
-        // Callers that went away need no answer: leave their texts out of the pass.
-        let batch: Vec<Job> = batch
-            .into_iter()
-            .filter(|job| !job.reply.is_closed())
+    /// Whether what is pending fills a pass already.
+    fn full(&self, pending: &[Pending]) -> bool {
+        let texts: usize = pending.iter().map(|p| p.job.texts.len() - p.next).sum();
+        let tokens: usize = pending
+            .iter()
+            .map(|p| p.tokens[p.next..].iter().sum::<usize>())
+            .sum();
+        texts >= self.options.max_batch_size || tokens >= self.options.max_batch_tokens
+    }
+
+    /// Drops the requests whose callers went away or whose deadline passed.
+    fn drop_abandoned(&self, pending: &mut Vec<Pending>) {
+        let now = Instant::now();
+        pending.retain_mut(|p| {
+            if p.job.reply.is_closed() {
+                return false;
+            }
+            if now >= p.job.deadline {
+                let waited = now.duration_since(p.job.queued_at);
+                self.metrics.timeouts.inc();
+                let reply = std::mem::replace(&mut p.job.reply, oneshot::channel().0);
+                let _ = reply.send(Err(Error::Timeout(format!(
+                    "the request's deadline passed after {} ms with {} of its {} texts run",
+                    waited.as_millis(),
+                    p.done.len(),
+                    p.job.texts.len()
+                ))));
+                return false;
+            }
+            true
+        });
+    }
+
+    fn run_pass<P: Predictor>(&self, predictor: &mut P, pending: &mut Vec<Pending>) {
+        let mut cursors: Vec<(usize, &[usize])> = pending
+            .iter()
+            .map(|p| (p.next, p.tokens.as_slice()))
             .collect();
-        if batch.is_empty() {
-            return;
-        }
-        let mut sizes = Vec::with_capacity(batch.len());
-        let mut replies = Vec::with_capacity(batch.len());
-        let mut texts = Vec::new();
-        for job in batch {
-            sizes.push(job.texts.len());
-            replies.push(job.reply);
-            texts.extend(job.texts);
-        }
+        let (pass, tokens) = plan_pass(
+            &mut cursors,
+            self.options.max_batch_size,
+            self.options.max_batch_tokens,
+        );
+        let texts: Vec<String> = pass
+            .iter()
+            .map(|&i| {
+                let p = &mut pending[i];
+                let text = std::mem::take(&mut p.job.texts[p.next]);
+                p.next += 1;
+                text
+            })
+            .collect();
         let started = Instant::now();
         let result = predictor.predict(&texts).and_then(|predictions| {
             if predictions.len() == texts.len() {
@@ -283,18 +422,34 @@ impl Worker {
             .forward_seconds
             .observe(started.elapsed().as_secs_f64());
         self.metrics.batch_size.observe(texts.len() as f64);
+        self.metrics.batch_tokens.observe(tokens as f64);
+        if tokens as i64 > self.metrics.max_batch_tokens_seen.get() {
+            self.metrics.max_batch_tokens_seen.set(tokens as i64);
+        }
         match result {
             Ok(predictions) => {
-                let mut predictions = predictions.into_iter();
-                for (reply, size) in replies.into_iter().zip(sizes) {
-                    let _ = reply.send(Ok(predictions.by_ref().take(size).collect()));
+                for (&i, prediction) in pass.iter().zip(predictions) {
+                    pending[i].done.push(prediction);
+                }
+                let mut i = 0;
+                while i < pending.len() {
+                    if pending[i].left() {
+                        i += 1;
+                        continue;
+                    }
+                    let finished = pending.remove(i);
+                    let _ = finished.job.reply.send(Ok(finished.done));
                 }
             }
             Err(e) => {
                 let message = e.chain();
                 tracing::error!(error = %message, texts = texts.len(), "forward pass failed");
-                for reply in replies {
-                    let _ = reply.send(Err(Error::Inference(message.clone())));
+                let mut failed: Vec<usize> = pass;
+                failed.sort_unstable();
+                failed.dedup();
+                for &i in failed.iter().rev() {
+                    let p = pending.remove(i);
+                    let _ = p.job.reply.send(Err(Error::Inference(message.clone())));
                 }
             }
         }
@@ -309,12 +464,17 @@ mod tests {
     use std::sync::Mutex;
 
     /// Answers each text with its length, records batch sizes, and takes `delay` per pass.
+    /// A text's tokens are its length.
     struct Echo {
         batches: Arc<Mutex<Vec<usize>>>,
         delay: Duration,
     }
 
     impl Predictor for Echo {
+        fn token_counts(&self, texts: &[String]) -> Vec<usize> {
+            texts.iter().map(String::len).collect()
+        }
+
         fn predict(&mut self, texts: &[String]) -> Result<Vec<Prediction>> {
             std::thread::sleep(self.delay);
             self.batches.lock().unwrap().push(texts.len());
@@ -380,7 +540,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn multi_text_requests_stay_whole_and_in_order() {
+    async fn multi_text_requests_share_passes_and_stay_in_order() {
         let options = ServiceOptions {
             max_batch_size: 4,
             max_batch_wait: Duration::from_millis(20),
@@ -400,8 +560,83 @@ mod tests {
         };
         assert_eq!(lengths(a.unwrap()), [1.0, 2.0, 3.0]);
         assert_eq!(lengths(b.unwrap()), [4.0, 5.0]);
-        // 3 + 2 texts exceed a batch of 4: the second request waits for its own pass.
-        assert_eq!(*batches.lock().unwrap(), [3, 2]);
+        // 3 + 2 texts exceed a batch of 4: the requests share the first pass, the rest of
+        // the first one runs in the second.
+        assert_eq!(*batches.lock().unwrap(), [4, 1]);
+    }
+
+    #[test]
+    fn passes_take_one_text_of_each_request_in_turn_within_the_budgets() {
+        let big = [5; 6];
+        let small = [1];
+        let mut pending = vec![(0, &big[..]), (0, &small[..])];
+        // 10 tokens: big, small, big; the next big text would make 16.
+        assert_eq!(plan_pass(&mut pending, 32, 12), (vec![0, 1, 0], 11));
+        assert_eq!(plan_pass(&mut pending, 32, 12), (vec![0, 0], 10));
+        assert_eq!(plan_pass(&mut pending, 1, 100), (vec![0], 5));
+        // One text over the budget still runs, alone.
+        let huge = [50];
+        let mut pending = vec![(0, &huge[..])];
+        assert_eq!(plan_pass(&mut pending, 32, 10), (vec![0], 50));
+        assert_eq!(plan_pass(&mut pending, 32, 10), (vec![], 0));
+    }
+
+    #[tokio::test]
+    async fn a_large_request_runs_in_token_bounded_passes_and_a_small_one_goes_between() {
+        let options = ServiceOptions {
+            max_batch_tokens: 10,
+            max_batch_wait: Duration::ZERO,
+            ..ServiceOptions::default()
+        };
+        let (service, batches) = echo(options, Duration::from_millis(20)).await;
+        let large: Vec<String> = (0..20).map(|i| format!("{i:05}")).collect();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let big = {
+            let (service, order) = (service.clone(), order.clone());
+            tokio::spawn(async move {
+                let answer = service.predict(large).await.unwrap();
+                order.lock().unwrap().push("large");
+                answer
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let small = service.predict_one("x").await.unwrap();
+        order.lock().unwrap().push("small");
+        let big = big.await.unwrap();
+        assert_eq!(*order.lock().unwrap(), ["small", "large"]);
+        assert_eq!(small, Prediction::Embedding(vec![1.0]));
+        assert_eq!(big.len(), 20);
+        assert!(big.iter().all(|p| *p == Prediction::Embedding(vec![5.0])));
+        // 5-token texts, 10 tokens a pass: two a pass, and once the small one squeezed in.
+        let batches = batches.lock().unwrap().clone();
+        assert_eq!(batches.iter().sum::<usize>(), 21);
+        assert!(batches.iter().all(|&n| n <= 2), "{batches:?}");
+        assert!(service.metrics().max_batch_tokens_seen.get() <= 10);
+    }
+
+    #[tokio::test]
+    async fn past_its_deadline_a_request_is_dropped_with_a_timeout() {
+        let options = ServiceOptions {
+            max_batch_size: 1,
+            max_batch_wait: Duration::ZERO,
+            ..ServiceOptions::default()
+        };
+        let (service, batches) = echo(options, Duration::from_millis(100)).await;
+        let busy = {
+            let service = service.clone();
+            tokio::spawn(async move { service.predict(vec!["a".into(), "b".into()]).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let err = service
+            .predict_within(vec!["late".into()], Duration::from_millis(30))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Timeout(_)), "{err:?}");
+        assert!(err.to_string().contains("0 of its 1 texts run"), "{err}");
+        busy.await.unwrap().unwrap();
+        assert_eq!(service.metrics().timeouts.get(), 1);
+        let ran: usize = batches.lock().unwrap().iter().sum();
+        assert_eq!(ran, 2, "the late text never ran");
     }
 
     #[tokio::test]
@@ -410,8 +645,7 @@ mod tests {
             max_batch_size: 1,
             max_batch_wait: Duration::ZERO,
             queue_capacity: 2,
-            threads: None,
-            precision: None,
+            ..ServiceOptions::default()
         };
         let (service, _) = echo(options, Duration::from_millis(200)).await;
         let spawn = || {

@@ -39,6 +39,10 @@ pub struct DockerRolloutConfig {
     pub stop_timeout: Duration,
     /// Extra environment of the predict servers.
     pub env: Vec<(String, String)>,
+    /// How often a live container's state and `/readyz` are checked.
+    pub check_interval: Duration,
+    /// What counts as a crash loop (the engine's restart policy does the restarting).
+    pub crash_loop: super::CrashLoopRule,
 }
 
 impl DockerRolloutConfig {
@@ -55,6 +59,8 @@ impl DockerRolloutConfig {
             drain_timeout: Duration::from_secs(30),
             stop_timeout: Duration::from_secs(30),
             env: Vec::new(),
+            check_interval: Duration::from_secs(1),
+            crash_loop: super::CrashLoopRule::default(),
         }
     }
 }
@@ -99,10 +105,13 @@ pub fn predict_port_key() -> String {
     format!("{PREDICT_PORT}/tcp")
 }
 
-/// The create request of a version's container.
+/// The create request of a version's container. Without a network the predict server is
+/// published on `host_port` of the host's loopback: a port so1s chose, so that it stays the
+/// same when the engine restarts the container (an engine-picked port changes each start).
 pub fn container_spec(
     settings: &DockerRolloutConfig,
     target: &Target,
+    host_port: u16,
 ) -> Result<ContainerCreateBody> {
     let Artifact::Image { reference, id } = &target.artifact else {
         return Err(Error::Conflict(format!(
@@ -128,8 +137,7 @@ pub fn container_spec(
                 port.clone(),
                 Some(vec![PortBinding {
                     host_ip: Some("127.0.0.1".into()),
-                    // Empty: the engine picks a free port.
-                    host_port: Some(String::new()),
+                    host_port: Some(host_port.to_string()),
                 }]),
             )])),
             None,
@@ -246,7 +254,7 @@ mod tests {
 
     #[test]
     fn the_container_runs_the_built_image_with_limits_and_a_health_check() {
-        let spec = container_spec(&settings(), &target(image())).unwrap();
+        let spec = container_spec(&settings(), &target(image()), 40123).unwrap();
         assert_eq!(spec.image.as_deref(), Some("sha256:abc"));
         let env = spec.env.unwrap();
         for expected in [
@@ -276,6 +284,7 @@ mod tests {
         );
         let bindings = host.port_bindings.unwrap()["8080/tcp"].clone().unwrap();
         assert_eq!(bindings[0].host_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(bindings[0].host_port.as_deref(), Some("40123"));
         assert_eq!(host.readonly_rootfs, Some(true));
         assert_eq!(host.cap_drop.unwrap(), ["ALL"]);
         assert_eq!(spec.user.as_deref(), Some("65534:65534"));
@@ -288,17 +297,17 @@ mod tests {
             reference: "so1s/minilm:v2".into(),
             id: None,
         };
-        let spec = container_spec(&settings(), &target(by_tag)).unwrap();
+        let spec = container_spec(&settings(), &target(by_tag), 1).unwrap();
         assert_eq!(spec.image.as_deref(), Some("so1s/minilm:v2"));
         let bundle = Artifact::Bundle { dir: "/b".into() };
-        assert!(container_spec(&settings(), &target(bundle)).is_err());
+        assert!(container_spec(&settings(), &target(bundle), 1).is_err());
     }
 
     #[test]
     fn on_a_network_nothing_is_published_and_the_name_is_the_address() {
         let mut settings = settings();
         settings.network = Some("so1s".into());
-        let spec = container_spec(&settings, &target(image())).unwrap();
+        let spec = container_spec(&settings, &target(image()), 1).unwrap();
         let host = spec.host_config.unwrap();
         assert!(host.port_bindings.is_none());
         assert_eq!(host.network_mode.as_deref(), Some("so1s"));

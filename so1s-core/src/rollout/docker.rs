@@ -12,21 +12,34 @@
 //! status, which only changes once per health interval; Docker's health check (`so1s-probe`
 //! on `/readyz`, every 5 s by default) watches the container from then on, and a container
 //! Docker reports unhealthy fails the rollout.
+//!
+//! Live containers are published on a host port so1s chooses, so the engine's restarts
+//! (restart policy) keep the address the gateway knows. A watcher per live container follows
+//! the engine's events (`die` with its exit code, `oom`) and checks its state and `/readyz`
+//! every `check_interval`: exits and restarts become [`Incident`]s and [`Rollout::health`],
+//! and too many exits make a crash loop.
 
 use super::container::{self, DockerRolloutConfig};
+use super::health::ExitHistory;
 use super::live::LiveSet;
-use super::{check, Deployment, ModelLocks, Rollout, Routes, Target};
+use super::{
+    check, Deployment, Health, HealthStatus, Incident, Incidents, ModelLocks, Rollout, Routes,
+    Target,
+};
 use crate::docker::{engine_error, status_of, Docker};
 use crate::events::Events;
 use crate::model::{ModelName, VersionId};
 use crate::{Error, Result};
+use bollard::models::EventMessage;
 use bollard::models::{ContainerStateStatusEnum, HealthStatusEnum};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures::StreamExt;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
 /// Runs model versions as Docker containers and switches [`Routes`] between them.
 pub struct DockerRollout {
@@ -35,6 +48,9 @@ pub struct DockerRollout {
     client: reqwest::Client,
     live: LiveSet<String>,
     locks: ModelLocks,
+    incidents: Incidents,
+    /// The watcher of each live container, by container name.
+    watchers: std::sync::Mutex<HashMap<String, Watcher>>,
 }
 
 impl DockerRollout {
@@ -46,6 +62,44 @@ impl DockerRollout {
             client: reqwest::Client::new(),
             live: LiveSet::new(routes),
             locks: ModelLocks::default(),
+            incidents: Incidents::default(),
+            watchers: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Starts watching a live container.
+    fn watch(&self, target: &Target, name: &str, url: &str) {
+        let (stop, stopped) = oneshot::channel();
+        let watch = ContainerWatch {
+            docker: self.docker.clone(),
+            client: self.client.clone(),
+            incidents: self.incidents.clone(),
+            model: target.model.clone(),
+            version: target.version,
+            name: name.to_owned(),
+            url: url.to_owned(),
+            interval: self.config.check_interval,
+            history: ExitHistory::new(self.config.crash_loop),
+        };
+        let task = tokio::spawn(watch.run(stopped));
+        let old = self
+            .watchers()
+            .insert(name.to_owned(), Watcher { stop, task });
+        if let Some(old) = old {
+            old.task.abort();
+        }
+    }
+
+    fn watchers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Watcher>> {
+        self.watchers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops watching a container (it is being replaced or removed).
+    async fn unwatch(&self, name: &str) {
+        let watcher = self.watchers().remove(name);
+        if let Some(watcher) = watcher {
+            let _ = watcher.stop.send(());
+            let _ = watcher.task.await;
         }
     }
 
@@ -90,7 +144,8 @@ impl DockerRollout {
     /// Creates and starts the version's container, waits until it serves; removes it on any
     /// failure.
     async fn start(&self, target: &Target, events: &Events) -> Result<(String, String)> {
-        let spec = container::container_spec(&self.config, target)?;
+        let host_port = free_loopback_port()?;
+        let spec = container::container_spec(&self.config, target, host_port)?;
         let name = self.container_name(&target.model, target.version);
         // A container of this name is a leftover (an interrupted rollout): replace it.
         self.remove(&name).await;
@@ -238,9 +293,21 @@ impl DockerRollout {
     ) -> Deployment {
         let (deployment, old) = self
             .live
-            .switch(target, url, container, self.config.drain_timeout, events)
+            .switch(
+                target,
+                url.clone(),
+                container.clone(),
+                self.config.drain_timeout,
+                events,
+            )
             .await;
+        self.incidents
+            .set_health(&target.model, Health::started(target.version, &container));
+        self.watch(target, &container, &url);
         if let Some((_, old)) = old {
+            if old != container {
+                self.unwatch(&old).await;
+            }
             self.remove(&old).await;
             events.progress(format!("stopped and removed container {old}"));
         }
@@ -302,9 +369,18 @@ impl Rollout for DockerRollout {
         self.live.status(model).await
     }
 
+    async fn health(&self, model: &ModelName) -> Option<Health> {
+        self.incidents.health(model)
+    }
+
+    fn incidents(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Incident>> {
+        self.incidents.take_receiver()
+    }
+
     async fn undeploy(&self, model: &ModelName) -> Result<()> {
         let _one_at_a_time = self.locks.lock(model).await;
         if let Some(container) = self.live.remove(model, self.config.drain_timeout).await {
+            self.unwatch(&container).await;
             self.remove(&container).await;
         }
         Ok(())
@@ -312,6 +388,218 @@ impl Rollout for DockerRollout {
 
     /// Stops routing; the containers keep running so that the next start adopts them.
     async fn shutdown(&self) {
-        self.live.take_all().await;
+        for container in self.live.take_all().await {
+            self.unwatch(&container).await;
+        }
+    }
+}
+
+/// A free port of the host's loopback, for a container to be published on.
+fn free_loopback_port() -> Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .map_err(|source| Error::Io {
+            context: "finding a free loopback port".into(),
+            source,
+        })
+}
+
+/// A running container watch; stopping it ends the task.
+struct Watcher {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Watches one live container: the engine's events (`die`, `oom`) for its exits, and its
+/// state and `/readyz` every `interval`.
+struct ContainerWatch {
+    docker: Docker,
+    client: reqwest::Client,
+    incidents: Incidents,
+    model: ModelName,
+    version: VersionId,
+    name: String,
+    url: String,
+    interval: Duration,
+    history: ExitHistory,
+}
+
+type EngineEvents = std::pin::Pin<
+    Box<
+        dyn futures::Stream<Item = std::result::Result<EventMessage, bollard::errors::Error>>
+            + Send,
+    >,
+>;
+
+impl ContainerWatch {
+    /// The engine's events of this container, from `since` (Unix seconds) when given.
+    fn subscribe(&self, since: Option<i64>) -> EngineEvents {
+        let filters = HashMap::from([
+            ("type", vec!["container".to_owned()]),
+            ("container", vec![self.name.clone()]),
+        ]);
+        let mut options = EventsOptionsBuilder::default().filters(&filters);
+        let since = since.map(|s| s.to_string());
+        if let Some(since) = &since {
+            options = options.since(since);
+        }
+        Box::pin(self.docker.events(Some(options.build())))
+    }
+
+    async fn run(mut self, mut stopped: oneshot::Receiver<()>) {
+        let mut events = self.subscribe(None);
+        // The last event handled (seconds, and nanoseconds to skip it when resubscribing).
+        let (mut since, mut last_nano) = (None, 0i64);
+        // Exits reported since it last answered; the engine said it ran out of memory.
+        let (mut recovering, mut oom) = (false, false);
+        let mut checks = tokio::time::interval(self.interval);
+        loop {
+            tokio::select! {
+                _ = &mut stopped => return,
+                event = events.next() => match event {
+                    Some(Ok(event)) => {
+                        let nano = event.time_nano.unwrap_or(0);
+                        if nano != 0 && nano <= last_nano {
+                            continue;
+                        }
+                        (since, last_nano) = (event.time.or(since), nano);
+                        match event.action.as_deref() {
+                            Some("oom") => oom = true,
+                            Some("die") => {
+                                let code = event
+                                    .actor
+                                    .and_then(|a| a.attributes)
+                                    .and_then(|mut a| a.remove("exitCode"))
+                                    .and_then(|c| c.parse().ok());
+                                self.exited(describe_exit(code, std::mem::take(&mut oom)));
+                                recovering = true;
+                            }
+                            _ => {}
+                        }
+                    }
+                    Some(Err(_)) | None => {
+                        // The engine restarted or the connection broke: follow again from
+                        // the last event seen.
+                        tokio::select! {
+                            _ = &mut stopped => return,
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                        events = self.subscribe(since);
+                    }
+                },
+                _ = checks.tick() => self.check(&mut recovering).await,
+            }
+        }
+    }
+
+    /// Reads the container's state and `/readyz` into its health.
+    async fn check(&mut self, recovering: &mut bool) {
+        let inspect = match self.docker.inspect_container(&self.name, None).await {
+            Ok(inspect) => inspect,
+            Err(e) => {
+                tracing::warn!("watching container {}: {e}", self.name);
+                return;
+            }
+        };
+        let state = inspect.state.unwrap_or_default();
+        let running = state.status == Some(ContainerStateStatusEnum::RUNNING);
+        let ready = running && check::is_ready(&self.client, &self.url).await;
+        let unhealthy = state.health.and_then(|h| h.status) == Some(HealthStatusEnum::UNHEALTHY);
+        if ready && *recovering {
+            *recovering = false;
+            self.incidents.report(Incident::Restarted {
+                model: self.model.clone(),
+                version: self.version,
+                endpoint: self.url.clone(),
+            });
+        }
+        let problem = match (running, ready, unhealthy) {
+            (false, _, _) => Some("not running: the engine restarts it".to_owned()),
+            (_, _, true) => Some("Docker reports it unhealthy".to_owned()),
+            (_, false, _) => Some("/readyz does not answer".to_owned()),
+            _ => None,
+        };
+        let restarts = inspect.restart_count.unwrap_or(0).max(0) as u32;
+        self.incidents.update(&self.model, self.version, |health| {
+            health.ready = problem.is_none();
+            if problem.is_none() && health.status == HealthStatus::Restarting {
+                health.status = HealthStatus::Healthy;
+            }
+            if let Some(instance) = health.instances.first_mut() {
+                instance.ready = problem.is_none();
+                instance.restarts = restarts;
+                instance.problem = problem.clone();
+            }
+        });
+    }
+
+    fn exited(&mut self, cause: String) {
+        let (exits, looping) = self.history.record(Instant::now());
+        self.incidents.update(&self.model, self.version, |health| {
+            health.restarts += 1;
+            health.ready = false;
+            health.last_exit = Some(cause.clone());
+            health.status = if looping {
+                HealthStatus::Unhealthy
+            } else {
+                HealthStatus::Restarting
+            };
+        });
+        self.incidents.report(Incident::Exited {
+            model: self.model.clone(),
+            version: self.version,
+            cause: cause.clone(),
+            // The engine's restart policy starts it again, with its own backoff.
+            restart_in: Duration::ZERO,
+        });
+        if looping {
+            self.incidents.report(Incident::CrashLoop {
+                model: self.model.clone(),
+                version: self.version,
+                exits,
+                window: self.history.window(),
+                cause,
+            });
+        }
+    }
+}
+
+/// Why a container exited, from its `die` event's exit code (and an `oom` before it).
+fn describe_exit(code: Option<i64>, oom: bool) -> String {
+    if oom {
+        return "was killed for using too much memory (raise the memory limit)".into();
+    }
+    let signal = |n: i64| match n {
+        9 => " (SIGKILL)",
+        11 => " (SIGSEGV)",
+        15 => " (SIGTERM)",
+        6 => " (SIGABRT)",
+        _ => "",
+    };
+    match code {
+        Some(code) if code > 128 => format!(
+            "was killed by signal {}{}, exit code {code}",
+            code - 128,
+            signal(code - 128)
+        ),
+        Some(code) => format!("exited with code {code}"),
+        None => "exited".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_exit;
+
+    #[test]
+    fn exit_codes_read_as_their_signals() {
+        assert_eq!(
+            describe_exit(Some(137), false),
+            "was killed by signal 9 (SIGKILL), exit code 137"
+        );
+        assert_eq!(describe_exit(Some(1), false), "exited with code 1");
+        assert!(describe_exit(Some(137), true).contains("too much memory"));
+        assert_eq!(describe_exit(None, false), "exited");
     }
 }

@@ -9,7 +9,8 @@
 //! previous version's template again (Kubernetes rolls back to it) and says why. Applying the
 //! version that already runs, unchanged and complete, sends nothing.
 
-use super::{Deployment, ModelLocks, Rollout, Routes, Target};
+use super::health::Instance;
+use super::{Deployment, Health, HealthStatus, ModelLocks, Rollout, Routes, Target};
 use crate::build::image::{LABEL_MODEL, LABEL_VERSION};
 use crate::build::Artifact;
 use crate::events::Events;
@@ -104,6 +105,63 @@ fn pod_problems(pods: &[Pod]) -> Vec<String> {
         }
     }
     problems
+}
+
+/// The health of a live version from its pods: each pod's readiness, restarts (the
+/// Deployment restarts crashed pods itself) and what is wrong with it.
+fn pods_health(version: VersionId, pods: &[Pod]) -> Health {
+    let mut last_exit = None;
+    let instances: Vec<Instance> = pods
+        .iter()
+        .map(|pod| {
+            let status = pod.status.as_ref();
+            let containers = status
+                .and_then(|s| s.container_statuses.as_deref())
+                .unwrap_or_default();
+            let ready = status
+                .and_then(|s| s.conditions.as_ref())
+                .into_iter()
+                .flatten()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            for container in containers {
+                if let Some(last) = container
+                    .last_state
+                    .as_ref()
+                    .and_then(|s| s.terminated.as_ref())
+                {
+                    last_exit = Some(format!(
+                        "exited with code {} ({})",
+                        last.exit_code,
+                        last.reason.as_deref().unwrap_or("terminated")
+                    ));
+                }
+            }
+            Instance {
+                name: pod.metadata.name.clone().unwrap_or_default(),
+                ready,
+                restarts: containers
+                    .iter()
+                    .map(|c| c.restart_count.max(0) as u32)
+                    .sum(),
+                problem: pod_problems(std::slice::from_ref(pod)).into_iter().next(),
+            }
+        })
+        .collect();
+    let ready = instances.iter().filter(|i| i.ready).count();
+    let status = match ready {
+        0 => HealthStatus::Unhealthy,
+        n if n < instances.len() => HealthStatus::Restarting,
+        _ => HealthStatus::Healthy,
+    };
+    Health {
+        version,
+        status,
+        ready: ready > 0,
+        restarts: instances.iter().map(|i| i.restarts).sum(),
+        last_exit,
+        instances,
+        checked_at_ms: crate::clock::now_ms(),
+    }
 }
 
 /// Reasons that will not get better by waiting.
@@ -382,6 +440,18 @@ impl Rollout for KubeRollout {
         self.live.lock().await.get(model).cloned()
     }
 
+    /// Read from the live version's pods at each call.
+    async fn health(&self, model: &ModelName) -> Option<Health> {
+        let version = self.status(model).await?.target.version;
+        match self.pods(model, version).await {
+            Ok(pods) => Some(pods_health(version, &pods)),
+            Err(e) => {
+                tracing::warn!(error = %e.chain(), "reading {model}'s pods");
+                None
+            }
+        }
+    }
+
     async fn undeploy(&self, model: &ModelName) -> Result<()> {
         let _one_at_a_time = self.locks.lock(model).await;
         self.routes.remove(model);
@@ -404,5 +474,63 @@ impl Rollout for KubeRollout {
         for (model, _) in live {
             self.routes.remove(&model);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, ready: bool, restarts: i32, last_exit: Option<(i32, &str)>) -> Pod {
+        let last_state = last_exit.map(|(code, reason)| {
+            serde_json::json!({"terminated": {"exitCode": code, "reason": reason}})
+        });
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "status": {
+                "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+                "containerStatuses": [{
+                    "name": "predict", "image": "so1s/m:v2", "imageID": "", "ready": ready,
+                    "restartCount": restarts,
+                    "lastState": last_state.unwrap_or_else(|| serde_json::json!({})),
+                }],
+            },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn health_counts_ready_pods_and_their_restarts() {
+        let v2 = VersionId::parse("v2").unwrap();
+        let healthy = pods_health(v2, &[pod("a", true, 0, None), pod("b", true, 0, None)]);
+        assert_eq!(healthy.status, HealthStatus::Healthy);
+        assert_eq!(healthy.restarts, 0);
+        assert_eq!(healthy.instances.len(), 2);
+
+        let one_down = pods_health(
+            v2,
+            &[
+                pod("a", true, 0, None),
+                pod("b", false, 3, Some((137, "OOMKilled"))),
+            ],
+        );
+        assert_eq!(one_down.status, HealthStatus::Restarting);
+        assert!(one_down.ready);
+        assert_eq!(one_down.restarts, 3);
+        assert_eq!(
+            one_down.last_exit.as_deref(),
+            Some("exited with code 137 (OOMKilled)")
+        );
+        let b = &one_down.instances[1];
+        assert_eq!((b.name.as_str(), b.ready, b.restarts), ("b", false, 3));
+        assert!(
+            b.problem.as_deref().unwrap().contains("last exit 137"),
+            "{b:?}"
+        );
+
+        let none = pods_health(v2, &[pod("a", false, 5, Some((1, "Error")))]);
+        assert_eq!(none.status, HealthStatus::Unhealthy);
+        assert!(!none.ready);
+        assert_eq!(pods_health(v2, &[]).status, HealthStatus::Unhealthy);
     }
 }

@@ -55,13 +55,21 @@ impl<H> LiveSet<H> {
         (deployment, old)
     }
 
-    /// The live deployment of `model`, if any.
+    /// The live deployment of `model`, if any, at the address its traffic goes to now (an
+    /// instance that was started again may answer on another one).
     pub(crate) async fn status(&self, model: &ModelName) -> Option<Deployment> {
-        self.live
+        let mut deployment = self
+            .live
             .lock()
             .await
             .get(model)
-            .map(|(deployment, _)| deployment.clone())
+            .map(|(deployment, _)| deployment.clone())?;
+        if self.routes.version(model) == Some(deployment.target.version) {
+            if let Some(url) = self.routes.url(model) {
+                deployment.endpoint = url;
+            }
+        }
+        Some(deployment)
     }
 
     /// Stops routing to `model`, waits (at most `drain_timeout`) for its requests in flight,

@@ -10,6 +10,7 @@ pub mod check;
 pub mod container;
 #[cfg(feature = "docker")]
 mod docker;
+mod health;
 #[cfg(feature = "kubernetes")]
 mod kubernetes;
 mod live;
@@ -20,6 +21,7 @@ mod routes;
 pub use container::DockerRolloutConfig;
 #[cfg(feature = "docker")]
 pub use docker::DockerRollout;
+pub use health::{CrashLoopRule, Health, HealthStatus, Incident, Incidents};
 #[cfg(feature = "kubernetes")]
 pub use kubernetes::{KubeRollout, KubeRolloutConfig};
 pub use process::{ProcessRollout, ProcessRolloutConfig};
@@ -70,6 +72,19 @@ pub trait Rollout: Send + Sync {
 
     /// The live deployment of `model`, if any.
     async fn status(&self, model: &ModelName) -> Option<Deployment>;
+
+    /// How the live version of `model` is doing after its rollout: restarts, readiness,
+    /// crash loops. `None` when the backend knows nothing more than [`Rollout::status`].
+    async fn health(&self, _model: &ModelName) -> Option<Health> {
+        None
+    }
+
+    /// What happens to live versions from now on (exits, restarts, crash loops), for the
+    /// platform to record and act on. Given out once; `None` from backends that report none
+    /// (Kubernetes restarts pods itself; its [`Rollout::health`] shows them).
+    fn incidents(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Incident>> {
+        None
+    }
 
     /// Stops serving `model` altogether.
     async fn undeploy(&self, model: &ModelName) -> Result<()>;

@@ -1,8 +1,12 @@
 //! [`ProcessRollout`]: the embedded backend. Each version runs as a `so1s-predict` child on a
-//! free loopback port, blue/green behind the gateway.
+//! free loopback port, blue/green behind the gateway, supervised while it is live.
 
+use super::health::ExitHistory;
 use super::live::LiveSet;
-use super::{check, Deployment, ModelLocks, Rollout, Routes, Target};
+use super::{
+    check, CrashLoopRule, Deployment, Health, HealthStatus, Incident, Incidents, ModelLocks,
+    Rollout, Routes, Target,
+};
 use crate::build::Artifact;
 use crate::events::Events;
 use crate::model::ModelName;
@@ -14,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
 
 /// How the process backend runs predict servers.
 #[derive(Debug, Clone)]
@@ -28,6 +33,12 @@ pub struct ProcessRolloutConfig {
     pub drain_timeout: Duration,
     /// Extra environment for the predict servers.
     pub env: Vec<(String, String)>,
+    /// How often a live server's `/readyz` is checked.
+    pub check_interval: Duration,
+    /// Failed checks in a row after which a live server is killed and started again.
+    pub max_failed_checks: u32,
+    /// Restart backoff and what counts as a crash loop.
+    pub crash_loop: CrashLoopRule,
 }
 
 impl ProcessRolloutConfig {
@@ -39,29 +50,49 @@ impl ProcessRolloutConfig {
             ready_timeout: Duration::from_secs(120),
             drain_timeout: Duration::from_secs(30),
             env: Vec::new(),
+            check_interval: Duration::from_secs(5),
+            max_failed_checks: 3,
+            crash_loop: CrashLoopRule::default(),
         }
     }
 }
 
 /// Runs each model version as a child process and switches [`Routes`] between them.
+///
+/// Each live child is supervised: if it exits (or fails `max_failed_checks` readiness checks
+/// in a row) it is started again after a backoff and the gateway follows its new port; the
+/// exits are reported as [`Incident`]s and in [`Rollout::health`].
 pub struct ProcessRollout {
+    shared: Arc<Shared>,
+    live: LiveSet<Supervised>,
+    locks: ModelLocks,
+}
+
+/// What the rollout and its supervisors share.
+struct Shared {
     config: ProcessRolloutConfig,
     client: reqwest::Client,
-    live: LiveSet<Child>,
-    locks: ModelLocks,
+    routes: Routes,
+    incidents: Incidents,
 }
 
 impl ProcessRollout {
     /// A rollout that switches `routes`.
     pub fn new(config: ProcessRolloutConfig, routes: Routes) -> Self {
         Self {
-            config,
-            client: reqwest::Client::new(),
+            shared: Arc::new(Shared {
+                config,
+                client: reqwest::Client::new(),
+                routes: routes.clone(),
+                incidents: Incidents::default(),
+            }),
             live: LiveSet::new(routes),
             locks: ModelLocks::default(),
         }
     }
+}
 
+impl Shared {
     /// Starts the child and waits until it is ready and answers; kills it on any failure.
     async fn start(&self, target: &Target, events: &Events) -> Result<(Child, String)> {
         let Artifact::Bundle { dir } = &target.artifact else {
@@ -140,7 +171,8 @@ impl ProcessRollout {
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(Error::Load(format!(
-                    "so1s-predict exited with {status} before it was ready (see the log lines above)"
+                    "so1s-predict {} before it was ready (see the log lines above)",
+                    exit_cause(status)
                 )));
             }
             if check::is_ready(&self.client, &url).await {
@@ -159,10 +191,226 @@ impl ProcessRollout {
     }
 }
 
+/// A live child under supervision; stopping it ends the supervision.
+struct Supervised {
+    stop: oneshot::Sender<Duration>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Supervised {
+    fn spawn(
+        shared: Arc<Shared>,
+        target: Target,
+        events: Events,
+        child: Child,
+        url: String,
+    ) -> Self {
+        let (stop, stopped) = oneshot::channel();
+        let supervisor = Supervisor {
+            history: ExitHistory::new(shared.config.crash_loop),
+            shared,
+            target,
+            events,
+            stopped,
+        };
+        let task = tokio::spawn(supervisor.run(child, url));
+        Self { stop, task }
+    }
+
+    /// Stops the child (SIGTERM, then SIGKILL after `grace`) and its supervision.
+    async fn stop(self, grace: Duration) {
+        let _ = self.stop.send(grace);
+        let _ = self.task.await;
+    }
+}
+
+/// Why a supervised child's watch ended.
+enum Ended {
+    /// Asked to stop: the child is stopped.
+    Stopped,
+    /// The child exited (or was killed for not answering), for this reason.
+    Exited(String),
+}
+
+struct Supervisor {
+    shared: Arc<Shared>,
+    target: Target,
+    events: Events,
+    history: ExitHistory,
+    stopped: oneshot::Receiver<Duration>,
+}
+
+impl Supervisor {
+    async fn run(mut self, mut child: Child, mut url: String) {
+        let (model, version) = (self.target.model.clone(), self.target.version);
+        let mut restarted = false;
+        loop {
+            let cause = match self.watch(&mut child, &url, restarted).await {
+                Ended::Stopped => break,
+                Ended::Exited(cause) => cause,
+            };
+            let Some((next, next_url)) = self.start_again(cause).await else {
+                break;
+            };
+            (child, url, restarted) = (next, next_url, true);
+            self.shared.routes.repoint(&model, version, &url);
+            let pid = child.id().unwrap_or(0);
+            self.shared.incidents.update(&model, version, |health| {
+                // A crash loop stays reported until the version is replaced.
+                if health.status == HealthStatus::Restarting {
+                    health.status = HealthStatus::Healthy;
+                }
+                health.ready = true;
+                if let Some(instance) = health.instances.first_mut() {
+                    instance.name = format!("pid {pid}");
+                    instance.ready = true;
+                }
+            });
+            self.shared.incidents.report(Incident::Restarted {
+                model: model.clone(),
+                version,
+                endpoint: url.clone(),
+            });
+        }
+        self.shared.incidents.forget(&model, version);
+    }
+
+    /// Watches the child until it exits, fails too many readiness checks, or a stop is asked.
+    async fn watch(&mut self, child: &mut Child, url: &str, restarted: bool) -> Ended {
+        let config = &self.shared.config;
+        let (model, version) = (&self.target.model, self.target.version);
+        let mut checks = tokio::time::interval_at(
+            tokio::time::Instant::now() + config.check_interval,
+            config.check_interval,
+        );
+        let mut failed = 0;
+        loop {
+            tokio::select! {
+                grace = &mut self.stopped => {
+                    stop_child(child, grace.unwrap_or(config.drain_timeout)).await;
+                    return Ended::Stopped;
+                }
+                status = child.wait() => {
+                    return Ended::Exited(match status {
+                        Ok(status) => exit_cause(status),
+                        Err(e) => format!("could not be waited for: {e}"),
+                    });
+                }
+                _ = checks.tick() => {
+                    if check::is_ready(&self.shared.client, url).await {
+                        if restarted {
+                            // In case the restart raced a switch to this version.
+                            self.shared.routes.repoint(model, version, url);
+                        }
+                        if failed > 0 {
+                            self.shared.incidents.update(model, version, |h| set_ready(h, None));
+                        }
+                        failed = 0;
+                        continue;
+                    }
+                    failed += 1;
+                    let problem = format!("/readyz did not answer {failed} times in a row");
+                    self.shared.incidents.update(model, version, |h| set_ready(h, Some(&problem)));
+                    if failed >= config.max_failed_checks {
+                        let _ = child.kill().await;
+                        return Ended::Exited(format!("stopped answering /readyz ({failed} checks)"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reports the exit, waits the backoff and starts the child again, until it serves or a
+    /// stop is asked (`None`).
+    async fn start_again(&mut self, mut cause: String) -> Option<(Child, String)> {
+        let (model, version) = (self.target.model.clone(), self.target.version);
+        loop {
+            let (exits, looping) = self.history.record(Instant::now());
+            let rule = self.shared.config.crash_loop;
+            let restart_in = rule.backoff(exits);
+            self.shared.incidents.update(&model, version, |health| {
+                health.restarts += 1;
+                health.last_exit = Some(cause.clone());
+                health.ready = false;
+                health.status = if looping {
+                    HealthStatus::Unhealthy
+                } else {
+                    HealthStatus::Restarting
+                };
+                if let Some(instance) = health.instances.first_mut() {
+                    instance.ready = false;
+                    instance.restarts += 1;
+                    instance.problem = Some(cause.clone());
+                }
+            });
+            self.shared.incidents.report(Incident::Exited {
+                model: model.clone(),
+                version,
+                cause: cause.clone(),
+                restart_in,
+            });
+            if looping {
+                self.shared.incidents.report(Incident::CrashLoop {
+                    model: model.clone(),
+                    version,
+                    exits,
+                    window: rule.window,
+                    cause: cause.clone(),
+                });
+            }
+            tokio::select! {
+                _ = &mut self.stopped => return None,
+                () = tokio::time::sleep(restart_in) => {}
+            }
+            tokio::select! {
+                _ = &mut self.stopped => return None,
+                started = self.shared.start(&self.target, &self.events) => match started {
+                    Ok(started) => return Some(started),
+                    Err(e) => cause = format!("could not be started again: {}", e.chain()),
+                },
+            }
+        }
+    }
+}
+
+fn set_ready(health: &mut Health, problem: Option<&str>) {
+    health.ready = problem.is_none();
+    if let Some(instance) = health.instances.first_mut() {
+        instance.ready = problem.is_none();
+        instance.problem = problem.map(str::to_owned);
+    }
+}
+
+/// What an exit status says, as a user reads it: `exited with code 1`, `was killed by
+/// signal 9 (SIGKILL)`.
+pub fn exit_cause(status: std::process::ExitStatus) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            let name = match signal {
+                libc::SIGKILL => " (SIGKILL)",
+                libc::SIGTERM => " (SIGTERM)",
+                libc::SIGSEGV => " (SIGSEGV)",
+                libc::SIGABRT => " (SIGABRT)",
+                libc::SIGBUS => " (SIGBUS)",
+                libc::SIGINT => " (SIGINT)",
+                _ => "",
+            };
+            return format!("was killed by signal {signal}{name}");
+        }
+    }
+    match status.code() {
+        Some(code) => format!("exited with code {code}"),
+        None => format!("exited ({status})"),
+    }
+}
+
 fn exited(child: &mut Child, when: &str) -> Error {
     match child.try_wait() {
         Ok(Some(status)) => Error::Load(format!(
-            "so1s-predict exited with {status} {when} (see the log lines above)"
+            "so1s-predict {} {when} (see the log lines above)",
+            exit_cause(status)
         )),
         _ => Error::Load(format!("so1s-predict said something unexpected {when}")),
     }
@@ -230,13 +478,27 @@ fn die_with_parent(command: &mut Command) {
 impl Rollout for ProcessRollout {
     async fn deploy(&self, target: &Target, events: &Events) -> Result<Deployment> {
         let _one_at_a_time = self.locks.lock(&target.model).await;
-        let (child, url) = self.start(target, events).await?;
+        let (child, url) = self.shared.start(target, events).await?;
+        crate::fault::point("rollout-instance-started");
+        let pid = child.id().unwrap_or(0);
+        let supervised = Supervised::spawn(
+            self.shared.clone(),
+            target.clone(),
+            events.clone(),
+            child,
+            url.clone(),
+        );
+        let drain = self.shared.config.drain_timeout;
         let (deployment, old) = self
             .live
-            .switch(target, url, child, self.config.drain_timeout, events)
+            .switch(target, url, supervised, drain, events)
             .await;
-        if let Some((old, mut child)) = old {
-            stop_child(&mut child, self.config.drain_timeout).await;
+        self.shared.incidents.set_health(
+            &target.model,
+            Health::started(target.version, format!("pid {pid}")),
+        );
+        if let Some((old, supervised)) = old {
+            supervised.stop(drain).await;
             events.progress(format!("stopped {}", old.target.version));
         }
         Ok(deployment)
@@ -246,17 +508,26 @@ impl Rollout for ProcessRollout {
         self.live.status(model).await
     }
 
+    async fn health(&self, model: &ModelName) -> Option<Health> {
+        self.shared.incidents.health(model)
+    }
+
+    fn incidents(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Incident>> {
+        self.shared.incidents.take_receiver()
+    }
+
     async fn undeploy(&self, model: &ModelName) -> Result<()> {
         let _one_at_a_time = self.locks.lock(model).await;
-        if let Some(mut child) = self.live.remove(model, self.config.drain_timeout).await {
-            stop_child(&mut child, self.config.drain_timeout).await;
+        let drain = self.shared.config.drain_timeout;
+        if let Some(supervised) = self.live.remove(model, drain).await {
+            supervised.stop(drain).await;
         }
         Ok(())
     }
 
     async fn shutdown(&self) {
-        for mut child in self.live.take_all().await {
-            stop_child(&mut child, Duration::from_secs(10)).await;
+        for supervised in self.live.take_all().await {
+            supervised.stop(Duration::from_secs(10)).await;
         }
     }
 }

@@ -87,6 +87,31 @@ impl Routes {
         table.upstreams.insert(model.clone(), upstream)
     }
 
+    /// Points `model`'s traffic at `url` if it goes to `version` (whose instance was started
+    /// again, on another address); changes nothing if it goes to another version or already
+    /// to `url`. Returns whether it changed.
+    pub fn repoint(&self, model: &ModelName, version: VersionId, url: &str) -> bool {
+        let mut table = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        match table.upstreams.get(model) {
+            Some(upstream) if upstream.version == version && upstream.url != url => {
+                let upstream = Arc::new(Upstream {
+                    url: url.to_owned(),
+                    version,
+                    in_flight: AtomicUsize::new(0),
+                });
+                table.upstreams.insert(model.clone(), upstream);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The URL `model`'s traffic goes to.
+    pub fn url(&self, model: &ModelName) -> Option<String> {
+        let table = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        table.upstreams.get(model).map(|u| u.url.clone())
+    }
+
     /// Stops routing `model`; returns the upstream it had.
     pub fn remove(&self, model: &ModelName) -> Option<Arc<Upstream>> {
         let mut table = self.inner.write().unwrap_or_else(|e| e.into_inner());
@@ -143,5 +168,23 @@ mod tests {
         drop(request);
         assert!(old.drained(Duration::from_millis(30)).await);
         assert_eq!(routes.version(&model), Some(VersionId::FIRST.next()));
+    }
+
+    #[test]
+    fn a_restarted_instance_is_followed_only_while_its_version_is_live() {
+        let routes = Routes::default();
+        let model = ModelName::parse("m").unwrap();
+        let (v1, v2) = (VersionId::FIRST, VersionId::FIRST.next());
+        assert!(!routes.repoint(&model, v1, "http://nowhere"));
+        routes.switch(&model, v1, "http://a".into());
+        assert!(routes.repoint(&model, v1, "http://b"));
+        assert!(!routes.repoint(&model, v1, "http://b"));
+        assert_eq!(routes.url(&model).as_deref(), Some("http://b"));
+        routes.switch(&model, v2, "http://c".into());
+        assert!(
+            !routes.repoint(&model, v1, "http://d"),
+            "v1 is not live any more"
+        );
+        assert_eq!(routes.url(&model).as_deref(), Some("http://c"));
     }
 }

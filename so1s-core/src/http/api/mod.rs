@@ -8,6 +8,7 @@
 //! | `GET /v1/models/{name}/versions/{version}` | viewer | one version: state, sha256, error, timestamps |
 //! | `GET /v1/models/{name}/versions/{version}/events` | viewer | build and rollout progress (server-sent events) |
 //! | `POST /v1/models/{name}/rollback` | deployer | back to the previous good version |
+//! | `POST /v1/models/{name}/versions/{version}/promote` | deployer | roll out a built or retired version |
 //! | `DELETE /v1/models/{name}/versions/{version}` | deployer | delete a version that is not serving |
 //! | `GET /v1/tokens`, `POST /v1/tokens`, `DELETE /v1/tokens/{name}` | admin | list, create, revoke api tokens |
 //! | `GET /v1/whoami` | viewer | the caller's token name and role |
@@ -165,7 +166,9 @@ fn routes(
         .and(warp::get())
         .and(viewer.clone())
         .and(with.clone())
-        .map(|name: ModelName, platform: Arc<Platform>| reply(model_json(&platform, &name)));
+        .then(|name: ModelName, platform: Arc<Platform>| async move {
+            reply(model_json(&platform, &name).await)
+        });
     let version = version_path
         .and(warp::path::end())
         .and(warp::get())
@@ -208,6 +211,22 @@ fn routes(
                 Err(e) => internal(format!("the rollback task failed: {e}")),
             }
         });
+    let promote = version_path
+        .and(warp::path("promote"))
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(deployer.clone())
+        .and(with.clone())
+        .then(
+            |name: ModelName, version: VersionId, platform: Arc<Platform>| async move {
+                // The rollout runs to its end even if the client goes away.
+                let rollout = tokio::spawn(async move { platform.promote(&name, version).await });
+                match rollout.await {
+                    Ok(result) => reply(result.map(|r| record_json(&r))),
+                    Err(e) => internal(format!("the promote task failed: {e}")),
+                }
+            },
+        );
     let delete = version_path
         .and(warp::path::end())
         .and(warp::delete())
@@ -261,6 +280,8 @@ fn routes(
         .or(events)
         .unify()
         .or(rollback)
+        .unify()
+        .or(promote)
         .unify()
         .or(delete)
         .unify()
@@ -358,13 +379,6 @@ fn accepted(result: Result<VersionRecord>) -> Response {
     }
 }
 
-fn state_name(state: VersionState) -> String {
-    serde_json::to_value(state)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 fn record_json(record: &VersionRecord) -> serde_json::Value {
     let mut value = serde_json::to_value(record).unwrap_or_default();
     let base = format!(
@@ -383,11 +397,13 @@ fn live_version(versions: &[VersionRecord]) -> Option<String> {
         .map(|r| r.stored.version.to_string())
 }
 
-fn model_json(platform: &Platform, name: &ModelName) -> Result<serde_json::Value> {
+async fn model_json(platform: &Platform, name: &ModelName) -> Result<serde_json::Value> {
     let versions = platform.registry().versions(name)?;
+    let health = platform.health(name).await;
     Ok(json!({
         "name": name,
         "live_version": live_version(&versions),
+        "health": health,
         "default": platform.routes().default_model().as_ref() == Some(name),
         "predict": format!("/inference/{name}/predict"),
         "versions": versions.iter().map(record_json).collect::<Vec<_>>(),
@@ -407,7 +423,7 @@ fn list_models(platform: &Platform) -> Response {
                 "versions": versions.len(),
                 "latest": versions.last().map(|r| json!({
                     "version": r.stored.version,
-                    "state": state_name(r.state),
+                    "state": r.state.as_str(),
                 })),
             })
         })

@@ -147,15 +147,7 @@ async fn upload_swap_refuse_rollback_and_restart() {
     assert_eq!(response.headers()["so1s-model-version"], "v1");
     let body: Value = response.json().await.unwrap();
     assert_eq!(first_values(&body), first_values(&seed));
-    let model: Value = api
-        .client
-        .get(format!("{}/v1/models/minilm", api.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let model = api.model("minilm").await;
     assert_eq!(model["live_version"], "v1");
     assert_eq!(model["versions"].as_array().unwrap().len(), 4, "{model}");
     api.stop();

@@ -153,20 +153,7 @@ async fn docker_backend_swaps_refuses_rolls_back_and_adopts_on_restart() {
         .status()
         .unwrap()
         .success());
-    let killed = Instant::now();
-    loop {
-        let response = api.predict(&named, "back?").await.unwrap();
-        if response.status() == 200 {
-            break;
-        }
-        assert!(
-            killed.elapsed().as_secs() < 30,
-            "not back: {}",
-            response.status()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let back = killed.elapsed();
+    let back = api.time_to_serve(&named).await;
     eprintln!(
         "FIGURES docker backend: served again {} ms after kill -9",
         back.as_millis()

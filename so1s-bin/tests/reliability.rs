@@ -26,23 +26,6 @@ fn kill_9(pid: u32) {
     assert!(status.success());
 }
 
-/// Predicts through the gateway until it answers 200; returns how long that took.
-async fn time_to_serve(api: &Api, path: &str) -> Duration {
-    let started = Instant::now();
-    loop {
-        let response = api.predict(path, "are you back?").await.unwrap();
-        if response.status() == 200 {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "not serving again after 30 s: {}",
-            response.status()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_killed_live_server_comes_back_and_a_crash_loop_hands_traffic_back() {
     let tmp = tempfile::tempdir().unwrap();
@@ -62,7 +45,7 @@ async fn a_killed_live_server_comes_back_and_a_crash_loop_hands_traffic_back() {
 
     // kill -9: the gateway serves again, from a new process, and the status says why.
     kill_9(pid);
-    let back = time_to_serve(&api, path).await;
+    let back = api.time_to_serve(path).await;
     eprintln!("served again {} ms after kill -9", back.as_millis());
     assert!(back < Duration::from_secs(10), "back after {back:?}");
     let mut failed = 0;

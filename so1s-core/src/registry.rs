@@ -221,6 +221,30 @@ impl Db {
             let _ = channel.send(event);
         }
     }
+
+    /// Runs `write` as one transaction (`synchronous = FULL` when `durable`), then counts
+    /// the events it appended and sends them to their subscribers. `what` names the change
+    /// in errors.
+    fn write<T>(
+        &mut self,
+        durable: bool,
+        what: &str,
+        write: impl FnOnce(&Transaction<'_>) -> Result<(T, Vec<(Key, Event)>)>,
+    ) -> Result<T> {
+        self.durable(durable)?;
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| database(format!("starting a transaction: {what}"), e))?;
+        let (value, appended) = write(&tx)?;
+        tx.commit()
+            .map_err(|e| database(format!("committing: {what}"), e))?;
+        for (key, event) in appended {
+            *self.count(&key)? += 1;
+            self.send(&key, event);
+        }
+        Ok(value)
+    }
 }
 
 /// A serde enum's name (`live`, `build`, ...), as stored.
@@ -467,35 +491,30 @@ impl Registry {
                 path: path.to_owned(),
                 source,
             })?;
-        let mut db = self.lock();
-        db.durable(true)?;
-        let tx = db
-            .conn
-            .transaction()
-            .map_err(|e| database("starting the import", e))?;
-        let done: bool = tx
-            .query_row(
-                "SELECT EXISTS(SELECT 1 FROM imports WHERE name = ?1)",
-                [LEGACY_FILE],
-                |row| row.get(0),
-            )
-            .map_err(|e| database("reading imports", e))?;
-        if !done {
-            for record in doc.models.values().flat_map(BTreeMap::values) {
-                insert_version(&tx, record)?;
-                let key = format!("{}/{}", record.stored.model, record.stored.version);
-                for event in doc.events.get(&key).into_iter().flatten() {
-                    insert_event(&tx, &record.stored.model, record.stored.version, event)?;
+        let done = self.lock().write(true, "importing registry.json", |tx| {
+            let done: bool = tx
+                .query_row(
+                    "SELECT EXISTS(SELECT 1 FROM imports WHERE name = ?1)",
+                    [LEGACY_FILE],
+                    |row| row.get(0),
+                )
+                .map_err(|e| database("reading imports", e))?;
+            if !done {
+                for record in doc.models.values().flat_map(BTreeMap::values) {
+                    insert_version(tx, record)?;
+                    let key = format!("{}/{}", record.stored.model, record.stored.version);
+                    for event in doc.events.get(&key).into_iter().flatten() {
+                        insert_event(tx, &record.stored.model, record.stored.version, event)?;
+                    }
                 }
+                tx.execute(
+                    "INSERT INTO imports (name, at_ms) VALUES (?1, ?2)",
+                    params![LEGACY_FILE, now_ms() as i64],
+                )
+                .map_err(|e| database("recording the import", e))?;
             }
-            tx.execute(
-                "INSERT INTO imports (name, at_ms) VALUES (?1, ?2)",
-                params![LEGACY_FILE, now_ms() as i64],
-            )
-            .map_err(|e| database("recording the import", e))?;
-        }
-        tx.commit()
-            .map_err(|e| database("committing the import", e))?;
+            Ok((done, Vec::new()))
+        })?;
         let imported = path.with_extension("json.imported");
         std::fs::rename(path, &imported).map_err(|source| Error::Io {
             context: format!("renaming {}", path.display()),
@@ -522,15 +541,10 @@ impl Registry {
             restarts: 0,
             last_exit: None,
         };
-        let mut db = self.lock();
-        db.durable(true)?;
-        let tx = db
-            .conn
-            .transaction()
-            .map_err(|e| database("recording a version", e))?;
-        insert_version(&tx, &record)?;
-        tx.commit()
-            .map_err(|e| database("committing a version", e))?;
+        self.lock().write(true, "recording a version", |tx| {
+            insert_version(tx, &record)?;
+            Ok(((), Vec::new()))
+        })?;
         Ok(record)
     }
 
@@ -566,20 +580,11 @@ impl Registry {
             .error
             .as_deref()
             .map(|e| self.inner.redactor.redact(e));
-        let key = (model.clone(), version);
-        let mut db = self.lock();
-        db.durable(true)?;
-        let tx = db
-            .conn
-            .transaction()
-            .map_err(|e| database("changing a version's state", e))?;
-        let record = update_state(&tx, model, version, &transition, error, event.at_ms)?;
-        insert_event(&tx, model, version, &event)?;
-        tx.commit()
-            .map_err(|e| database("committing a state change", e))?;
-        *db.count(&key)? += 1;
-        db.send(&key, event);
-        Ok(record)
+        self.lock().write(true, "changing a version's state", |tx| {
+            let record = update_state(tx, model, version, &transition, error, event.at_ms)?;
+            insert_event(tx, model, version, &event)?;
+            Ok((record, vec![((model.clone(), version), event)]))
+        })
     }
 
     /// Makes `version` the live version of `model` and retires the one it replaces, in one
@@ -598,47 +603,29 @@ impl Registry {
             format!("replaced by {version}"),
         );
         let retired_event = self.transition_event(&retire);
-        let mut db = self.lock();
-        db.durable(true)?;
-        let tx = db
-            .conn
-            .transaction()
-            .map_err(|e| database("switching the live version", e))?;
-        let previous: Option<u32> = tx
-            .query_row(
-                "SELECT version FROM versions WHERE model = ?1 AND state = 'live' AND version != ?2",
-                params![model.as_str(), version.number()],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(|e| database("reading the live version", e))?;
-        let previous = previous
-            .map(|n| VersionId::parse(&n.to_string()))
-            .transpose()?;
-        if let Some(previous) = previous {
-            update_state(&tx, model, previous, &retire, None, live.at_ms)?;
-            insert_event(&tx, model, previous, &retired_event)?;
-        }
-        let record = update_state(
-            &tx,
-            model,
-            version,
-            &Transition::to(VersionState::Live, Stage::Rollout, ""),
-            None,
-            live.at_ms,
-        )?;
-        insert_event(&tx, model, version, &live)?;
-        tx.commit()
-            .map_err(|e| database("committing the switch", e))?;
-        if let Some(previous) = previous {
-            let key = (model.clone(), previous);
-            *db.count(&key)? += 1;
-            db.send(&key, retired_event);
-        }
-        let key = (model.clone(), version);
-        *db.count(&key)? += 1;
-        db.send(&key, live);
-        Ok(record)
+        self.lock().write(true, "switching the live version", |tx| {
+            let previous: Option<u32> = tx
+                .query_row(
+                    "SELECT version FROM versions
+                     WHERE model = ?1 AND state = 'live' AND version != ?2",
+                    params![model.as_str(), version.number()],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(|e| database("reading the live version", e))?;
+            let mut appended = Vec::new();
+            if let Some(previous) = previous {
+                let previous = VersionId::parse(&previous.to_string())?;
+                update_state(tx, model, previous, &retire, None, live.at_ms)?;
+                insert_event(tx, model, previous, &retired_event)?;
+                appended.push(((model.clone(), previous), retired_event));
+            }
+            let going_live = Transition::to(VersionState::Live, Stage::Rollout, "");
+            let record = update_state(tx, model, version, &going_live, None, live.at_ms)?;
+            insert_event(tx, model, version, &live)?;
+            appended.push(((model.clone(), version), live));
+            Ok((record, appended))
+        })
     }
 
     /// Records that the live instance of a version exited (`cause`) and counts a restart,
@@ -650,31 +637,23 @@ impl Registry {
         cause: &str,
         event: Event,
     ) -> Result<VersionRecord> {
-        let key = (model.clone(), version);
         let mut event = event;
         event.message = self.inner.redactor.redact(&event.message);
-        let mut db = self.lock();
-        db.durable(true)?;
-        let tx = db
-            .conn
-            .transaction()
-            .map_err(|e| database("recording an exit", e))?;
-        let changed = tx
-            .execute(
-                "UPDATE versions SET restarts = restarts + 1, last_exit = ?3
-                 WHERE model = ?1 AND version = ?2",
-                params![model.as_str(), version.number(), cause],
-            )
-            .map_err(|e| database("recording an exit", e))?;
-        if changed == 0 {
-            return Err(Error::NotFound(format!("{model} {version}")));
-        }
-        insert_event(&tx, model, version, &event)?;
-        let record = select_version(&tx, model, version)?;
-        tx.commit().map_err(|e| database("committing an exit", e))?;
-        *db.count(&key)? += 1;
-        db.send(&key, event);
-        Ok(record)
+        self.lock().write(true, "recording an exit", |tx| {
+            let changed = tx
+                .execute(
+                    "UPDATE versions SET restarts = restarts + 1, last_exit = ?3
+                     WHERE model = ?1 AND version = ?2",
+                    params![model.as_str(), version.number(), cause],
+                )
+                .map_err(|e| database("recording an exit", e))?;
+            if changed == 0 {
+                return Err(Error::NotFound(format!("{model} {version}")));
+            }
+            insert_event(tx, model, version, &event)?;
+            let record = select_version(tx, model, version)?;
+            Ok((record, vec![((model.clone(), version), event)]))
+        })
     }
 
     /// Appends an event to a version's history and sends it to live subscribers. Past
@@ -700,17 +679,10 @@ impl Registry {
                 format!("{MAX_EVENTS} events recorded: later log lines are not kept"),
             );
         }
-        db.durable(event.kind != EventKind::Log)?;
-        let tx = db
-            .conn
-            .transaction()
-            .map_err(|e| database("appending an event", e))?;
-        insert_event(&tx, model, version, &event)?;
-        tx.commit()
-            .map_err(|e| database("committing an event", e))?;
-        *db.count(&key)? += 1;
-        db.send(&key, event);
-        Ok(())
+        db.write(event.kind != EventKind::Log, "appending an event", |tx| {
+            insert_event(tx, model, version, &event)?;
+            Ok(((), vec![(key, event)]))
+        })
     }
 
     /// A version's events so far and a receiver of those that follow.
@@ -817,33 +789,30 @@ impl Registry {
 
     /// Forgets a version and its events (after its files were deleted).
     pub fn remove(&self, model: &ModelName, version: VersionId) -> Result<()> {
-        let key = (model.clone(), version);
         let mut db = self.lock();
-        db.durable(true)?;
-        let tx = db
-            .conn
-            .transaction()
+        db.write(true, "removing a version", |tx| {
+            let (name, number) = (model.as_str(), version.number());
+            tx.execute(
+                "DELETE FROM events WHERE model = ?1 AND version = ?2",
+                params![name, number],
+            )
+            .and_then(|_| {
+                tx.execute(
+                    "DELETE FROM versions WHERE model = ?1 AND version = ?2",
+                    params![name, number],
+                )
+            })
+            .and_then(|_| {
+                tx.execute(
+                    "DELETE FROM models WHERE name = ?1
+                     AND NOT EXISTS (SELECT 1 FROM versions WHERE model = ?1)",
+                    [name],
+                )
+            })
             .map_err(|e| database("removing a version", e))?;
-        tx.execute(
-            "DELETE FROM events WHERE model = ?1 AND version = ?2",
-            params![model.as_str(), version.number()],
-        )
-        .and_then(|_| {
-            tx.execute(
-                "DELETE FROM versions WHERE model = ?1 AND version = ?2",
-                params![model.as_str(), version.number()],
-            )
-        })
-        .and_then(|_| {
-            tx.execute(
-                "DELETE FROM models WHERE name = ?1
-                 AND NOT EXISTS (SELECT 1 FROM versions WHERE model = ?1)",
-                [model.as_str()],
-            )
-        })
-        .map_err(|e| database("removing a version", e))?;
-        tx.commit()
-            .map_err(|e| database("committing a removal", e))?;
+            Ok(((), Vec::new()))
+        })?;
+        let key = (model.clone(), version);
         db.counts.remove(&key);
         db.channels.remove(&key);
         Ok(())

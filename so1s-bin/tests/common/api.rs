@@ -90,9 +90,10 @@ impl Api {
         response.json().await.unwrap()
     }
 
-    pub async fn version(&self, name: &str, version: &str) -> Value {
+    /// The JSON answer of `GET path` (with the admin token).
+    pub async fn get_json(&self, path: &str) -> Value {
         self.client
-            .get(format!("{}/v1/models/{name}/versions/{version}", self.base))
+            .get(format!("{}{path}", self.base))
             .send()
             .await
             .unwrap()
@@ -101,16 +102,14 @@ impl Api {
             .unwrap()
     }
 
+    pub async fn version(&self, name: &str, version: &str) -> Value {
+        self.get_json(&format!("/v1/models/{name}/versions/{version}"))
+            .await
+    }
+
     /// A model's view: live version, health, versions.
     pub async fn model(&self, name: &str) -> Value {
-        self.client
-            .get(format!("{}/v1/models/{name}", self.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.get_json(&format!("/v1/models/{name}")).await
     }
 
     /// Waits (at most `limit`) until `check` holds for the model's view; returns the view.
@@ -184,6 +183,24 @@ impl Api {
                 return response;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Predicts through `path` until it answers 200 (at most 30 s); returns how long that
+    /// took.
+    pub async fn time_to_serve(&self, path: &str) -> Duration {
+        let started = Instant::now();
+        loop {
+            let response = self.predict(path, "are you back?").await.unwrap();
+            if response.status() == 200 {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "not serving again after 30 s: {}",
+                response.status()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

@@ -304,10 +304,9 @@ impl DockerRollout {
         self.incidents
             .set_health(&target.model, Health::started(target.version, &container));
         self.watch(target, &container, &url);
-        if let Some((_, old)) = old {
-            if old != container {
-                self.unwatch(&old).await;
-            }
+        // (The same container again, adopted: nothing to retire.)
+        if let Some((_, old)) = old.filter(|(_, old)| *old != container) {
+            self.unwatch(&old).await;
             self.remove(&old).await;
             events.progress(format!("stopped and removed container {old}"));
         }

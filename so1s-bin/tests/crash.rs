@@ -4,6 +4,7 @@
 mod common;
 
 use common::api::{minilm_archive, Api};
+use common::{docker_cli, docker_engine, unique, DockerCleanup};
 use serde_json::Value;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -84,26 +85,65 @@ async fn events(api: &Api, model: &str, version: &str) -> Vec<Value> {
     ignore = "needs the fault-injection feature: cargo test --features so1s-bin/fault-injection (scripts/test.sh passes it)"
 )]
 async fn killed_at_every_point_of_an_upload_so1s_recovers_to_one_live_version() {
+    kill_at_every_point(&[], "minilm", None).await;
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs the fault-injection feature: cargo test --features so1s-bin/fault-injection (scripts/test.sh passes it)"
+)]
+async fn on_docker_killed_at_every_point_so1s_recovers_to_one_live_container() {
+    if docker_engine().await.is_none() {
+        return;
+    }
+    let (instance, model) = (unique("crash"), unique("crashed"));
+    let _cleanup = DockerCleanup {
+        instance: instance.clone(),
+        model: model.clone(),
+    };
+    let args = ["--backend", "docker", "--instance", instance.as_str()];
+    kill_at_every_point(&args, &model, Some(&instance)).await;
+}
+
+/// The instance's containers: `version state` lines.
+fn containers(instance: &str) -> Vec<String> {
+    let out = docker_cli(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label=io.so1s.instance={instance}"),
+        "--format",
+        "{{.Label \"io.so1s.version\"}} {{.State}}",
+    ]);
+    out.lines().map(str::to_owned).collect()
+}
+
+/// Uploads `model` once, then for each fault point: starts `so1s serve` (with `args`)
+/// armed to die there, uploads again, and after a plain restart checks that one version
+/// is live and serving, none is left moving, nothing half-done remains, every version's
+/// events read in order, and (on Docker, `instance`) only the live version's container runs.
+async fn kill_at_every_point(args: &[&str], model: &str, instance: Option<&str>) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let needle = data.display().to_string();
     let archive = minilm_archive();
-    let api = Api::start(&data);
-    assert_eq!(api.upload("minilm", archive.clone()).await["version"], "v1");
-    assert_eq!(api.settle("minilm", "v1").await["state"], "live");
+    let path = format!("/inference/{model}/predict");
+    let api = Api::start_with(&data, args);
+    assert_eq!(api.upload(model, archive.clone()).await["version"], "v1");
+    assert_eq!(api.settle(model, "v1").await["state"], "live");
     api.stop();
 
     for point in so1s_core::fault::POINTS {
-        // Bringing the live version back at start passes the rollout's own point once
-        // already: this upload's pass is the second.
+        // The process backend brings the live version back at start by starting it, which
+        // passes the rollout's own point once already: this upload's pass is the second.
+        // (Docker adopts the running container instead.)
         let fault = match *point {
-            "rollout-instance-started" => format!("{point}:2"),
+            "rollout-instance-started" if instance.is_none() => format!("{point}:2"),
             _ => point.to_string(),
         };
-        let mut api = Api::start_env(&data, &[], &[("SO1S_FAULT", &fault)]);
-        let live = api
-            .predict_when_live("/inference/minilm/predict", "before")
-            .await;
+        let mut api = Api::start_env(&data, args, &[("SO1S_FAULT", &fault)]);
+        let live = api.predict_when_live(&path, "before").await;
         assert_eq!(
             live.status(),
             200,
@@ -112,7 +152,7 @@ async fn killed_at_every_point_of_an_upload_so1s_recovers_to_one_live_version() 
         // The server dies somewhere in this upload's way to live (perhaps before it answers).
         let _ = api
             .client
-            .post(format!("{}/v1/models/minilm/versions", api.base))
+            .post(format!("{}/v1/models/{model}/versions", api.base))
             .body(archive.clone())
             .send()
             .await;
@@ -139,8 +179,8 @@ async fn killed_at_every_point_of_an_upload_so1s_recovers_to_one_live_version() 
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
 
-        let api = Api::start(&data);
-        let versions = settled_versions(&api, "minilm").await;
+        let api = Api::start_with(&data, args);
+        let versions = settled_versions(&api, model).await;
         let live: Vec<_> = versions.iter().filter(|v| v["state"] == "live").collect();
         assert_eq!(live.len(), 1, "{point}: {versions:?}");
         let live = live[0]["version"].as_str().unwrap().to_owned();
@@ -152,9 +192,7 @@ async fn killed_at_every_point_of_an_upload_so1s_recovers_to_one_live_version() 
             live, newest,
             "{point}: the interrupted upload did not go live"
         );
-        let answer = api
-            .predict_when_live("/inference/minilm/predict", "after")
-            .await;
+        let answer = api.predict_when_live(&path, "after").await;
         assert_eq!(answer.status(), 200, "{point}");
         assert_eq!(
             answer.headers()["so1s-model-version"],
@@ -164,7 +202,7 @@ async fn killed_at_every_point_of_an_upload_so1s_recovers_to_one_live_version() 
         assert_eq!(leftovers(&data), Vec::<String>::new(), "{point}");
         for version in &versions {
             let name = version["version"].as_str().unwrap();
-            let history = events(&api, "minilm", name).await;
+            let history = events(&api, model, name).await;
             let times: Vec<u64> = history
                 .iter()
                 .map(|e| e["at_ms"].as_u64().unwrap())
@@ -175,6 +213,10 @@ async fn killed_at_every_point_of_an_upload_so1s_recovers_to_one_live_version() 
             );
             let last_state = history.iter().rev().find_map(|e| e["state"].as_str());
             assert_eq!(last_state, version["state"].as_str(), "{point}: {name}");
+        }
+        if let Some(instance) = instance {
+            let running = containers(instance);
+            assert_eq!(running, [format!("{live} running")], "{point}: containers");
         }
         eprintln!("{point}: recovered, {live} live of {}", versions.len());
         api.stop();

@@ -7,8 +7,9 @@
 //! upload → build → rollout → live sequence, in order.
 
 /// The points of an upload's way to live, in the order it reaches them.
-/// `rollout-instance-started` is in the rollout backend, so bringing a live version back at
-/// start passes it too.
+/// `rollout-instance-started` is in the rollout backends' deploy (an instance started,
+/// traffic not switched yet), so the process backend passes it when it brings a live
+/// version back at start too; Docker adopts the running container instead.
 pub const POINTS: &[&str] = &[
     "upload-stored",
     "build-started",

@@ -393,6 +393,32 @@ impl ImageBuilder for DockerImageBuilder {
         built
     }
 
+    /// The unpacked copies under `work_dir` only live while their image is built: at
+    /// start every one is a leftover.
+    async fn clean_up(&self) -> Result<usize> {
+        let root = self.config.work_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut removed = 0;
+            for model in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+                for entry in std::fs::read_dir(model.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    let path = entry.path();
+                    std::fs::remove_dir_all(&path).map_err(|source| Error::Io {
+                        context: format!("removing {}", path.display()),
+                        source,
+                    })?;
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        })
+        .await
+        .map_err(|e| Error::Backend(format!("cleaning up builds: {e}")))?
+    }
+
     async fn remove(&self, artifact: &Artifact) -> Result<()> {
         match artifact {
             Artifact::Image { reference, .. } => self.remove_image(reference).await,

@@ -328,6 +328,7 @@ impl Rollout for DockerRollout {
             }
         }
         let (container, url) = self.start(target, events).await?;
+        crate::fault::point("rollout-instance-started");
         Ok(self.switch(target, container, url, events).await)
     }
 

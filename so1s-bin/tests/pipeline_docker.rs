@@ -176,5 +176,38 @@ async fn docker_backend_swaps_refuses_rolls_back_and_adopts_on_restart() {
     let cause = view["health"]["last_exit"].as_str().unwrap();
     assert!(cause.contains("signal 9"), "{cause}");
     assert_eq!(api.version(&model, "v1").await["restarts"], 1);
+
+    // Four more deaths within two minutes: a crash loop, and traffic goes back to v2.
+    for exits in 2..=5 {
+        let pid = docker_cli(&["inspect", "-f", "{{.State.Pid}}", &container]);
+        assert!(std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap()
+            .success());
+        if exits < 5 {
+            api.model_until(&model, std::time::Duration::from_secs(30), |m| {
+                m["health"]["restarts"] == exits && m["health"]["ready"] == true
+            })
+            .await;
+        }
+    }
+    let view = api
+        .model_until(&model, std::time::Duration::from_secs(60), |m| {
+            m["live_version"] == "v2"
+        })
+        .await;
+    assert_eq!(view["health"]["version"], "v2", "{view}");
+    let v1 = api.version(&model, "v1").await;
+    assert_eq!(v1["state"], "failed", "{v1}");
+    assert!(
+        v1["error"].as_str().unwrap().contains("rolled back to v2"),
+        "{v1}"
+    );
+    let response = api.predict(&named, "who answers?").await.unwrap();
+    assert_eq!(response.headers()["so1s-model-version"], "v2");
+    let listed = containers(&instance);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(listed[0].contains(" v2 running"), "{listed:?}");
     api.stop();
 }

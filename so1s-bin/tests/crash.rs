@@ -4,7 +4,7 @@
 mod common;
 
 use common::api::{minilm_archive, Api};
-use common::{docker_cli, docker_engine, unique, DockerCleanup};
+use common::{containers, docker_engine, unique, DockerCleanup};
 use serde_json::Value;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -106,19 +106,6 @@ async fn on_docker_killed_at_every_point_so1s_recovers_to_one_live_container() {
     kill_at_every_point(&args, &model, Some(&instance)).await;
 }
 
-/// The instance's containers: `version state` lines.
-fn containers(instance: &str) -> Vec<String> {
-    let out = docker_cli(&[
-        "ps",
-        "-a",
-        "--filter",
-        &format!("label=io.so1s.instance={instance}"),
-        "--format",
-        "{{.Label \"io.so1s.version\"}} {{.State}}",
-    ]);
-    out.lines().map(str::to_owned).collect()
-}
-
 /// Uploads `model` once, then for each fault point: starts `so1s serve` (with `args`)
 /// armed to die there, uploads again, and after a plain restart checks that one version
 /// is live and serving, none is left moving, nothing half-done remains, every version's
@@ -215,8 +202,12 @@ async fn kill_at_every_point(args: &[&str], model: &str, instance: Option<&str>)
             assert_eq!(last_state, version["state"].as_str(), "{point}: {name}");
         }
         if let Some(instance) = instance {
-            let running = containers(instance);
-            assert_eq!(running, [format!("{live} running")], "{point}: containers");
+            let listed = containers(instance);
+            let expected = format!("so1s-{instance}-{model}-{live} {live} running");
+            assert!(
+                listed.len() == 1 && listed[0].starts_with(&expected),
+                "{point}: containers {listed:?}"
+            );
         }
         eprintln!("{point}: recovered, {live} live of {}", versions.len());
         api.stop();

@@ -9,23 +9,8 @@ use common::api::{
     broken_model_archive, first_values, minilm_archive, minilm_archive_with_links, swap_under_load,
     Api,
 };
-use common::{docker_cli, docker_engine, growth, unique, DockerCleanup, MIB};
+use common::{containers, docker_cli, docker_engine, growth, unique, DockerCleanup, MIB};
 use std::time::Instant;
-
-/// The instance's containers: `name version state` lines, sorted.
-fn containers(instance: &str) -> Vec<String> {
-    let out = docker_cli(&[
-        "ps",
-        "-a",
-        "--filter",
-        &format!("label=io.so1s.instance={instance}"),
-        "--format",
-        "{{.Names}} {{.Label \"io.so1s.version\"}} {{.State}} {{.ID}}",
-    ]);
-    let mut lines: Vec<String> = out.lines().map(str::to_owned).collect();
-    lines.sort();
-    lines
-}
 
 #[tokio::test]
 async fn docker_backend_swaps_refuses_rolls_back_and_adopts_on_restart() {

@@ -119,6 +119,21 @@ pub fn docker_cli(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
+/// The instance's containers: `name version state` lines, sorted.
+pub fn containers(instance: &str) -> Vec<String> {
+    let out = docker_cli(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label=io.so1s.instance={instance}"),
+        "--format",
+        "{{.Names}} {{.Label \"io.so1s.version\"}} {{.State}} {{.ID}}",
+    ]);
+    let mut lines: Vec<String> = out.lines().map(str::to_owned).collect();
+    lines.sort();
+    lines
+}
+
 /// Removes, when dropped (also when a test fails), the containers of a so1s instance and the
 /// images of a model, through the docker CLI.
 pub struct DockerCleanup {

@@ -107,6 +107,29 @@ async fn a_killed_live_server_comes_back_and_a_crash_loop_hands_traffic_back() {
     let response = api.predict(path, "who answers?").await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["so1s-model-version"], "v1");
+
+    // A failed version cannot be promoted; the live one is already where promote leads.
+    let promote = |v: &str| {
+        api.client
+            .post(format!(
+                "{}/v1/models/minilm/versions/{v}/promote",
+                api.base
+            ))
+            .send()
+    };
+    let refused = promote("v2").await.unwrap();
+    assert_eq!(refused.status(), 409);
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("only built or retired"),
+        "{body}"
+    );
+    let live = promote("v1").await.unwrap();
+    assert_eq!(live.status(), 200);
+    assert_eq!(live.json::<Value>().await.unwrap()["state"], "live");
     api.stop();
 }
 

@@ -313,26 +313,27 @@ impl Platform {
             .max())
     }
 
-    /// The version that served before the live one (retired, with an artifact), if any.
-    fn previous_good(&self, model: &ModelName) -> Result<Option<VersionRecord>> {
+    /// The version that served before the live one (retired, with an artifact) and its
+    /// artifact, if any.
+    fn previous_good(&self, model: &ModelName) -> Result<Option<(VersionId, Artifact)>> {
         Ok(self
             .registry
             .versions(model)?
             .into_iter()
-            .filter(|r| r.state == VersionState::Retired && r.artifact.is_some())
-            .max_by_key(|r| r.live_since_ms))
+            .filter(|r| r.state == VersionState::Retired)
+            .filter_map(|r| Some((r.live_since_ms, r.stored.version, r.artifact?)))
+            .max_by_key(|(live_since, _, _)| *live_since)
+            .map(|(_, version, artifact)| (version, artifact)))
     }
 
     /// Returns `model`'s traffic to the version that was live before the current one.
     pub async fn rollback(&self, model: &ModelName) -> Result<VersionRecord> {
         let turn = self.locks.lock(model).await;
-        let previous = self.previous_good(model)?.ok_or_else(|| {
+        let (version, artifact) = self.previous_good(model)?.ok_or_else(|| {
             Error::Conflict(format!(
                 "{model} has no earlier version that served to roll back to"
             ))
         })?;
-        let (version, artifact) = (previous.stored.version, previous.artifact.clone());
-        let artifact = artifact.ok_or_else(|| Error::Conflict("no artifact".into()))?;
         if let Some(current) = self.registry.live(model) {
             self.events(model, current.stored.version, Stage::Rollout)
                 .progress(format!("rolling back to {version}"));
@@ -578,13 +579,11 @@ impl Platform {
         if self.registry.live(model).map(|r| r.stored.version) != Some(version) {
             return Ok(()); // replaced meanwhile
         }
-        let Some(previous) = self.previous_good(model)? else {
+        let Some((to, artifact)) = self.previous_good(model)? else {
             return Err(Error::Conflict(format!(
                 "there is no earlier version to hand traffic to: {version} keeps being restarted"
             )));
         };
-        let (to, artifact) = (previous.stored.version, previous.artifact.clone());
-        let artifact = artifact.ok_or_else(|| Error::Conflict("no artifact".into()))?;
         let events = self.events(model, version, Stage::Rollout);
         events.error(format!("{why}: rolling back to {to}"));
         self.events(model, to, Stage::Rollout).progress(format!(

@@ -203,13 +203,8 @@ fn routes(
         .and(warp::post())
         .and(deployer.clone())
         .and(with.clone())
-        .then(|name: ModelName, platform: Arc<Platform>| async move {
-            // The rollout runs to its end even if the client goes away.
-            let rollout = tokio::spawn(async move { platform.rollback(&name).await });
-            match rollout.await {
-                Ok(result) => reply(result.map(|r| record_json(&r))),
-                Err(e) => internal(format!("the rollback task failed: {e}")),
-            }
+        .then(|name: ModelName, platform: Arc<Platform>| {
+            to_the_end("rollback", async move { platform.rollback(&name).await })
         });
     let promote = version_path
         .and(warp::path("promote"))
@@ -218,13 +213,11 @@ fn routes(
         .and(deployer.clone())
         .and(with.clone())
         .then(
-            |name: ModelName, version: VersionId, platform: Arc<Platform>| async move {
-                // The rollout runs to its end even if the client goes away.
-                let rollout = tokio::spawn(async move { platform.promote(&name, version).await });
-                match rollout.await {
-                    Ok(result) => reply(result.map(|r| record_json(&r))),
-                    Err(e) => internal(format!("the promote task failed: {e}")),
-                }
+            |name: ModelName, version: VersionId, platform: Arc<Platform>| {
+                to_the_end(
+                    "promote",
+                    async move { platform.promote(&name, version).await },
+                )
             },
         );
     let delete = version_path
@@ -352,6 +345,18 @@ fn reply(result: Result<serde_json::Value>) -> Response {
     match result {
         Ok(value) => warp::reply::json(&value).into_response(),
         Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// Runs a rollout (rollback, promote) to its end in a task of its own, even if the client
+/// goes away, and answers with the version record it leaves live.
+async fn to_the_end(
+    what: &str,
+    rollout: impl Future<Output = Result<VersionRecord>> + Send + 'static,
+) -> Response {
+    match tokio::spawn(rollout).await {
+        Ok(result) => reply(result.map(|r| record_json(&r))),
+        Err(e) => internal(format!("the {what} task failed: {e}")),
     }
 }
 

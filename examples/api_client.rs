@@ -9,8 +9,11 @@
 //!
 //! The token needs the deployer role (`so1s token create --role deployer`).
 
+use futures::StreamExt;
 use so1s_core::auth::Token;
 use so1s_core::client::ApiClient;
+use so1s_core::registry::VersionState;
+use so1s_core::Prediction;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -25,19 +28,33 @@ async fn main() -> anyhow::Result<()> {
     let client = ApiClient::new(server, token);
 
     let archive = so1s_core::build::archive::pack_dir(model_dir.as_ref())?;
-    let accepted = client.upload("minilm", archive).await?;
-    let version = accepted["version"].as_str().unwrap_or_default().to_owned();
-    println!("accepted minilm {version}");
+    let stored = client.upload("minilm", archive).await?;
+    let version = stored.version().to_string();
+    println!(
+        "accepted minilm {version} ({} bytes)",
+        stored.record.stored.size
+    );
 
-    client
-        .follow_events("minilm", &version, |event| println!("  {}", event.message))
-        .await?;
-    let record = client.version("minilm", &version).await?;
-    if record["state"] != "live" {
-        anyhow::bail!("{version} is {}: {}", record["state"], record["error"]);
+    // The events are a stream: the history first, then each new one until the version
+    // settles.
+    let mut events = client.events("minilm", &version).await?;
+    while let Some(event) = events.next().await {
+        println!("  {}", event?.message);
+    }
+    let settled = client.version("minilm", &version).await?;
+    if settled.state() != VersionState::Live {
+        anyhow::bail!(
+            "{version} is {}: {}",
+            settled.state().as_str(),
+            settled.record.error.unwrap_or_default()
+        );
     }
 
-    let answer = client.predict("minilm", "Hello world").await?;
-    println!("embedding starts {}", answer["result"][0]);
+    match client.predict("minilm", "Hello world").await? {
+        Prediction::Embedding(vector) => {
+            println!("a {}-value embedding, starting {}", vector.len(), vector[0])
+        }
+        Prediction::Label { label, score } => println!("{label} ({score:.3})"),
+    }
     Ok(())
 }

@@ -1,23 +1,20 @@
 //! The Kubernetes side of the `so1s` command: its flags, `so1s manifests`, `so1s context`
-//! (the build Job's first step) and the Kubernetes backend of `so1s serve`.
+//! (the build Job's first step) and the flags of `so1s serve --backend kubernetes`.
 
 use anyhow::Context;
 use so1s_core::auth::Token;
-use so1s_core::build::{BundleBuilder, ImageBuilder, KubeBuildConfig, KubeImageBuilder};
+use so1s_core::build::{JobContext, SmokeProcess, SmokeTest};
 use so1s_core::events::{Events, Stage};
 use so1s_core::kubernetes::manifests::{
     self, AdminTokenSecret, BuildMode, BuildSettings, ClusterSettings, InstallSettings, Resources,
     ADMIN_TOKEN_SECRET,
 };
-use so1s_core::rollout::{KubeRollout, KubeRolloutConfig, Rollout, Routes};
-use so1s_core::store::StoredVersion;
+use so1s_core::server::KubeBackend;
 use so1s_core::{ModelName, VersionId};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 
-/// The so1s image these binaries belong to.
-pub const DEFAULT_SO1S_IMAGE: &str = concat!("so1s/so1s:", env!("CARGO_PKG_VERSION"));
+use crate::DEFAULT_SO1S_IMAGE;
 
 /// Where models run in the cluster.
 #[derive(Debug, Clone, clap::Args)]
@@ -268,66 +265,50 @@ pub struct ContextArgs {
     pub out: PathBuf,
 }
 
-/// Unpacks, checks and smoke-tests the archive, then writes `OUT/Dockerfile` and
-/// `OUT/model/`: the context of the model image.
-pub async fn write_context(args: &ContextArgs) -> anyhow::Result<()> {
-    let model = ModelName::parse(&args.model).map_err(|e| anyhow::anyhow!(e.chain()))?;
-    let version = VersionId::parse(&args.version).map_err(|e| anyhow::anyhow!(e.chain()))?;
-    let summary =
-        so1s_core::store::inspect_archive(&args.archive).map_err(|e| anyhow::anyhow!(e.chain()))?;
-    if summary.sha256 != args.sha256 {
-        anyhow::bail!(
-            "{} has sha256 {}, not the stored version's {}",
-            args.archive.display(),
-            summary.sha256,
-            args.sha256
-        );
+impl ContextArgs {
+    /// `so1s context`: the build Job's first step, with the smoke test in this process, or
+    /// (a so1s built without `inference`) in the so1s-predict next to it.
+    pub async fn run(&self) -> anyhow::Result<()> {
+        let context = JobContext {
+            archive: self.archive.clone(),
+            model: ModelName::parse(&self.model).map_err(|e| anyhow::anyhow!(e.chain()))?,
+            version: VersionId::parse(&self.version).map_err(|e| anyhow::anyhow!(e.chain()))?,
+            sha256: self.sha256.clone(),
+            base_image: self.base_image.clone(),
+            out: self.out.clone(),
+        };
+        let smoke = if cfg!(feature = "inference") {
+            SmokeTest::InProcess
+        } else {
+            let predict = so1s_core::server::next_to_this_executable("so1s-predict")
+                .map_err(|e| anyhow::anyhow!(e.chain()))?;
+            SmokeTest::Child(SmokeProcess::new(predict))
+        };
+        let events = Events::new(Stage::Build, |event| println!("{}", event.message));
+        context
+            .write(smoke, &events)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.chain()))
     }
-    let stored = StoredVersion::new(model.clone(), version, summary, 0);
-    let events = Events::new(Stage::Build, |event| println!("{}", event.message));
-    let bundles = BundleBuilder::new(args.out.join(".bundle"));
-    let artifact = bundles
-        .build(&stored, &args.archive, &events)
-        .await
-        .map_err(|e| anyhow::anyhow!(e.chain()))?;
-    let so1s_core::build::Artifact::Bundle { dir } = &artifact else {
-        anyhow::bail!("the bundle builder made no bundle");
-    };
-    std::fs::rename(dir, args.out.join("model")).context("moving the model into the context")?;
-    let _ = std::fs::remove_dir_all(args.out.join(".bundle"));
-    let dockerfile =
-        manifests::cluster_model_dockerfile(&args.base_image, &model, version, &stored.sha256);
-    std::fs::write(args.out.join("Dockerfile"), dockerfile).context("writing the Dockerfile")?;
-    println!("context ready in {}", args.out.display());
-    Ok(())
 }
 
-/// The Kubernetes image builder and rollout of `so1s serve --backend kubernetes`.
-pub async fn kubernetes_backend(
-    cluster: ClusterSettings,
-    build: &BuildArgs,
-    push_to: Option<&str>,
-    data_dir: &Path,
-    routes: &Routes,
-) -> anyhow::Result<(Arc<dyn ImageBuilder>, Arc<dyn Rollout>)> {
-    let push_to = push_to.context(
-        "--push-to is required with --backend kubernetes: the cluster pulls model images from a registry",
-    )?;
-    let client = so1s_core::kubernetes::connect()
-        .await
-        .map_err(|e| anyhow::anyhow!("{} (KUBECONFIG? in-cluster service account?)", e.chain()))?;
-    let mut settings = BuildSettings::new(&build.so1s_image, push_to, build.build_mode.into());
-    settings.store_claim = build.store_claim.clone();
-    settings.push_secret = build.push_secret.clone();
-    let builder = KubeImageBuilder::new(
-        client.clone(),
-        KubeBuildConfig {
-            cluster: cluster.clone(),
-            build: settings,
-            store_root: data_dir.to_owned(),
-            poll_interval: Duration::from_secs(1),
-        },
-    );
-    let rollout = KubeRollout::new(client, KubeRolloutConfig::new(cluster), routes.clone());
-    Ok((Arc::new(builder), Arc::new(rollout)))
+impl BuildArgs {
+    /// The Kubernetes backend of `so1s serve`: `--push-to` is required, since the cluster
+    /// pulls model images from a registry.
+    pub fn backend(
+        &self,
+        cluster: &ClusterArgs,
+        push_to: Option<&str>,
+    ) -> anyhow::Result<KubeBackend> {
+        let push_to = push_to.context(
+            "--push-to is required with --backend kubernetes: the cluster pulls model images from a registry",
+        )?;
+        let mut build = BuildSettings::new(&self.so1s_image, push_to, self.build_mode.into());
+        build.store_claim = self.store_claim.clone();
+        build.push_secret = self.push_secret.clone();
+        Ok(KubeBackend {
+            cluster: cluster.settings(None, None),
+            build,
+        })
+    }
 }

@@ -1,8 +1,22 @@
-//! What the so1s binaries share: logging set-up, the shutdown signal, and the Kubernetes
-//! side of the `so1s` command ([`cluster`]). The binaries themselves only parse their
-//! configuration and call so1s-core.
+//! The so1s binaries' command lines: clap definitions that become so1s-core calls, and
+//! what the binaries share (logging set-up, the shutdown signal). Nothing here builds,
+//! rolls out or serves: [`serve`] makes a [`so1s_core::server::ServeConfig`], [`client`]
+//! calls [`so1s_core::client::ApiClient`], [`cluster`] prints manifests and runs a build
+//! Job's context step, [`image`] builds the so1s image.
+//!
+//! Features: `inference` (so1s-predict, the in-process smoke test), `docker`,
+//! `kubernetes`; all on by default. `--no-default-features --features docker,kubernetes`
+//! gives an api server without libtorch.
 
+pub mod client;
+#[cfg(feature = "kubernetes")]
 pub mod cluster;
+#[cfg(feature = "docker")]
+pub mod image;
+pub mod serve;
+
+/// The so1s image these binaries belong to.
+pub const DEFAULT_SO1S_IMAGE: &str = concat!("so1s/so1s:", env!("CARGO_PKG_VERSION"));
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_tracing() {

@@ -1,14 +1,18 @@
 //! [`ApiClient`]: a typed client of the api server (`so1s serve`), used by the `so1s` CLI
 //! and by programs that deploy models.
 //!
-//! Every call carries the bearer token it was given. An error answer becomes
+//! Answers are the types of [`crate::resources`], the ones the server writes; a version's
+//! events are a [`Stream`]. Every call carries the bearer token it was given. An error answer becomes
 //! [`Error::Remote`] with the server's status, `error_type` and message; a server that
 //! cannot be reached becomes [`Error::Unreachable`].
 
-use crate::auth::{Role, Token};
+use crate::auth::{Identity, Role, Token, TokenInfo};
 use crate::events::Event;
-use crate::{Error, Result};
-use futures::StreamExt;
+use crate::resources::{CreatedToken, ModelList, ModelView, TokenList, VersionView};
+use crate::{Error, Prediction, Result};
+use eventsource_stream::Eventsource;
+use futures::{Stream, StreamExt};
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 /// A client of one api server.
@@ -51,14 +55,26 @@ impl ApiClient {
         }
     }
 
-    /// Sends a request; a success answer's JSON body (null when empty), or the error.
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value> {
-        answer(request.send().await.map_err(transport)?).await
+    /// Sends a request; the success answer's body as `T`, or the error.
+    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T> {
+        let body = answer(request.send().await.map_err(transport)?).await?;
+        serde_json::from_value(body).map_err(|e| Error::Remote {
+            status: 200,
+            error_type: "unexpected_answer".into(),
+            message: format!("the server's answer is not what this client understands: {e}"),
+        })
+    }
+
+    /// Sends a request whose success answer has no body worth reading.
+    async fn send_empty(&self, request: reqwest::RequestBuilder) -> Result<()> {
+        answer(request.send().await.map_err(transport)?)
+            .await
+            .map(|_| ())
     }
 
     /// Uploads an archive (`.tar.gz` or `.zip` bytes) as a new version of `model`; returns
-    /// the stored version's record (`version`, `links.events`, ...).
-    pub async fn upload(&self, model: &str, archive: Vec<u8>) -> Result<Value> {
+    /// the stored version (state `stored`) with the links to it and its events.
+    pub async fn upload(&self, model: &str, archive: Vec<u8>) -> Result<VersionView> {
         let request = self
             .request(
                 reqwest::Method::POST,
@@ -69,62 +85,95 @@ impl ApiClient {
         self.send(request).await
     }
 
-    /// Every model with its live version.
-    pub async fn models(&self) -> Result<Value> {
+    /// Every model with its live version and newest version.
+    pub async fn models(&self) -> Result<ModelList> {
         self.send(self.request(reqwest::Method::GET, "/v1/models"))
             .await
     }
 
-    /// One model and its versions.
-    pub async fn model(&self, model: &str) -> Result<Value> {
+    /// One model, its health and all its versions.
+    pub async fn model(&self, model: &str) -> Result<ModelView> {
         let path = format!("/v1/models/{model}");
         self.send(self.request(reqwest::Method::GET, &path)).await
     }
 
     /// One version's record.
-    pub async fn version(&self, model: &str, version: &str) -> Result<Value> {
+    pub async fn version(&self, model: &str, version: &str) -> Result<VersionView> {
         let path = format!("/v1/models/{model}/versions/{version}");
         self.send(self.request(reqwest::Method::GET, &path)).await
     }
 
-    /// Follows a version's events until it settles (live, failed or retired), calling
-    /// `on_event` for each, history first.
-    pub async fn follow_events(
+    /// A version's events as a stream: its history first, then each new event until the
+    /// version settles (live, failed or retired) and the server ends the stream.
+    pub async fn events(
         &self,
         model: &str,
         version: &str,
-        mut on_event: impl FnMut(Event),
-    ) -> Result<()> {
+    ) -> Result<impl Stream<Item = Result<Event>> + Send + Unpin + 'static> {
         let path = format!("/v1/models/{model}/versions/{version}/events");
         let response = self
             .request(reqwest::Method::GET, &path)
+            .header("accept", "text/event-stream")
             .send()
             .await
             .map_err(transport)?;
         if !response.status().is_success() {
-            return answer(response).await.map(|_| ());
+            return Err(answer(response)
+                .await
+                .err()
+                .unwrap_or_else(|| Error::Remote {
+                    status: 0,
+                    error_type: "transport".into(),
+                    message: "the event stream did not open".into(),
+                }));
         }
-        let mut stream = response.bytes_stream();
-        let mut parser = SseParser::default();
-        while let Some(chunk) = stream.next().await {
-            for data in parser.push(&chunk.map_err(transport)?) {
-                if let Ok(event) = serde_json::from_str::<Event>(&data) {
-                    on_event(event);
+        let events = response.bytes_stream().eventsource().filter_map(|message| {
+            std::future::ready(match message {
+                // Keep-alive comments carry no data; anything else is one event.
+                Ok(message) if message.data.is_empty() => None,
+                Ok(message) => {
+                    Some(
+                        serde_json::from_str::<Event>(&message.data).map_err(|e| Error::Remote {
+                            status: 200,
+                            error_type: "unexpected_answer".into(),
+                            message: format!("an event this client cannot read: {e}"),
+                        }),
+                    )
                 }
-            }
-        }
-        Ok(())
+                Err(e) => Some(Err(Error::Remote {
+                    status: 0,
+                    error_type: "transport".into(),
+                    message: format!("the event stream broke off: {e}"),
+                })),
+            })
+        });
+        Ok(Box::pin(events))
     }
 
-    /// Rolls `model` back to the version that served before; returns the new live record.
-    pub async fn rollback(&self, model: &str) -> Result<Value> {
+    /// Follows a version's events until it settles, calling `on_event` for each, history
+    /// first; then returns the version's record.
+    pub async fn follow(
+        &self,
+        model: &str,
+        version: &str,
+        mut on_event: impl FnMut(&Event),
+    ) -> Result<VersionView> {
+        let mut events = self.events(model, version).await?;
+        while let Some(event) = events.next().await {
+            on_event(&event?);
+        }
+        self.version(model, version).await
+    }
+
+    /// Rolls `model` back to the version that served before; returns the new live version.
+    pub async fn rollback(&self, model: &str) -> Result<VersionView> {
         let path = format!("/v1/models/{model}/rollback");
         self.send(self.request(reqwest::Method::POST, &path)).await
     }
 
-    /// Rolls out a `built` or `retired` version of `model`, whatever is live; returns its
-    /// live record.
-    pub async fn promote(&self, model: &str, version: &str) -> Result<Value> {
+    /// Rolls out a `built` or `retired` version of `model`, whatever is live; returns it,
+    /// live.
+    pub async fn promote(&self, model: &str, version: &str) -> Result<VersionView> {
         let path = format!("/v1/models/{model}/versions/{version}/promote");
         self.send(self.request(reqwest::Method::POST, &path)).await
     }
@@ -132,13 +181,12 @@ impl ApiClient {
     /// Deletes a version that is not serving.
     pub async fn delete(&self, model: &str, version: &str) -> Result<()> {
         let path = format!("/v1/models/{model}/versions/{version}");
-        self.send(self.request(reqwest::Method::DELETE, &path))
+        self.send_empty(self.request(reqwest::Method::DELETE, &path))
             .await
-            .map(|_| ())
     }
 
     /// A prediction through the gateway.
-    pub async fn predict(&self, model: &str, text: &str) -> Result<Value> {
+    pub async fn predict(&self, model: &str, text: &str) -> Result<Prediction> {
         let request = self
             .request(
                 reqwest::Method::POST,
@@ -148,8 +196,14 @@ impl ApiClient {
         self.send(request).await
     }
 
-    /// Makes a token (admin); the answer holds it in `token`, the only time it is shown.
-    pub async fn create_token(&self, name: &str, role: Role) -> Result<Value> {
+    /// Who this client's token is.
+    pub async fn whoami(&self) -> Result<Identity> {
+        self.send(self.request(reqwest::Method::GET, "/v1/whoami"))
+            .await
+    }
+
+    /// Makes a token (admin); the answer holds it, the only time it is shown.
+    pub async fn create_token(&self, name: &str, role: Role) -> Result<CreatedToken> {
         let request = self
             .request(reqwest::Method::POST, "/v1/tokens")
             .json(&json!({ "name": name, "role": role }));
@@ -157,13 +211,13 @@ impl ApiClient {
     }
 
     /// The tokens that are not revoked (admin).
-    pub async fn tokens(&self) -> Result<Value> {
+    pub async fn tokens(&self) -> Result<TokenList> {
         self.send(self.request(reqwest::Method::GET, "/v1/tokens"))
             .await
     }
 
-    /// Revokes a token by name (admin).
-    pub async fn revoke_token(&self, name: &str) -> Result<Value> {
+    /// Revokes a token by name (admin); returns what is stored of it, now revoked.
+    pub async fn revoke_token(&self, name: &str) -> Result<TokenInfo> {
         let path = format!("/v1/tokens/{name}");
         self.send(self.request(reqwest::Method::DELETE, &path))
             .await
@@ -204,42 +258,9 @@ fn transport(error: reqwest::Error) -> Error {
     }
 }
 
-/// Splits a server-sent events byte stream into the `data` of each message.
-#[derive(Debug, Default)]
-struct SseParser {
-    buffer: String,
-}
-
-impl SseParser {
-    fn push(&mut self, bytes: &[u8]) -> Vec<String> {
-        self.buffer.push_str(&String::from_utf8_lossy(bytes));
-        let mut messages = Vec::new();
-        while let Some(end) = self.buffer.find("\n\n") {
-            let message: String = self.buffer.drain(..end + 2).collect();
-            let data: Vec<&str> = message
-                .lines()
-                .filter_map(|line| line.strip_prefix("data:"))
-                .map(|d| d.strip_prefix(' ').unwrap_or(d))
-                .collect();
-            if !data.is_empty() {
-                messages.push(data.join("\n"));
-            }
-        }
-        messages
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sse_messages_split_across_chunks_are_joined() {
-        let mut parser = SseParser::default();
-        assert!(parser.push(b"event: progress\ndata: {\"a\"").is_empty());
-        let messages = parser.push(b": 1}\n\n:keep-alive\n\ndata: x\ndata: y\n\n");
-        assert_eq!(messages, ["{\"a\": 1}", "x\ny"]);
-    }
 
     #[test]
     fn the_token_stays_out_of_debug_output() {

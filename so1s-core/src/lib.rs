@@ -7,8 +7,9 @@
 //!
 //! - [`model`]: what a model directory holds — task, architecture, weights, tokenizer files,
 //!   the `so1s.toml` manifest — read without loading weights.
-//! - [`predict`]: the rust-bert pipelines and [`TransformerService`], the batching handle to a
-//!   model running on its own thread.
+//! - [`predict`]: the request and reply types; with the `inference` feature (default on)
+//!   the rust-bert pipelines, so1s's own encoder and `TransformerService`, the batching
+//!   handle to a model running on its own thread.
 //! - [`build`]: [`build::ImageBuilder`], safe archive unpacking, the embedded bundle
 //!   builder that validates and smoke-tests a model, the inference image layout and the
 //!   Docker image builder.
@@ -20,12 +21,15 @@
 //! - [`kubernetes`] (feature `kubernetes`): the cluster connection and the manifest builders
 //!   behind [`build::KubeImageBuilder`] and [`rollout::KubeRollout`].
 //! - [`platform`]: [`platform::Platform`], upload → store → build → roll out.
+//! - [`server`] (feature `http`): [`server::ServeConfig`], `so1s serve` as a library: the
+//!   data directory and a backend wired into a [`platform::Platform`] and the api server.
 //! - [`client`] (feature `http`): [`client::ApiClient`], a typed client of the api server.
 //! - [`auth`]: api tokens with roles (viewer, deployer, admin), stored hashed.
 //! - [`db`]: the api server's SQLite database and its migrations.
 //! - [`clock`]: wall-clock milliseconds.
 //! - [`redact`]: host paths shortened in what clients read.
 //! - [`registry`]: models, versions, states and events in SQLite, across restarts and crashes.
+//! - [`resources`]: the api server's answers as types, shared by the server and the client.
 //! - [`events`]: build and rollout progress lines.
 //! - [`fault`]: fault-injection points for crash tests (feature `fault-injection`).
 //! - [`lock`]: the data directory's lock: one api server per data directory.
@@ -35,6 +39,13 @@
 //! - [`metrics`]: Prometheus metrics, `so1s_` prefix, buckets in one place.
 //! - [`alloc`]: allocator settings for inference processes.
 //! - [`Error`]: the crate's one error type.
+//!
+//! # Features
+//!
+//! `inference` (rust-bert, tch, libtorch), `http` (the servers and the api client), `docker`
+//! (bollard) and `kubernetes` (kube, k8s-openapi); all on by default. Without `inference`
+//! nothing links libtorch: an api server whose builds and models run in Docker or
+//! Kubernetes needs only `http` with `docker` and/or `kubernetes`.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 
@@ -61,9 +72,14 @@ pub mod platform;
 pub mod predict;
 pub mod redact;
 pub mod registry;
+pub mod resources;
 pub mod rollout;
+#[cfg(feature = "http")]
+pub mod server;
 pub mod store;
 
 pub use error::{Error, Result};
 pub use model::{ModelLayout, ModelName, Task, VersionId};
-pub use predict::{Prediction, TransformerService};
+pub use predict::Prediction;
+#[cfg(feature = "inference")]
+pub use predict::TransformerService;

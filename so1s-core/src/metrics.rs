@@ -25,7 +25,7 @@ fn token_buckets() -> impl Iterator<Item = f64> {
     prometheus_client::metrics::histogram::exponential_buckets(16.0, 2.0, 12)
 }
 
-/// Figures of a [`TransformerService`](crate::predict::TransformerService)'s model thread.
+/// Figures of a `TransformerService`'s model thread.
 #[derive(Clone, Debug)]
 pub struct ServiceMetrics {
     /// Texts per forward pass (its count is the number of forward passes).

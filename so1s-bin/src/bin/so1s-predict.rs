@@ -37,7 +37,7 @@ struct Args {
     /// Run so1s's own forward pass (BERT sentence embeddings) with its linear layers in f32
     /// or int8 (default: the model's so1s.toml, else rust-bert's forward pass).
     #[arg(long, env = "SO1S_PRECISION")]
-    precision: Option<so1s_core::predict::encoder::Precision>,
+    precision: Option<so1s_core::predict::Precision>,
     /// Most texts per forward pass (default: the model's so1s.toml, else 32).
     #[arg(long, env = "SO1S_MAX_BATCH_SIZE")]
     max_batch_size: Option<usize>,

@@ -2,6 +2,9 @@
 
 use super::{minilm_dir, spawn_listening};
 use serde_json::{json, Value};
+use so1s_core::auth::Token;
+use so1s_core::client::ApiClient;
+use so1s_core::registry::VersionState;
 use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -16,6 +19,9 @@ pub struct Api {
     pub client: reqwest::Client,
     /// The admin token the first start wrote.
     pub admin_token: String,
+    /// so1s-core's typed client with the admin token: the tests' uploads, version and
+    /// model reads go through it, so every answer they see must also parse as its types.
+    pub typed: ApiClient,
 }
 
 impl Api {
@@ -71,6 +77,7 @@ impl Api {
             .trim()
             .to_owned();
         Api {
+            typed: ApiClient::new(&base, Some(Token::new(admin_token.clone()))),
             child,
             base,
             client: client_with_token(&admin_token),
@@ -78,16 +85,11 @@ impl Api {
         }
     }
 
+    /// Uploads through the typed client (which wants the 202); the stored version as JSON.
     pub async fn upload(&self, name: &str, archive: Vec<u8>) -> Value {
-        let response = self
-            .client
-            .post(format!("{}/v1/models/{name}/versions", self.base))
-            .body(archive)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 202);
-        response.json().await.unwrap()
+        let stored = self.typed.upload(name, archive).await.unwrap();
+        assert_eq!(stored.state(), VersionState::Stored);
+        serde_json::to_value(stored).unwrap()
     }
 
     /// The JSON answer of `GET path` (with the admin token).
@@ -102,14 +104,34 @@ impl Api {
             .unwrap()
     }
 
+    /// A version's record, read by the typed client (an error answer as the server wrote
+    /// it).
     pub async fn version(&self, name: &str, version: &str) -> Value {
-        self.get_json(&format!("/v1/models/{name}/versions/{version}"))
+        let path = format!("/v1/models/{name}/versions/{version}");
+        self.typed_or_error(self.typed.version(name, version).await, &path)
             .await
     }
 
-    /// A model's view: live version, health, versions.
+    /// A model's view (live version, health, versions), read by the typed client.
     pub async fn model(&self, name: &str) -> Value {
-        self.get_json(&format!("/v1/models/{name}")).await
+        let path = format!("/v1/models/{name}");
+        self.typed_or_error(self.typed.model(name).await, &path)
+            .await
+    }
+
+    /// A typed answer as JSON; for an error answer, the server's own error body.
+    async fn typed_or_error(
+        &self,
+        answer: so1s_core::Result<impl serde::Serialize>,
+        path: &str,
+    ) -> Value {
+        match answer {
+            Ok(typed) => serde_json::to_value(typed).unwrap(),
+            Err(so1s_core::Error::Remote { status, .. }) if status >= 400 => {
+                self.get_json(path).await
+            }
+            Err(e) => panic!("GET {path}: {}", e.chain()),
+        }
     }
 
     /// Waits (at most `limit`) until `check` holds for the model's view; returns the view.

@@ -132,7 +132,7 @@ impl fmt::Debug for TokenHash {
 }
 
 /// Who made a request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     /// The token's name (`SO1S_ADMIN_TOKEN` for the one from the environment).
     pub name: String,

@@ -4,12 +4,12 @@ use super::{Identity, Role, TokenHash};
 use crate::db::{self, database};
 use crate::{Error, Result};
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Mutex;
 
 /// What is known of a token, never the token itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenInfo {
     /// Its name.
     pub name: String,
@@ -20,7 +20,7 @@ pub struct TokenInfo {
     /// When it was last accepted (recorded at most once a minute).
     pub last_used_at_ms: Option<u64>,
     /// When it was revoked.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at_ms: Option<u64>,
 }
 

@@ -194,6 +194,39 @@ impl DockerImageBuilder {
         Ok(id)
     }
 
+    /// Builds the api-server-only image `tag`: `so1s` (built without the `inference`
+    /// feature, so without libtorch), its libraries and the loader; no predict server. For
+    /// an api server whose builds and models run in Docker or Kubernetes. Pushed if `push`.
+    pub async fn api_server_image(
+        &self,
+        so1s_bin: &Path,
+        tag: &str,
+        push: bool,
+        events: &Events,
+    ) -> Result<String> {
+        let linked = ldd(so1s_bin).await?;
+        if linked.libs.keys().any(|name| name.starts_with("libtorch")) {
+            return Err(Error::InvalidInput(format!(
+                "{} links libtorch: build it with `--no-default-features --features \
+                 docker,kubernetes` for an api-server-only image",
+                so1s_bin.display()
+            )));
+        }
+        let entries = image::api_server_context(
+            &self.config.base_image,
+            &image::so1s_image_labels(env!("CARGO_PKG_VERSION")),
+            so1s_bin,
+            &linked,
+        )?;
+        events.progress(format!("building the api-server-only image {tag}"));
+        let id = self.build_context(tag, entries, events).await?;
+        events.progress(format!("built {tag} ({})", &id[..19.min(id.len())]));
+        if push {
+            self.push(tag, events).await?;
+        }
+        Ok(id)
+    }
+
     /// Untags the runtime images of earlier binaries but the newest one (two builds of so1s
     /// in use side by side, say debug and release, keep theirs), so each rebuild of so1s does
     /// not leave hundreds of MB behind. Their layers stay while model images are built on them.

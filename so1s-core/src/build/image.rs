@@ -234,16 +234,11 @@ pub fn runtime_context(
     probe_bin: &Path,
     linked: &LinkedLibs,
 ) -> Result<Vec<ContextEntry>> {
-    let loader = linked
-        .loader
-        .as_ref()
-        .ok_or_else(|| Error::Backend("ldd named no ELF loader for the predict server".into()))?;
     let mut entries = vec![
         ContextEntry::new(
             "Dockerfile",
             Source::Text(runtime_dockerfile(base_image, labels)),
         ),
-        ContextEntry::new("rootfs/tmp", Source::Dir(0o1777)),
         ContextEntry::new(
             format!("rootfs{PREDICT_BIN}"),
             Source::File(predict_bin.to_owned()),
@@ -252,6 +247,20 @@ pub fn runtime_context(
             format!("rootfs{PROBE_BIN}"),
             Source::File(probe_bin.to_owned()),
         ),
+    ];
+    entries.extend(rootfs_runtime(linked, "the predict server")?);
+    Ok(entries)
+}
+
+/// `rootfs/tmp`, the ELF loader and the shared libraries `linked` lists, where the
+/// binaries look for them.
+fn rootfs_runtime(linked: &LinkedLibs, what: &str) -> Result<Vec<ContextEntry>> {
+    let loader = linked
+        .loader
+        .as_ref()
+        .ok_or_else(|| Error::Backend(format!("ldd named no ELF loader for {what}")))?;
+    let mut entries = vec![
+        ContextEntry::new("rootfs/tmp", Source::Dir(0o1777)),
         ContextEntry::new(
             format!("rootfs{}", loader.display()),
             Source::File(loader.clone()),
@@ -266,6 +275,46 @@ pub fn runtime_context(
             Source::File(path.clone()),
         ));
     }
+    Ok(entries)
+}
+
+/// The port the api server listens on in its image.
+pub const API_PORT: u16 = 8000;
+
+/// The api-server-only image's Dockerfile: `so1s serve` without the predict server or
+/// libtorch, for installations whose builds and models run in Docker or Kubernetes.
+pub fn api_server_dockerfile(base_image: &str, labels: &BTreeMap<String, String>) -> String {
+    format!(
+        "FROM {base_image}\n\
+         COPY rootfs/ /\n\
+         ENV PATH=/so1s/bin LD_LIBRARY_PATH={LIB_DIR} SO1S_HOST=0.0.0.0 SO1S_PORT={API_PORT}\n\
+         EXPOSE {API_PORT}\n\
+         ENTRYPOINT [\"{SO1S_BIN}\"]\n\
+         CMD [\"serve\"]\n\
+         {}",
+        label_instruction(labels)
+    )
+}
+
+/// The api-server-only image's build context: `so1s` (built without the `inference`
+/// feature), its libraries and the loader.
+pub fn api_server_context(
+    base_image: &str,
+    labels: &BTreeMap<String, String>,
+    so1s_bin: &Path,
+    linked: &LinkedLibs,
+) -> Result<Vec<ContextEntry>> {
+    let mut entries = vec![
+        ContextEntry::new(
+            "Dockerfile",
+            Source::Text(api_server_dockerfile(base_image, labels)),
+        ),
+        ContextEntry::new(
+            format!("rootfs{SO1S_BIN}"),
+            Source::File(so1s_bin.to_owned()),
+        ),
+    ];
+    entries.extend(rootfs_runtime(linked, "so1s")?);
     Ok(entries)
 }
 
@@ -395,6 +444,35 @@ mod tests {
             1,
             "one filesystem layer"
         );
+    }
+
+    #[test]
+    fn the_api_server_context_holds_so1s_alone() {
+        let linked = LinkedLibs::parse_ldd(LDD).unwrap();
+        let entries = api_server_context(
+            "scratch",
+            &so1s_image_labels("0.1.0"),
+            Path::new("/target/so1s"),
+            &linked,
+        )
+        .unwrap();
+        let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+        assert!(paths.contains(&"rootfs/so1s/bin/so1s"), "{paths:?}");
+        assert!(paths.contains(&"rootfs/lib64/ld-linux-x86-64.so.2"));
+        assert!(
+            !paths.iter().any(|p| p.contains("so1s-predict")),
+            "{paths:?}"
+        );
+        let Source::Text(dockerfile) = &entries[0].source else {
+            panic!("the Dockerfile is text");
+        };
+        assert!(dockerfile.contains(r#"ENTRYPOINT ["/so1s/bin/so1s"]"#));
+        assert!(dockerfile.contains(r#"CMD ["serve"]"#));
+        assert!(dockerfile.contains("SO1S_HOST=0.0.0.0 SO1S_PORT=8000"));
+        let mut no_loader = linked.clone();
+        no_loader.loader = None;
+        let labels = BTreeMap::new();
+        assert!(api_server_context("scratch", &labels, Path::new("a"), &no_loader).is_err());
     }
 
     #[test]

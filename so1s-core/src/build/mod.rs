@@ -11,12 +11,16 @@ pub mod context;
 mod docker;
 pub mod image;
 #[cfg(feature = "kubernetes")]
+mod job_context;
+#[cfg(feature = "kubernetes")]
 mod kubernetes;
 pub mod smoke;
 
 pub use bundle::BundleBuilder;
 #[cfg(feature = "docker")]
 pub use docker::{DockerBuildConfig, DockerImageBuilder, RegistryAuth};
+#[cfg(feature = "kubernetes")]
+pub use job_context::JobContext;
 #[cfg(feature = "kubernetes")]
 pub use kubernetes::{KubeBuildConfig, KubeImageBuilder};
 pub use smoke::{SmokeProcess, SmokeTest};

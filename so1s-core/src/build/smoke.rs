@@ -5,8 +5,7 @@
 
 use crate::events::Events;
 use crate::model::ModelLayout;
-use crate::predict::{Prediction, ServiceOptions};
-use crate::{Error, Result, TransformerService};
+use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -18,7 +17,8 @@ pub const SMOKE_TEXT: &str = "so1s smoke test: does this model answer?";
 /// Where the smoke test runs.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum SmokeTest {
-    /// In the calling process (a build Job's own container, tests).
+    /// In the calling process (a build Job's own container, tests). Needs the `inference`
+    /// feature: without it every smoke test in process fails, saying so.
     #[default]
     InProcess,
     /// In a child process with a memory limit.
@@ -70,7 +70,10 @@ impl SmokeTest {
 /// Loads the model here and runs one prediction, with the forward pass it will be served
 /// with (its so1s.toml may ask for so1s's own, in int8): a precision the model cannot run
 /// fails here, before any rollout.
+#[cfg(feature = "inference")]
 pub async fn in_process(layout: ModelLayout) -> Result<String> {
+    use crate::predict::{Prediction, ServiceOptions};
+    use crate::TransformerService;
     let options = ServiceOptions {
         max_batch_size: 1,
         queue_capacity: 1,
@@ -90,6 +93,18 @@ pub async fn in_process(layout: ModelLayout) -> Result<String> {
         }
         Prediction::Label { label, score } => format!("label `{label}` ({score:.3})"),
     })
+}
+
+/// Without the `inference` feature no model runs in this process: the smoke test must run
+/// in a child `so1s-predict` ([`SmokeTest::Child`]).
+#[cfg(not(feature = "inference"))]
+pub async fn in_process(layout: ModelLayout) -> Result<String> {
+    let _ = layout;
+    Err(Error::InvalidModel(
+        "this so1s was built without the `inference` feature: the smoke test must run in a \
+         child so1s-predict (SmokeTest::Child)"
+            .into(),
+    ))
 }
 
 /// Runs `so1s-predict --smoke-test` on `dir` under the limits; its last line of stdout is

@@ -1,6 +1,7 @@
 //! The warp HTTP servers. They call the library's services and never a backend directly.
 //!
-//! - [`predict`]: the predict server of one model version (`so1s-predict`).
+//! - `predict` (feature `inference`): the predict server of one model version
+//!   (`so1s-predict`).
 //! - [`api`]: the management API and the inference gateway (`so1s serve`).
 //! - [`serve`]: the connection loop with bounds on request heads (time and size).
 //! - [`error`]: the one JSON error shape, `{"error": "...", "error_type": "..."}`, and the
@@ -8,6 +9,7 @@
 
 pub mod api;
 pub mod error;
+#[cfg(feature = "inference")]
 pub mod predict;
 pub mod serve;
 

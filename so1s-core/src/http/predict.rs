@@ -11,7 +11,7 @@
 use super::error::{body_limited, json_error, recover, ApiError};
 use crate::metrics::{render, HttpMetrics};
 use crate::model::{Manifest, ModelLayout};
-use crate::predict::encoder::Precision;
+use crate::predict::Precision;
 use crate::predict::{InputLimits, PredictRequest, ServiceOptions, TransformerService};
 use crate::{Error, Result};
 use bytes::Bytes;

@@ -41,7 +41,7 @@ pub struct ServingOptions {
     pub max_batch_tokens: Option<usize>,
     /// Run so1s's own forward pass in this precision (`"f32"` or `"int8"`; BERT sentence
     /// embeddings only).
-    pub precision: Option<crate::predict::encoder::Precision>,
+    pub precision: Option<crate::predict::Precision>,
 }
 
 impl Manifest {
@@ -80,7 +80,7 @@ mod tests {
         assert_eq!(manifest.serving.max_batch_wait_ms, Some(3));
         assert_eq!(
             manifest.serving.precision,
-            Some(crate::predict::encoder::Precision::Int8)
+            Some(crate::predict::Precision::Int8)
         );
     }
 

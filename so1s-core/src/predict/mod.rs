@@ -1,5 +1,7 @@
 //! Predictions: the request and reply types, the rust-bert pipelines, and
-//! [`TransformerService`], the batching handle the servers call.
+//! `TransformerService`, the batching handle the servers call. The request and reply types
+//! and [`Precision`] are plain data; the pipelines, so1s's own encoder and the service need
+//! the `inference` feature (rust-bert and libtorch).
 //!
 //! The model lives on one OS thread of its own; the async side holds a cheap [`Clone`] handle
 //! that queues texts and awaits a oneshot reply. The thread drains the queue into batches
@@ -7,17 +9,24 @@
 //! concurrent requests share one forward pass. A full queue is a fast
 //! [`Error::Overloaded`](crate::Error::Overloaded), not a pile-up.
 
+#[cfg(feature = "inference")]
 pub mod encoder;
+#[cfg(feature = "inference")]
 mod pipeline;
+mod precision;
 mod request;
+#[cfg(feature = "inference")]
 mod service;
 
+#[cfg(feature = "inference")]
 pub use pipeline::{ModelInfo, Pipeline};
+pub use precision::Precision;
 pub use request::{InputLimits, PredictRequest};
+#[cfg(feature = "inference")]
 pub use service::{Predictor, ServiceOptions, TransformerService};
 
 use serde::ser::SerializeMap;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// What the model says about one text.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +62,26 @@ impl Serialize for Prediction {
     }
 }
 
+/// Read back from the reply object: a string `result` with a `score` is a label, a list of
+/// numbers an embedding.
+impl<'de> Deserialize<'de> for Prediction {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Reply {
+            Label { result: String, score: f64 },
+            Embedding { result: Vec<f32> },
+        }
+        Ok(match Reply::deserialize(deserializer)? {
+            Reply::Label { result, score } => Prediction::Label {
+                label: result,
+                score,
+            },
+            Reply::Embedding { result } => Prediction::Embedding(result),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +101,23 @@ mod tests {
             serde_json::to_value(&embedding).unwrap(),
             serde_json::json!({"result": [0.5, -0.25]})
         );
+    }
+
+    #[test]
+    fn predictions_read_back_from_their_reply() {
+        for prediction in [
+            Prediction::Label {
+                label: "긍정".into(),
+                score: 0.875,
+            },
+            Prediction::Embedding(vec![0.5, -0.25, 1.0]),
+        ] {
+            let json = serde_json::to_string(&prediction).unwrap();
+            assert_eq!(
+                serde_json::from_str::<Prediction>(&json).unwrap(),
+                prediction
+            );
+        }
+        assert!(serde_json::from_str::<Prediction>(r#"{"result": 3}"#).is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! [`TransformerService`]: the model on its own thread, fed in batches.
 
-use super::encoder::Precision;
 use super::pipeline::{ModelInfo, Pipeline};
+use super::Precision;
 use super::Prediction;
 use crate::metrics::ServiceMetrics;
 use crate::model::ModelLayout;

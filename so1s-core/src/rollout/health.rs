@@ -6,7 +6,7 @@
 
 use crate::clock::now_ms;
 use crate::model::{ModelName, VersionId};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -52,7 +52,7 @@ pub enum Incident {
 }
 
 /// How a live version is doing, as `GET /v1/models/{name}` shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HealthStatus {
     /// Running and answering.
@@ -64,7 +64,7 @@ pub enum HealthStatus {
 }
 
 /// One instance (process, container, pod) of a live version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
     /// `pid 4242`, a container's or a pod's name.
     pub name: String,
@@ -73,12 +73,12 @@ pub struct Instance {
     /// Times it was restarted.
     pub restarts: u32,
     /// Why it is not ready or last restarted, when known.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
 }
 
 /// The health of a model's live version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
     /// The version it is about.
     pub version: VersionId,
@@ -89,7 +89,7 @@ pub struct Health {
     /// Times its instances exited and were started again since it went live.
     pub restarts: u32,
     /// Why it last exited.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_exit: Option<String>,
     /// Its instances.
     pub instances: Vec<Instance>,

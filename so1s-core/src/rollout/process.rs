@@ -354,7 +354,7 @@ impl Supervisor {
                     model: model.clone(),
                     version,
                     exits,
-                    window: rule.window,
+                    window: self.history.window(),
                     cause: cause.clone(),
                 });
             }

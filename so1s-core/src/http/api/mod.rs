@@ -34,6 +34,9 @@ use crate::auth::{Identity, Role, Tokens};
 use crate::model::{ModelName, VersionId};
 use crate::platform::Platform;
 use crate::registry::{VersionRecord, VersionState};
+use crate::resources::{
+    CreatedToken, LatestVersion, ModelList, ModelSummary, ModelView, TokenList, VersionView,
+};
 use crate::Result;
 use bytes::Bytes;
 use serde::Deserialize;
@@ -167,7 +170,7 @@ fn routes(
         .and(viewer.clone())
         .and(with.clone())
         .then(|name: ModelName, platform: Arc<Platform>| async move {
-            reply(model_json(&platform, &name).await)
+            reply(model_view(&platform, &name).await)
         });
     let version = version_path
         .and(warp::path::end())
@@ -180,7 +183,7 @@ fn routes(
                     platform
                         .registry()
                         .version(&name, version)
-                        .map(|r| record_json(&r)),
+                        .map(VersionView::new),
                 )
             },
         );
@@ -309,7 +312,7 @@ fn token_routes(
         .and(warp::get())
         .and(admin.clone())
         .and(with.clone())
-        .map(|tokens: Arc<Tokens>| reply(tokens.list().map(|list| json!({ "tokens": list }))));
+        .map(|tokens: Arc<Tokens>| reply(tokens.list().map(|tokens| TokenList { tokens })));
     let create = warp::path!("v1" / "tokens")
         .and(warp::post())
         .and(admin.clone())
@@ -322,8 +325,10 @@ fn token_routes(
             };
             match tokens.create(&request.name, request.role) {
                 Ok((info, token)) => {
-                    let mut body = serde_json::to_value(&info).unwrap_or_default();
-                    body["token"] = json!(token.expose());
+                    let body = CreatedToken {
+                        info,
+                        token: token.expose().to_owned(),
+                    };
                     let mut response = warp::reply::json(&body).into_response();
                     *response.status_mut() = StatusCode::CREATED;
                     response
@@ -335,13 +340,11 @@ fn token_routes(
         .and(warp::delete())
         .and(admin)
         .and(with)
-        .map(|name: String, tokens: Arc<Tokens>| {
-            reply(tokens.revoke(&name).map(|info| json!(info)))
-        });
+        .map(|name: String, tokens: Arc<Tokens>| reply(tokens.revoke(&name)));
     list.or(create).unify().or(revoke).unify()
 }
 
-fn reply(result: Result<serde_json::Value>) -> Response {
+fn reply(result: Result<impl serde::Serialize>) -> Response {
     match result {
         Ok(value) => warp::reply::json(&value).into_response(),
         Err(e) => ApiError::from(e).into_response(),
@@ -355,7 +358,7 @@ async fn to_the_end(
     rollout: impl Future<Output = Result<VersionRecord>> + Send + 'static,
 ) -> Response {
     match tokio::spawn(rollout).await {
-        Ok(result) => reply(result.map(|r| record_json(&r))),
+        Ok(result) => reply(result.map(VersionView::new)),
         Err(e) => internal(format!("the {what} task failed: {e}")),
     }
 }
@@ -368,14 +371,10 @@ fn internal(message: String) -> Response {
 fn accepted(result: Result<VersionRecord>) -> Response {
     match result {
         Ok(record) => {
-            let body = record_json(&record);
-            let location = body["links"]["self"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            let mut response = warp::reply::json(&body).into_response();
+            let view = VersionView::new(record);
+            let mut response = warp::reply::json(&view).into_response();
             *response.status_mut() = StatusCode::ACCEPTED;
-            if let Ok(location) = HeaderValue::from_str(&location) {
+            if let Ok(location) = HeaderValue::from_str(&view.links.this) {
                 response.headers_mut().insert(header::LOCATION, location);
             }
             response
@@ -384,54 +383,44 @@ fn accepted(result: Result<VersionRecord>) -> Response {
     }
 }
 
-fn record_json(record: &VersionRecord) -> serde_json::Value {
-    let mut value = serde_json::to_value(record).unwrap_or_default();
-    let base = format!(
-        "/v1/models/{}/versions/{}",
-        record.stored.model, record.stored.version
-    );
-    value["links"] = json!({ "self": base, "events": format!("{base}/events") });
-    value
-}
-
 /// The live version among a model's versions (read once, not looked up again).
-fn live_version(versions: &[VersionRecord]) -> Option<String> {
+fn live_version(versions: &[VersionRecord]) -> Option<VersionId> {
     versions
         .iter()
         .find(|r| r.state == VersionState::Live)
-        .map(|r| r.stored.version.to_string())
+        .map(|r| r.stored.version)
 }
 
-async fn model_json(platform: &Platform, name: &ModelName) -> Result<serde_json::Value> {
+async fn model_view(platform: &Platform, name: &ModelName) -> Result<ModelView> {
     let versions = platform.registry().versions(name)?;
     let health = platform.health(name).await;
-    Ok(json!({
-        "name": name,
-        "live_version": live_version(&versions),
-        "health": health,
-        "default": platform.routes().default_model().as_ref() == Some(name),
-        "predict": format!("/inference/{name}/predict"),
-        "versions": versions.iter().map(record_json).collect::<Vec<_>>(),
-    }))
+    Ok(ModelView {
+        name: name.clone(),
+        live_version: live_version(&versions),
+        health,
+        default: platform.routes().default_model().as_ref() == Some(name),
+        predict: format!("/inference/{name}/predict"),
+        versions: versions.into_iter().map(VersionView::new).collect(),
+    })
 }
 
 fn list_models(platform: &Platform) -> Response {
-    let models: Vec<_> = platform
+    let models = platform
         .registry()
         .models()
         .into_iter()
         .map(|name| {
             let versions = platform.registry().versions(&name).unwrap_or_default();
-            json!({
-                "name": name,
-                "live_version": live_version(&versions),
-                "versions": versions.len(),
-                "latest": versions.last().map(|r| json!({
-                    "version": r.stored.version,
-                    "state": r.state.as_str(),
-                })),
-            })
+            ModelSummary {
+                live_version: live_version(&versions),
+                versions: versions.len(),
+                latest: versions.last().map(|r| LatestVersion {
+                    version: r.stored.version,
+                    state: r.state,
+                }),
+                name,
+            }
         })
         .collect();
-    warp::reply::json(&json!({ "models": models })).into_response()
+    warp::reply::json(&ModelList { models }).into_response()
 }

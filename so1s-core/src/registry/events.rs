@@ -80,16 +80,13 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{messages, open, stored};
+    use super::super::tests::{messages, with_one_version};
     use super::*;
     use crate::events::Stage;
 
     #[tokio::test]
     async fn subscribers_get_history_then_live_events() {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = open(&dir);
-        let model = ModelName::parse("m").unwrap();
-        registry.add(stored("m", 1)).unwrap();
+        let (_dir, registry, model) = with_one_version();
         let v1 = VersionId::FIRST;
         registry.record_event(
             &model,
@@ -110,10 +107,7 @@ mod tests {
 
     #[test]
     fn past_the_cap_log_lines_are_dropped_but_progress_is_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = open(&dir);
-        let model = ModelName::parse("m").unwrap();
-        registry.add(stored("m", 1)).unwrap();
+        let (_dir, registry, model) = with_one_version();
         let v1 = VersionId::FIRST;
         for i in 0..MAX_EVENTS + 5 {
             registry.record_event(

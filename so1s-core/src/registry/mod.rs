@@ -159,6 +159,14 @@ mod tests {
         Registry::open(dir.path().join("so1s.db")).unwrap()
     }
 
+    /// A registry in a new folder (kept as long as the `TempDir` lives) holding `m` v1.
+    pub(super) fn with_one_version() -> (tempfile::TempDir, Registry, ModelName) {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = open(&dir);
+        registry.add(stored("m", 1)).unwrap();
+        (dir, registry, ModelName::parse("m").unwrap())
+    }
+
     pub(super) fn messages(
         registry: &Registry,
         model: &ModelName,
@@ -243,10 +251,7 @@ mod tests {
 
     #[test]
     fn removing_the_last_version_forgets_the_model() {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = open(&dir);
-        let model = ModelName::parse("m").unwrap();
-        registry.add(stored("m", 1)).unwrap();
+        let (_dir, registry, model) = with_one_version();
         assert!(matches!(
             registry.add(stored("m", 1)),
             Err(Error::Conflict(_))

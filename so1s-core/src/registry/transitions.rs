@@ -173,7 +173,7 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{open, stored};
+    use super::super::tests::{open, stored, with_one_version};
     use super::*;
 
     #[test]
@@ -210,10 +210,7 @@ mod tests {
 
     #[test]
     fn exits_are_counted_until_the_version_goes_live_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = open(&dir);
-        let model = ModelName::parse("m").unwrap();
-        registry.add(stored("m", 1)).unwrap();
+        let (_dir, registry, model) = with_one_version();
         registry.go_live(&model, VersionId::FIRST, "live").unwrap();
         for n in 1..=2 {
             let record = registry

@@ -47,12 +47,10 @@ async fn store_minilm(
     for n in 1..=count {
         let copy = tempfile::tempdir().unwrap();
         copy_tree(&minilm_dir(), copy.path());
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap();
+        let now = so1s_core::clock::now_ms();
         std::fs::write(
             copy.path().join("NOTES.txt"),
-            format!("{model} v{n} {now:?}"),
+            format!("{model} v{n} {now} ms"),
         )
         .unwrap();
         let archive = so1s_core::build::archive::pack_dir(copy.path()).unwrap();

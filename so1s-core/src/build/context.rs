@@ -3,11 +3,11 @@
 //! never held in memory or written to disk), and a fingerprint of its content.
 
 use super::image::{ContextEntry, Source};
-use crate::store::ByteStream;
+use crate::store::{read_chunks, ByteStream};
 use crate::{Error, Result};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use tokio::sync::mpsc;
 
 const CHUNK: usize = 256 * 1024;
@@ -112,7 +112,7 @@ pub async fn fingerprint(entries: Vec<ContextEntry>) -> Result<String> {
             match &entry.source {
                 Source::Text(text) => hasher.update(text.as_bytes()),
                 Source::Dir(mode) => hasher.update(mode.to_le_bytes()),
-                Source::File(path) => hash_file(&mut hasher, path)?,
+                Source::File(path) => read_chunks(path, |chunk| hasher.update(chunk))?,
                 Source::Tree(dir) => {
                     return Err(Error::Backend(format!(
                         "{} is a whole directory; fingerprints cover files",
@@ -128,26 +128,11 @@ pub async fn fingerprint(entries: Vec<ContextEntry>) -> Result<String> {
     .map_err(|e| Error::Backend(format!("fingerprinting the runtime files panicked: {e}")))?
 }
 
-fn hash_file(hasher: &mut Sha256, path: &std::path::Path) -> Result<()> {
-    let io_error = |source| Error::Io {
-        context: format!("reading {}", path.display()),
-        source,
-    };
-    let mut file = std::fs::File::open(path).map_err(io_error)?;
-    let mut buffer = vec![0; 1 << 20];
-    loop {
-        let n = file.read(&mut buffer).map_err(io_error)?;
-        if n == 0 {
-            return Ok(());
-        }
-        hasher.update(&buffer[..n]);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use futures::StreamExt;
+    use std::io::Read;
     use std::path::PathBuf;
 
     fn entries(dir: &std::path::Path) -> Vec<ContextEntry> {

@@ -1,6 +1,6 @@
 //! Reading a model directory: which files play which part.
 
-use super::{Manifest, Task, MANIFEST_FILE};
+use super::{read_json, Manifest, Task, MANIFEST_FILE};
 use crate::{Error, Result};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -130,7 +130,7 @@ impl ModelLayout {
         }
         let manifest = Manifest::read(dir)?;
         let config_path = require(dir, "config.json")?;
-        let config = read_json(&config_path)?;
+        let config: Value = read_json(&config_path)?;
         let model_type = config
             .get("model_type")
             .and_then(Value::as_str)
@@ -158,7 +158,7 @@ impl ModelLayout {
             Task::SentenceEmbeddings => (Vec::new(), Some(sentence_transformer_files(dir)?)),
         };
         let max_sequence_length = match &sentence_transformer {
-            Some(files) => read_json(&files.sentence_bert_config)?
+            Some(files) => read_json::<Value>(&files.sentence_bert_config)?
                 .get("max_seq_length")
                 .and_then(Value::as_u64),
             None => config
@@ -271,7 +271,7 @@ fn tokenizer_files(
 
 fn sentence_transformer_files(dir: &Path) -> Result<SentenceTransformerFiles> {
     let modules_path = require(dir, "modules.json")?;
-    let modules = read_json(&modules_path)?;
+    let modules: Value = read_json(&modules_path)?;
     let modules = modules.as_array().ok_or_else(|| {
         Error::InvalidModel("modules.json must be a list of sentence-transformers modules".into())
     })?;
@@ -310,12 +310,12 @@ fn sentence_transformer_files(dir: &Path) -> Result<SentenceTransformerFiles> {
     }
     let pooling_dir = safe_join(dir, &path_of(&modules[1]))?;
     let pooling_config = require(&pooling_dir, "config.json")?;
-    read_json(&pooling_config)?;
+    read_json::<Value>(&pooling_config)?;
     let dense = match modules.iter().skip(2).find(|m| kind_of(m) == "Dense") {
         Some(module) => {
             let dense_dir = safe_join(dir, &path_of(module))?;
             let config = require(&dense_dir, "config.json")?;
-            read_json(&config)?;
+            read_json::<Value>(&config)?;
             let weights = WEIGHT_FILES
                 .iter()
                 .map(|name| dense_dir.join(name))
@@ -332,7 +332,7 @@ fn sentence_transformer_files(dir: &Path) -> Result<SentenceTransformerFiles> {
         None => None,
     };
     let sentence_bert_config = require(dir, "sentence_bert_config.json")?;
-    read_json(&sentence_bert_config)?;
+    read_json::<Value>(&sentence_bert_config)?;
     let tokenizer_config = require(dir, "tokenizer_config.json")?;
     Ok(SentenceTransformerFiles {
         modules: modules_path,
@@ -372,17 +372,6 @@ fn require(dir: &Path, name: &str) -> Result<PathBuf> {
             dir.display()
         )))
     }
-}
-
-fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read(path).map_err(|source| Error::ModelFile {
-        path: path.to_owned(),
-        source,
-    })?;
-    serde_json::from_slice(&text).map_err(|source| Error::ModelJson {
-        path: path.to_owned(),
-        source,
-    })
 }
 
 fn optional_json(path: &Path) -> Result<Option<Value>> {

@@ -13,8 +13,11 @@ pub use layout::{Architecture, ModelLayout, TokenizerFiles};
 pub use manifest::{Manifest, ServingOptions, MANIFEST_FILE};
 pub use name::{ModelName, VersionId};
 
+use crate::{Error, Result};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::path::Path;
 use std::str::FromStr;
 
 /// What a model does with a text.
@@ -60,4 +63,18 @@ impl FromStr for Task {
                 ))
             })
     }
+}
+
+/// Reads a JSON file of a model directory (`config.json`, `modules.json`, ...) into `T`: a
+/// file that cannot be read is an [`Error::ModelFile`], one that does not parse into `T` an
+/// [`Error::ModelJson`].
+pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path).map_err(|source| Error::ModelFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|source| Error::ModelJson {
+        path: path.to_owned(),
+        source,
+    })
 }

@@ -117,17 +117,7 @@ pub fn weight_parameters(path: &Path) -> Result<u64> {
 
 /// Refuses a model whose `config.json` describes far more parameters than its weights hold.
 pub fn check_config_matches_weights(layout: &ModelLayout) -> Result<()> {
-    let config: Value =
-        serde_json::from_slice(&std::fs::read(&layout.config).map_err(|source| {
-            Error::ModelFile {
-                path: layout.config.clone(),
-                source,
-            }
-        })?)
-        .map_err(|source| Error::ModelJson {
-            path: layout.config.clone(),
-            source,
-        })?;
+    let config: Value = super::read_json(&layout.config)?;
     let described = config_parameters(&config, layout.architecture);
     let held = weight_parameters(&layout.weights)?;
     if described as f64 > held as f64 * TOLERANCE + 1e6 {

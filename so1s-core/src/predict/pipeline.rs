@@ -5,6 +5,7 @@
 use super::encoder::{mean_pool, normalize, plan_passes, BertEncoder, BertShape, Precision};
 use super::service::Predictor;
 use super::Prediction;
+use crate::model::read_json;
 use crate::model::{Architecture, ModelLayout, Task};
 use crate::{Error, Result};
 use rust_bert::pipelines::common::{ModelResource, ModelType, TokenizerOption};
@@ -222,15 +223,6 @@ struct SentenceBertConfig {
     max_seq_length: usize,
     #[serde(default)]
     do_lower_case: bool,
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::ModelFile {
-        path: path.to_owned(),
-        source,
-    })?;
-    serde_json::from_str(&text)
-        .map_err(|e| Error::InvalidModel(format!("{} does not parse: {e}", path.display())))
 }
 
 impl Pipeline {

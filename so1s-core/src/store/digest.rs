@@ -66,22 +66,28 @@ impl ArchiveDigest {
 
 /// Reads the archive at `path` (blocking) and summarises it.
 pub fn inspect_archive(path: &Path) -> Result<ArchiveSummary> {
+    let mut digest = ArchiveDigest::default();
+    read_chunks(path, |chunk| digest.update(chunk))?;
+    digest.finish().map_err(|e| match e {
+        Error::Upload(why) => Error::Upload(format!("{}: {why}", path.display())),
+        other => other,
+    })
+}
+
+/// Reads the file at `path` (blocking) to its end in 1 MiB chunks, handing each to `each`
+/// (a hasher's `update`): how an archive is summarised and a build context's files are
+/// fingerprinted. A file that cannot be read is an [`Error::Io`] naming it.
+pub(crate) fn read_chunks(path: &Path, mut each: impl FnMut(&[u8])) -> Result<()> {
     let io_error = |source| Error::Io {
         context: format!("reading {}", path.display()),
         source,
     };
     let mut file = std::fs::File::open(path).map_err(io_error)?;
-    let mut digest = ArchiveDigest::default();
     let mut buffer = vec![0u8; 1 << 20];
     loop {
         match file.read(&mut buffer).map_err(io_error)? {
-            0 => {
-                return digest.finish().map_err(|e| match e {
-                    Error::Upload(why) => Error::Upload(format!("{}: {why}", path.display())),
-                    other => other,
-                })
-            }
-            n => digest.update(&buffer[..n]),
+            0 => return Ok(()),
+            n => each(&buffer[..n]),
         }
     }
 }

@@ -8,6 +8,7 @@
 mod digest;
 mod fs;
 
+pub(crate) use digest::read_chunks;
 pub use digest::{inspect_archive, ArchiveDigest, ArchiveSummary};
 pub use fs::FsModelStore;
 

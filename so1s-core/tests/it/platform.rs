@@ -335,64 +335,66 @@ async fn rollback_promote_and_delete_refuse_what_they_cannot_do() {
 async fn exits_are_recorded_and_a_crash_loop_hands_traffic_back_to_the_previous_version() {
     let t = TestPlatform::start().await;
     let m = name("m");
-    for version in ["v1", "v2"] {
+    for version in ["v1", "v2", "v3"] {
         t.upload("m", "").await;
         t.settle("m", version).await;
     }
     t.rollout.report(Incident::Exited {
         model: m.clone(),
-        version: v("v2"),
+        version: v("v3"),
         cause: "killed by signal 9".into(),
         restart_in: Duration::from_millis(100),
     });
     let exited = t
         .wait_event(
             "m",
-            "v2",
-            "m v2 killed by signal 9; starting it again in 100 ms",
+            "v3",
+            "m v3 killed by signal 9; starting it again in 100 ms",
         )
         .await;
     assert_eq!(exited.kind, EventKind::Error);
-    let record = t.record("m", "v2");
+    let record = t.record("m", "v3");
     assert_eq!(
         (record.restarts, record.last_exit.as_deref()),
         (1, Some("killed by signal 9"))
     );
     t.rollout.report(Incident::Restarted {
         model: m.clone(),
-        version: v("v2"),
+        version: v("v3"),
         endpoint: "http://elsewhere.invalid".into(),
     });
-    t.wait_event("m", "v2", "m v2 serves again at http://elsewhere.invalid")
+    t.wait_event("m", "v3", "m v3 serves again at http://elsewhere.invalid")
         .await;
-    assert_eq!(t.live("m").as_deref(), Some("v2"));
+    assert_eq!(t.live("m").as_deref(), Some("v3"));
 
     t.rollout.report(Incident::CrashLoop {
         model: m.clone(),
-        version: v("v2"),
+        version: v("v3"),
         exits: 5,
         window: Duration::from_secs(120),
         cause: "killed by signal 9".into(),
     });
-    let failed = t.wait_state("m", "v2", Failed).await;
+    let failed = t.wait_state("m", "v3", Failed).await;
     assert_eq!(
         failed.error.as_deref(),
         Some(
-            "unhealthy: exited 5 times within 120 s (last: killed by signal 9); rolled back to v1"
+            "unhealthy: exited 5 times within 120 s (last: killed by signal 9); rolled back to v2"
         )
     );
-    assert_eq!(t.live("m").as_deref(), Some("v1"));
-    assert_eq!(t.routed("m"), Some(fake_endpoint(&m, v("v1"))));
-    assert_eq!(deploys(&t).last().unwrap(), "deploy m v1");
+    // The version that served last before it, not the oldest.
+    assert_eq!(t.live("m").as_deref(), Some("v2"));
+    assert_eq!(t.state("m", "v1"), Retired);
+    assert_eq!(t.routed("m"), Some(fake_endpoint(&m, v("v2"))));
+    assert_eq!(deploys(&t).last().unwrap(), "deploy m v2");
     t.wait_event(
         "m",
-        "v2",
-        "unhealthy: exited 5 times within 120 s (last: killed by signal 9): rolling back to v1",
+        "v3",
+        "unhealthy: exited 5 times within 120 s (last: killed by signal 9): rolling back to v2",
     )
     .await;
-    t.wait_event("m", "v1", "taking traffic back from v2, which is unhealthy")
+    t.wait_event("m", "v2", "taking traffic back from v3, which is unhealthy")
         .await;
-    assert_eq!(t.platform.health(&m).await.unwrap().version, v("v1"));
+    assert_eq!(t.platform.health(&m).await.unwrap().version, v("v2"));
 }
 
 #[tokio::test]

@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# The test command. On a fresh machine it first installs what the tests need (libtorch and the
-# MiniLM model through scripts/setup.sh; a Docker engine through scripts/docker-engine.sh,
-# stopped again at the end if this script started it), then checks formatting and lints and
-# runs every test of the workspace: unit tests, the real-model tests, the HTTP tests on port 0
-# and the docker backend's tests against the real engine.
+# The test command. On a fresh machine it first installs what the tests need (libtorch, the
+# MiniLM model and kubernetes-validate through scripts/setup.sh; a Docker engine through
+# scripts/docker-engine.sh, stopped again at the end if this script started it), then checks
+# formatting and lints and runs every test of the workspace: unit tests, the in-process
+# platform and api-route tests, the real-model tests, the HTTP tests on port 0, the manifest
+# validation and the docker backend's tests against the real engine.
 #
-# Without an engine (not root, say) the docker tests are skipped with the reason printed;
-# under CI (CI=true) a missing engine is a failure.
+# Tests that need something outside cargo are turned on by what is set when they are built
+# (so1s-bin/build.rs): DOCKER_HOST for the docker tests, SO1S_K8S_VALIDATE for the manifest
+# validation. This script exports both: DOCKER_HOST with the engine it started or found (the
+# default socket included), SO1S_K8S_VALIDATE with the validator scripts/setup.sh installed.
+# A test turned on fails when its engine or validator is missing; one left out shows as
+# ignored with the reason, never as passed. Without an engine (not root, say) the docker tests
+# are ignored; under CI (CI=true) a missing engine is a failure.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/setup.sh
+export SO1S_K8S_VALIDATE="$PWD/.cache/venv-k8s/bin/kubernetes-validate"
 if host=$(scripts/docker-engine.sh start); then
   export DOCKER_HOST="$host"
   trap 'scripts/docker-engine.sh stop' EXIT
@@ -18,7 +25,8 @@ elif [[ "${CI:-}" == "true" ]]; then
   echo "CI=true and no Docker engine could be started: the docker tests cannot run" >&2
   exit 1
 else
-  echo "no Docker engine: the docker backend's tests will be skipped" >&2
+  unset DOCKER_HOST
+  echo "no Docker engine: the docker backend's tests will be ignored (DOCKER_HOST unset)" >&2
 fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -1,17 +1,53 @@
 //! Adds an rpath to libtorch (found by so1s-core's build script) so these binaries run
 //! without `LD_LIBRARY_PATH`. The examples and benches crates use this script too.
 //!
-//! Also turns on the real-cluster tests (`cfg(so1s_e2e_kube)`) when a cluster is configured:
-//! `KUBECONFIG` or `SO1S_E2E_KUBE` set at build time. Without one they are ignored, with the
-//! reason in their `#[ignore]`.
+//! Also turns on the tests that need something outside cargo, each by what is set in the
+//! environment at build time (scripts/test.sh sets the first two). Without it they are
+//! ignored, with the reason in their `#[ignore]`; with it they run, and fail if the thing is
+//! missing when they run:
+//!
+//! - `cfg(so1s_docker)`: a Docker engine, `DOCKER_HOST` set (the docker backend's tests);
+//! - `cfg(so1s_k8s_validate)`: the manifest validator, `SO1S_K8S_VALIDATE` set to the path of
+//!   `kubernetes-validate` (absolute, or relative to the workspace), or to `1` for the one
+//!   scripts/setup.sh installs in `.cache/venv-k8s`; the tests read the path from
+//!   `SO1S_K8S_VALIDATE_BIN`;
+//! - `cfg(so1s_e2e_kube)`: a Kubernetes cluster, `KUBECONFIG` or `SO1S_E2E_KUBE` set.
+//!
+//! Only environment variables are watched (`rerun-if-env-changed`), never a path that may be
+//! missing: cargo reruns a build script on every build while a watched path does not exist,
+//! and that would relink every test binary of the crate each time.
+use std::path::{Path, PathBuf};
+
 fn main() {
     if let Ok(lib) = std::env::var("DEP_SO1S_RPATH_LIBTORCH_LIB") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
     }
     println!("cargo::rustc-check-cfg=cfg(so1s_e2e_kube)");
+    println!("cargo::rustc-check-cfg=cfg(so1s_docker)");
+    println!("cargo::rustc-check-cfg=cfg(so1s_k8s_validate)");
     println!("cargo:rerun-if-env-changed=KUBECONFIG");
     println!("cargo:rerun-if-env-changed=SO1S_E2E_KUBE");
     if std::env::var_os("KUBECONFIG").is_some() || std::env::var_os("SO1S_E2E_KUBE").is_some() {
         println!("cargo:rustc-cfg=so1s_e2e_kube");
     }
+    if set("DOCKER_HOST").is_some() {
+        println!("cargo:rustc-cfg=so1s_docker");
+    }
+    if let Some(validator) = set("SO1S_K8S_VALIDATE") {
+        let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
+        let workspace = Path::new(&manifest_dir).join("..");
+        let path = if validator == "1" {
+            workspace.join(".cache/venv-k8s/bin/kubernetes-validate")
+        } else {
+            workspace.join(PathBuf::from(validator))
+        };
+        println!("cargo:rustc-cfg=so1s_k8s_validate");
+        println!("cargo:rustc-env=SO1S_K8S_VALIDATE_BIN={}", path.display());
+    }
+}
+
+/// The variable's value if it is set and not empty; watched either way.
+fn set(name: &str) -> Option<String> {
+    println!("cargo:rerun-if-env-changed={name}");
+    std::env::var(name).ok().filter(|value| !value.is_empty())
 }

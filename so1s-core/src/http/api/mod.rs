@@ -97,23 +97,21 @@ pub async fn run(
     config: ApiConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let client = gateway::client(config.limits.gateway)?;
     let connection = config.limits.connection;
-    serve(
-        listener,
-        routes(platform, config, client),
-        connection,
-        shutdown,
-    )
-    .await;
+    serve(listener, routes(platform, config)?, connection, shutdown).await;
     Ok(())
 }
 
-fn routes(
+/// Every route of the api server as one warp filter: what [`run`] serves, for tests
+/// (`warp::test`) and for embedding in another server. The bounds on request heads
+/// ([`ApiLimits::connection`]) belong to [`run`]'s connection loop, not to the filter; the
+/// others (body idle timeout, multipart, gateway, event subscribers) are in it. Fails only if
+/// the gateway's HTTP client cannot be made.
+pub fn routes(
     platform: Arc<Platform>,
     config: ApiConfig,
-    client: reqwest::Client,
-) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+) -> Result<impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone> {
+    let client = gateway::client(config.limits.gateway)?;
     let limits = config.limits;
     let tokens = config.tokens;
     let with = {
@@ -266,7 +264,7 @@ fn routes(
         .and(warp::get())
         .map(|| warp::reply::json(&json!({"status": "alive"})).into_response());
 
-    upload
+    Ok(upload
         .or(list)
         .unify()
         .or(model)
@@ -291,7 +289,7 @@ fn routes(
         .unify()
         .recover(recover)
         .unify()
-        .with(warp::log("so1s::api"))
+        .with(warp::log("so1s::api")))
 }
 
 /// What `POST /v1/tokens` takes.

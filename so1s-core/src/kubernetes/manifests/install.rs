@@ -2,6 +2,7 @@
 //! level the build mode needs), identity and role, store claim, Deployment, Service and
 //! NetworkPolicy, and the admin token's Secret.
 
+use super::access::{api_network_policy, api_role, api_role_binding};
 use super::build_job::BuildMode;
 use super::common::{
     http_probe, http_service_spec, meta, pod_security, quantities, restricted, tmp_volume,
@@ -15,10 +16,8 @@ use k8s_openapi::api::core::v1::{
     PodTemplateSpec, ResourceRequirements, Secret, SecretKeySelector, Service, ServiceAccount,
     Volume, VolumeMount, VolumeResourceRequirements,
 };
-use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec,
-};
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use std::collections::BTreeMap;
 
@@ -143,15 +142,6 @@ pub fn install(settings: &ClusterSettings, install: &InstallSettings) -> Install
         (APP_INSTANCE.to_owned(), API_SERVER.to_owned()),
     ]);
     let named = |name: &str| meta(name.to_owned(), settings, labels.clone(), None);
-    let rule = |groups: &[&str], resources: &[&str], verbs: &[&str]| PolicyRule {
-        api_groups: Some(groups.iter().map(|s| (*s).to_owned()).collect()),
-        resources: Some(resources.iter().map(|s| (*s).to_owned()).collect()),
-        verbs: verbs.iter().map(|s| (*s).to_owned()).collect(),
-        ..Default::default()
-    };
-    const WRITE: &[&str] = &[
-        "get", "list", "watch", "create", "patch", "update", "delete",
-    ];
     let mut args = vec![
         "serve".to_owned(),
         "--backend".to_owned(),
@@ -250,31 +240,8 @@ pub fn install(settings: &ClusterSettings, install: &InstallSettings) -> Install
             metadata: named(API_SERVER),
             ..Default::default()
         },
-        role: Role {
-            metadata: named(API_SERVER),
-            rules: Some(vec![
-                rule(&["batch"], &["jobs"], WRITE),
-                rule(&["apps"], &["deployments"], WRITE),
-                rule(&[""], &["services"], WRITE),
-                rule(&["networking.k8s.io"], &["ingresses"], WRITE),
-                rule(&[""], &["pods"], &["get", "list", "watch"]),
-                rule(&[""], &["pods/log"], &["get"]),
-            ]),
-        },
-        role_binding: RoleBinding {
-            metadata: named(API_SERVER),
-            role_ref: RoleRef {
-                api_group: "rbac.authorization.k8s.io".into(),
-                kind: "Role".into(),
-                name: API_SERVER.into(),
-            },
-            subjects: Some(vec![Subject {
-                kind: "ServiceAccount".into(),
-                name: API_SERVER.into(),
-                namespace: Some(settings.namespace.clone()),
-                ..Default::default()
-            }]),
-        },
+        role: api_role(named(API_SERVER)),
+        role_binding: api_role_binding(named(API_SERVER), &settings.namespace),
         store: PersistentVolumeClaim {
             metadata: named("so1s-store"),
             spec: Some(PersistentVolumeClaimSpec {
@@ -336,38 +303,11 @@ pub fn install(settings: &ClusterSettings, install: &InstallSettings) -> Install
             spec: Some(http_service_spec(selector.clone())),
             ..Default::default()
         },
-        network_policy: NetworkPolicy {
-            metadata: named(API_SERVER),
-            spec: Some(NetworkPolicySpec {
-                pod_selector: Some(LabelSelector {
-                    match_labels: Some(selector),
-                    ..Default::default()
-                }),
-                policy_types: Some(vec!["Ingress".into()]),
-                ingress: Some(vec![NetworkPolicyIngressRule {
-                    from: Some(vec![
-                        namespace_peer(&install.ingress_namespace),
-                        namespace_peer(&settings.namespace),
-                    ]),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-        },
-    }
-}
-
-/// Every pod of the namespace `name` (by the label Kubernetes sets on each namespace).
-fn namespace_peer(name: &str) -> NetworkPolicyPeer {
-    NetworkPolicyPeer {
-        namespace_selector: Some(LabelSelector {
-            match_labels: Some(BTreeMap::from([(
-                "kubernetes.io/metadata.name".to_owned(),
-                name.to_owned(),
-            )])),
-            ..Default::default()
-        }),
-        ..Default::default()
+        network_policy: api_network_policy(
+            named(API_SERVER),
+            selector,
+            &[&install.ingress_namespace, &settings.namespace],
+        ),
     }
 }
 
@@ -394,54 +334,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_install_role_names_only_what_so1s_touches() {
+    fn the_install_runs_the_api_server_under_its_account() {
         let objects = install(
             &ClusterSettings::default(),
             &InstallSettings::new("so1s/so1s:1"),
         );
-        let rules = objects.role.rules.clone().unwrap();
-        let mut granted: Vec<String> = rules
-            .iter()
-            .flat_map(|r| {
-                let groups = r.api_groups.clone().unwrap();
-                r.resources
-                    .clone()
-                    .unwrap()
-                    .into_iter()
-                    .map(move |res| format!("{}/{res}", groups[0]))
-            })
-            .collect();
-        granted.sort();
-        assert_eq!(
-            granted,
-            [
-                "/pods",
-                "/pods/log",
-                "/services",
-                "apps/deployments",
-                "batch/jobs",
-                "networking.k8s.io/ingresses"
-            ]
-        );
-        for rule in &rules {
-            let all: Vec<&String> = rule
-                .verbs
-                .iter()
-                .chain(rule.resources.iter().flatten())
-                .chain(rule.api_groups.iter().flatten())
-                .collect();
-            assert!(all.iter().all(|s| !s.contains('*')), "{rule:?}");
-        }
-        let logs = rules
-            .iter()
-            .find(|r| r.resources.as_ref().unwrap()[0] == "pods/log")
-            .unwrap();
-        assert_eq!(logs.verbs, ["get"]);
-        assert_eq!(
-            objects.role_binding.subjects.clone().unwrap()[0].name,
-            API_SERVER
-        );
-        assert_eq!(objects.role_binding.role_ref.name, API_SERVER);
         let pod = objects
             .deployment
             .spec
@@ -510,24 +407,6 @@ mod tests {
             (ADMIN_TOKEN_SECRET, "token")
         );
         assert!(!format!("{install_settings:?}").contains("so1s_secret"));
-
-        // Only the ingress controller's namespace and so1s's own reach the api server.
-        let policy = objects.network_policy.spec.unwrap();
-        assert_eq!(policy.policy_types.unwrap(), ["Ingress"]);
-        let peers: Vec<String> = policy.ingress.unwrap()[0]
-            .from
-            .clone()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                p.namespace_selector.clone().unwrap().match_labels.unwrap()
-                    ["kubernetes.io/metadata.name"]
-                    .clone()
-            })
-            .collect();
-        assert_eq!(peers, ["ingress-nginx", settings.namespace.as_str()]);
-        let selector = policy.pod_selector.unwrap().match_labels.unwrap();
-        assert_eq!(selector[APP_INSTANCE], API_SERVER);
 
         // Pod Security: baseline for Kaniko (root), privileged for the docker socket.
         let labels = objects.namespace.metadata.labels.unwrap();

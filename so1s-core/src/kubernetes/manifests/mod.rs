@@ -6,9 +6,11 @@
 //! By object family: `common` (names, labels, shared metadata and security contexts, the
 //! [`ClusterSettings`]), `model` ([`deployment`], [`service`], [`ingress`],
 //! [`model_objects`]), `build_job` ([`build_job`], [`cluster_model_dockerfile`]), `install`
-//! ([`install`] and its [`InstallObjects`]) and `yaml` ([`to_yaml`]). Every item is
+//! ([`install`] and its [`InstallObjects`]; `access`: the api server's Role and
+//! NetworkPolicy) and `yaml` ([`to_yaml`]). Every item is
 //! re-exported here: the paths are `so1s_core::kubernetes::manifests::*`.
 
+mod access;
 mod build_job;
 mod common;
 mod install;

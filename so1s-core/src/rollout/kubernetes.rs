@@ -244,7 +244,7 @@ impl KubeRollout {
         let settings = &self.config.cluster;
         let name = manifests::model_object_name(model);
         let apply = PatchParams::apply(FIELD_MANAGER).force();
-        let desired = manifests::deployment(settings, model, version, image);
+        let desired = manifests::deployment(settings, model, version, image)?;
         let applied = self
             .api::<KubeDeployment>()
             .patch(&name, &apply, &Patch::Apply(&desired))
@@ -364,7 +364,7 @@ impl Rollout for KubeRollout {
             .get_opt(&name)
             .await
             .map_err(|e| api_error(&format!("reading Deployment {name}"), e))?;
-        let desired = manifests::deployment(&self.config.cluster, model, version, image);
+        let desired = manifests::deployment(&self.config.cluster, model, version, image)?;
         if let Some(current) = &current {
             let hash = |d: &KubeDeployment| {
                 d.metadata

@@ -9,6 +9,7 @@ use super::common::{
     ClusterSettings, APP_COMPONENT, APP_INSTANCE, APP_NAME, MANAGED_BY,
 };
 use super::yaml::to_value;
+use crate::Result;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, EnvVarSource, Namespace, PersistentVolumeClaim,
@@ -313,19 +314,21 @@ pub fn install(settings: &ClusterSettings, install: &InstallSettings) -> Install
 
 impl InstallObjects {
     /// The objects in the order to apply them.
-    pub fn to_values(&self) -> Vec<serde_json::Value> {
-        let mut values = vec![to_value(&self.namespace)];
-        values.extend(self.admin_secret.iter().map(to_value));
+    pub fn to_values(&self) -> Result<Vec<serde_json::Value>> {
+        let mut values = vec![to_value(&self.namespace)?];
+        if let Some(secret) = &self.admin_secret {
+            values.push(to_value(secret)?);
+        }
         values.extend([
-            to_value(&self.service_account),
-            to_value(&self.role),
-            to_value(&self.role_binding),
-            to_value(&self.store),
-            to_value(&self.deployment),
-            to_value(&self.service),
-            to_value(&self.network_policy),
+            to_value(&self.service_account)?,
+            to_value(&self.role)?,
+            to_value(&self.role_binding)?,
+            to_value(&self.store)?,
+            to_value(&self.deployment)?,
+            to_value(&self.service)?,
+            to_value(&self.network_policy)?,
         ]);
-        values
+        Ok(values)
     }
 }
 
@@ -355,7 +358,7 @@ mod tests {
         );
         let claim = objects.store.spec.clone().unwrap();
         assert_eq!(claim.access_modes.unwrap(), ["ReadWriteOnce"]);
-        let values = objects.to_values();
+        let values = objects.to_values().unwrap();
         let kinds: Vec<&str> = values.iter().map(|v| v["kind"].as_str().unwrap()).collect();
         assert_eq!(
             kinds,
@@ -385,6 +388,7 @@ mod tests {
         assert_eq!(secret.string_data.unwrap()["token"], "so1s_secret");
         let kinds: Vec<String> = objects
             .to_values()
+            .unwrap()
             .iter()
             .map(|v| v["kind"].as_str().unwrap().to_owned())
             .collect();

@@ -7,7 +7,7 @@
 //! [`ClusterSettings`]), `model` ([`deployment`], [`service`], [`ingress`],
 //! [`model_objects`]), `build_job` ([`build_job`], [`cluster_model_dockerfile`]), `install`
 //! ([`install`] and its [`InstallObjects`]; `access`: the api server's Role and
-//! NetworkPolicy) and `yaml` ([`to_yaml`]). Every item is
+//! NetworkPolicy) and `yaml` ([`to_value`], [`to_yaml`]). Every item is
 //! re-exported here: the paths are `so1s_core::kubernetes::manifests::*`.
 
 mod access;
@@ -31,7 +31,7 @@ pub use install::{
 pub use model::{
     deployment, ingress, model_objects, owned_by, service, service_url, spec_hash, NGINX_REWRITE,
 };
-pub use yaml::to_yaml;
+pub use yaml::{to_value, to_yaml};
 
 /// What the tests of every family share.
 #[cfg(test)]

@@ -6,9 +6,10 @@ use super::common::{
     pod_security, quantities, restricted, tmp_volume, ClusterSettings, ANNOTATION_IMAGE,
     ANNOTATION_SPEC_HASH, ANNOTATION_VERSION,
 };
-use super::yaml::to_value;
+use super::yaml::{serialize_error, to_value};
 use crate::build::image::{LABEL_VERSION, PREDICT_PORT};
 use crate::model::{ModelName, VersionId};
+use crate::Result;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
@@ -35,7 +36,7 @@ pub fn deployment(
     model: &ModelName,
     version: VersionId,
     image: &str,
-) -> Deployment {
+) -> Result<Deployment> {
     let mut pod_labels = model_labels(model);
     pod_labels.insert(LABEL_VERSION.to_owned(), version.to_string());
     let mut env_vars = vec![
@@ -127,19 +128,21 @@ pub fn deployment(
         }),
         ..Default::default()
     };
-    let hash = spec_hash(&deployment);
+    let hash = spec_hash(&deployment)?;
     deployment.metadata.annotations = Some(BTreeMap::from([
         (ANNOTATION_VERSION.to_owned(), version.to_string()),
         (ANNOTATION_IMAGE.to_owned(), image.to_owned()),
         (ANNOTATION_SPEC_HASH.to_owned(), hash),
     ]));
-    deployment
+    Ok(deployment)
 }
 
 /// sha256 of a Deployment's spec: equal hashes, equal applies.
-pub fn spec_hash(deployment: &Deployment) -> String {
-    let spec = serde_json::to_vec(&deployment.spec).unwrap_or_default();
-    format!("{:x}", Sha256::digest(&spec))[..16].to_owned()
+pub fn spec_hash(deployment: &Deployment) -> Result<String> {
+    let name = deployment.metadata.name.as_deref().unwrap_or("(unnamed)");
+    let spec = serde_json::to_vec(&deployment.spec)
+        .map_err(|e| serialize_error(&format!("the spec of the Deployment {name}"), e))?;
+    Ok(format!("{:x}", Sha256::digest(&spec))[..16].to_owned())
 }
 
 /// An owner reference to a model's Deployment, so its Service and Ingress go with it.
@@ -242,12 +245,12 @@ pub fn model_objects(
     model: &ModelName,
     version: VersionId,
     image: &str,
-) -> Vec<serde_json::Value> {
-    vec![
-        to_value(&deployment(settings, model, version, image)),
-        to_value(&service(settings, model, None)),
-        to_value(&ingress(settings, model, None)),
-    ]
+) -> Result<Vec<serde_json::Value>> {
+    Ok(vec![
+        to_value(&deployment(settings, model, version, image)?)?,
+        to_value(&service(settings, model, None))?,
+        to_value(&ingress(settings, model, None))?,
+    ])
 }
 
 #[cfg(test)]
@@ -263,13 +266,13 @@ mod tests {
             threads: Some(2),
             ..ClusterSettings::default()
         };
-        let d = deployment(&settings, &minilm(), v(3), "reg/so1s/minilm:v3");
+        let d = deployment(&settings, &minilm(), v(3), "reg/so1s/minilm:v3").unwrap();
         assert_eq!(d.metadata.name.as_deref(), Some("so1s-minilm"));
         assert_eq!(d.metadata.namespace.as_deref(), Some("so1s"));
         let annotations = d.metadata.annotations.clone().unwrap();
         assert_eq!(annotations[ANNOTATION_VERSION], "v3");
         assert_eq!(annotations[ANNOTATION_IMAGE], "reg/so1s/minilm:v3");
-        assert_eq!(annotations[ANNOTATION_SPEC_HASH], spec_hash(&d));
+        assert_eq!(annotations[ANNOTATION_SPEC_HASH], spec_hash(&d).unwrap());
         let spec = d.spec.clone().unwrap();
         assert_eq!(spec.replicas, Some(1));
         assert_eq!(spec.progress_deadline_seconds, Some(180));
@@ -323,25 +326,25 @@ mod tests {
     #[test]
     fn the_spec_hash_follows_the_spec() {
         let settings = ClusterSettings::default();
-        let a = deployment(&settings, &minilm(), v(1), "img:1");
+        let a = deployment(&settings, &minilm(), v(1), "img:1").unwrap();
         assert_eq!(
-            spec_hash(&a),
-            spec_hash(&deployment(&settings, &minilm(), v(1), "img:1"))
+            spec_hash(&a).unwrap(),
+            spec_hash(&deployment(&settings, &minilm(), v(1), "img:1").unwrap()).unwrap()
         );
         assert_ne!(
-            spec_hash(&a),
-            spec_hash(&deployment(&settings, &minilm(), v(1), "img:2"))
+            spec_hash(&a).unwrap(),
+            spec_hash(&deployment(&settings, &minilm(), v(1), "img:2").unwrap()).unwrap()
         );
         assert_ne!(
-            spec_hash(&a),
-            spec_hash(&deployment(&settings, &minilm(), v(2), "img:1"))
+            spec_hash(&a).unwrap(),
+            spec_hash(&deployment(&settings, &minilm(), v(2), "img:1").unwrap()).unwrap()
         );
     }
 
     #[test]
     fn service_and_ingress_reach_the_models_pods() {
         let mut settings = ClusterSettings::default();
-        let mut live = deployment(&settings, &minilm(), v(1), "img");
+        let mut live = deployment(&settings, &minilm(), v(1), "img").unwrap();
         assert!(
             owned_by(&live).is_none(),
             "no owner before the API gave a uid"

@@ -17,8 +17,8 @@
 //!   runs each version as a container.
 //! - [`docker`] (feature `docker`): the Docker engine connection behind
 //!   [`build::DockerImageBuilder`] and [`rollout::DockerRollout`].
-//! - [`kubernetes`] (feature `kubernetes`): the cluster connection and the manifest builders
-//!   behind [`build::KubeImageBuilder`] and [`rollout::KubeRollout`].
+//! - [`kubernetes`] (feature `kubernetes`): the cluster connection, the manifest builders and
+//!   the pod-state classifier behind [`build::KubeImageBuilder`] and [`rollout::KubeRollout`].
 //! - [`platform`]: [`platform::Platform`], upload → store → build → roll out.
 //! - [`client`] (feature `http`): [`client::ApiClient`], a typed client of the api server.
 //! - [`auth`]: api tokens with roles (viewer, deployer, admin), stored hashed.

@@ -218,7 +218,9 @@ pub fn print_manifests(command: &ManifestsCommand) -> anyhow::Result<String> {
                 "--ingress-class".into(),
                 cluster.ingress_class.clone(),
             ];
-            manifests::install(&cluster.settings(None, None), &install).to_values()
+            manifests::install(&cluster.settings(None, None), &install)
+                .to_values()
+                .map_err(|e| anyhow::anyhow!(e.chain()))?
         }
         ManifestsCommand::Model {
             name,
@@ -237,9 +239,10 @@ pub fn print_manifests(command: &ManifestsCommand) -> anyhow::Result<String> {
                 version,
                 image,
             )
+            .map_err(|e| anyhow::anyhow!(e.chain()))?
         }
     };
-    Ok(manifests::to_yaml(&objects))
+    manifests::to_yaml(&objects).map_err(|e| anyhow::anyhow!(e.chain()))
 }
 
 /// `so1s context`: the build Job's first step.

@@ -127,6 +127,17 @@ pub enum Error {
     #[error("the server cannot be reached: {0}")]
     Unreachable(String),
 
+    /// An object could not be serialized (a Kubernetes object to JSON or YAML, ...): it is
+    /// not printed or sent in a broken form.
+    #[error("serializing {what}")]
+    Serialize {
+        /// What was being serialized (`the Deployment so1s-minilm`).
+        what: String,
+        /// What the serializer said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// A file operation or socket failed.
     #[error("{context}")]
     Io {
@@ -164,6 +175,7 @@ impl Error {
             Error::Database { .. } => "database",
             Error::Remote { .. } => "remote",
             Error::Unreachable(_) => "unreachable",
+            Error::Serialize { .. } => "serialize",
             Error::Io { .. } => "io",
         }
     }

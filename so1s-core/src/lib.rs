@@ -18,8 +18,8 @@
 //!   runs each version as a container.
 //! - [`docker`] (feature `docker`): the Docker engine connection behind
 //!   [`build::DockerImageBuilder`] and [`rollout::DockerRollout`].
-//! - [`kubernetes`] (feature `kubernetes`): the cluster connection and the manifest builders
-//!   behind [`build::KubeImageBuilder`] and [`rollout::KubeRollout`].
+//! - [`kubernetes`] (feature `kubernetes`): the cluster connection, the manifest builders and
+//!   the pod-state classifier behind [`build::KubeImageBuilder`] and [`rollout::KubeRollout`].
 //! - [`platform`]: [`platform::Platform`], upload → store → build → roll out.
 //! - [`server`] (feature `http`): [`server::ServeConfig`], `so1s serve` as a library: the
 //!   data directory and a backend wired into a [`platform::Platform`] and the api server.

@@ -15,6 +15,7 @@ use crate::events::Events;
 use crate::kubernetes::api_error;
 use crate::kubernetes::logs::LogCursor;
 use crate::kubernetes::manifests::{self, BuildSettings, ClusterSettings};
+use crate::kubernetes::pods::{container_problems, PodProblem};
 use crate::store::StoredVersion;
 use crate::{Error, Result};
 use k8s_openapi::api::batch::v1::Job;
@@ -83,53 +84,14 @@ fn outcome(job: &Job) -> Outcome {
     }
 }
 
-/// Why a build pod failed, from its containers' states: image pulls, OOM kills, exit codes.
-fn pod_failures(pod: &Pod) -> Vec<String> {
-    let name = pod.metadata.name.as_deref().unwrap_or("?");
-    let status = pod.status.as_ref();
-    let statuses: Vec<_> = status
-        .map(|s| {
-            let init = s.init_container_statuses.iter().flatten();
-            init.chain(s.container_statuses.iter().flatten())
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut failures = Vec::new();
-    for container in statuses {
-        let state = container.state.as_ref();
-        if let Some(waiting) = state.and_then(|s| s.waiting.as_ref()) {
-            let reason = waiting.reason.as_deref().unwrap_or("");
-            if matches!(
-                reason,
-                "ErrImagePull"
-                    | "ImagePullBackOff"
-                    | "InvalidImageName"
-                    | "CreateContainerConfigError"
-            ) {
-                failures.push(format!(
-                    "pod {name} container {}: {reason}: {}",
-                    container.name,
-                    waiting.message.as_deref().unwrap_or("")
-                ));
-            }
-        }
-        if let Some(done) = state.and_then(|s| s.terminated.as_ref()) {
-            if done.exit_code != 0 {
-                let reason = done.reason.as_deref().unwrap_or("Error");
-                let hint = if reason == "OOMKilled" {
-                    " (out of memory: raise the build's memory)"
-                } else {
-                    ""
-                };
-                failures.push(format!(
-                    "pod {name} container {}: {reason}, exit code {}{hint}",
-                    container.name, done.exit_code
-                ));
-            }
-        }
+/// A build pod's problem (from its containers' states: image pulls, OOM kills, exit codes,
+/// see [`container_problems`]) as the build's error says it.
+fn failure_text(problem: &PodProblem) -> String {
+    if problem.is_out_of_memory() {
+        format!("{problem} (out of memory: raise the build's memory)")
+    } else {
+        problem.to_string()
     }
-    failures
 }
 
 impl KubeImageBuilder {
@@ -239,7 +201,11 @@ impl KubeImageBuilder {
                 Outcome::Complete => return Ok(()),
                 Outcome::Failed(why) => {
                     let mut reasons = vec![why];
-                    reasons.extend(pods.iter().flat_map(pod_failures));
+                    reasons.extend(
+                        pods.iter()
+                            .flat_map(container_problems)
+                            .map(|p| failure_text(&p)),
+                    );
                     return Err(Error::Backend(format!(
                         "build Job {name} failed: {}",
                         reasons.join("; ")
@@ -248,13 +214,15 @@ impl KubeImageBuilder {
                 Outcome::Running => {}
             }
             // An image that cannot be pulled never gets better: stop waiting for the deadline.
-            if let Some(failure) = pods
-                .iter()
-                .flat_map(pod_failures)
-                .find(|f| f.contains("ImagePullBackOff") || f.contains("InvalidImageName"))
-            {
+            if let Some(failure) = pods.iter().flat_map(container_problems).find(|p| {
+                matches!(
+                    p.waiting_reason(),
+                    Some("ImagePullBackOff" | "InvalidImageName")
+                )
+            }) {
                 return Err(Error::Backend(format!(
-                    "build Job {name} failed: {failure}"
+                    "build Job {name} failed: {}",
+                    failure_text(&failure)
                 )));
             }
             if Instant::now() >= deadline {
@@ -314,5 +282,34 @@ impl ImageBuilder for KubeImageBuilder {
     /// its `ttlSecondsAfterFinished`.
     async fn remove(&self, _artifact: &Artifact) -> Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_build_pod_killed_for_its_memory_says_what_to_raise() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "so1s-build-minilm-v4-x"},
+            "status": {
+                "initContainerStatuses": [{"name": "prepare", "image": "so1s", "imageID": "",
+                    "ready": false, "restartCount": 0,
+                    "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}],
+                "containerStatuses": [{"name": "build", "image": "kaniko", "imageID": "",
+                    "ready": false, "restartCount": 0,
+                    "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}],
+            },
+        }))
+        .unwrap();
+        let texts: Vec<String> = container_problems(&pod).iter().map(failure_text).collect();
+        assert_eq!(
+            texts,
+            [
+                "pod so1s-build-minilm-v4-x container build: OOMKilled, exit code 137 \
+              (out of memory: raise the build's memory)"
+            ]
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! Kubernetes as the cluster backends see it: connecting (kubeconfig or in-cluster), API
 //! errors turned into [`Error`]s, polling waits, and in [`manifests`] the pure builders of
-//! every object so1s applies; in [`logs`] the cursor that reads a container's log by polls.
+//! every object so1s applies; in [`pods`] the pure classifier of pod states (why a build pod
+//! failed, why a model's pods cannot serve); in [`logs`] the cursor that reads a container's
+//! log by polls.
 //!
 //! Waits poll the API (`get` every poll interval, judged with kube's runtime conditions)
 //! rather than watch: it works the same against every API server and its test doubles, and a
@@ -8,6 +10,7 @@
 
 pub mod logs;
 pub mod manifests;
+pub mod pods;
 
 use crate::{Error, Result};
 pub use kube::Client;

@@ -19,6 +19,7 @@ use crate::kubernetes::manifests::{
     self, ClusterSettings, ANNOTATION_IMAGE, ANNOTATION_SPEC_HASH, ANNOTATION_VERSION,
     FIELD_MANAGER,
 };
+use crate::kubernetes::pods::{problems as pod_problems, PodProblem, Problem};
 use crate::model::{ModelName, VersionId};
 use crate::{Error, Result};
 use k8s_openapi::api::apps::v1::Deployment as KubeDeployment;
@@ -59,54 +60,6 @@ pub struct KubeRollout {
     locks: ModelLocks,
 }
 
-/// Why pods of a version cannot serve, as far as their status says.
-fn pod_problems(pods: &[Pod]) -> Vec<String> {
-    let mut problems = Vec::new();
-    for pod in pods {
-        let name = pod.metadata.name.as_deref().unwrap_or("?");
-        let status = pod.status.as_ref();
-        for container in status
-            .and_then(|s| s.container_statuses.as_ref())
-            .into_iter()
-            .flatten()
-        {
-            let state = container.state.as_ref();
-            if let Some(waiting) = state.and_then(|s| s.waiting.as_ref()) {
-                let reason = waiting.reason.as_deref().unwrap_or("Waiting");
-                if reason != "ContainerCreating" && reason != "PodInitializing" {
-                    problems.push(format!(
-                        "pod {name}: {reason}: {}",
-                        waiting.message.as_deref().unwrap_or("")
-                    ));
-                }
-            }
-            if let Some(last) = container
-                .last_state
-                .as_ref()
-                .and_then(|s| s.terminated.as_ref())
-            {
-                problems.push(format!(
-                    "pod {name}: last exit {} ({})",
-                    last.exit_code,
-                    last.reason.as_deref().unwrap_or("terminated")
-                ));
-            }
-        }
-        for condition in status
-            .and_then(|s| s.conditions.as_ref())
-            .into_iter()
-            .flatten()
-        {
-            if condition.type_ == "Ready" && condition.status == "False" {
-                if let Some(message) = &condition.message {
-                    problems.push(format!("pod {name} not ready: {message}"));
-                }
-            }
-        }
-    }
-    problems
-}
-
 /// The health of a live version from its pods: each pod's readiness, restarts (the
 /// Deployment restarts crashed pods itself) and what is wrong with it.
 fn pods_health(version: VersionId, pods: &[Pod]) -> Health {
@@ -123,17 +76,13 @@ fn pods_health(version: VersionId, pods: &[Pod]) -> Health {
                 .into_iter()
                 .flatten()
                 .any(|c| c.type_ == "Ready" && c.status == "True");
-            for container in containers {
-                if let Some(last) = container
-                    .last_state
-                    .as_ref()
-                    .and_then(|s| s.terminated.as_ref())
+            let problems = pod_problems(pod);
+            for problem in &problems {
+                if let Problem::LastExit {
+                    reason, exit_code, ..
+                } = &problem.problem
                 {
-                    last_exit = Some(format!(
-                        "exited with code {} ({})",
-                        last.exit_code,
-                        last.reason.as_deref().unwrap_or("terminated")
-                    ));
+                    last_exit = Some(format!("exited with code {exit_code} ({reason})"));
                 }
             }
             Instance {
@@ -143,7 +92,7 @@ fn pods_health(version: VersionId, pods: &[Pod]) -> Health {
                     .iter()
                     .map(|c| c.restart_count.max(0) as u32)
                     .sum(),
-                problem: pod_problems(std::slice::from_ref(pod)).into_iter().next(),
+                problem: problems.first().map(ToString::to_string),
             }
         })
         .collect();
@@ -162,19 +111,6 @@ fn pods_health(version: VersionId, pods: &[Pod]) -> Health {
         instances,
         checked_at_ms: crate::clock::now_ms(),
     }
-}
-
-/// Reasons that will not get better by waiting.
-fn hopeless(problem: &str) -> bool {
-    [
-        "ErrImagePull",
-        "ImagePullBackOff",
-        "InvalidImageName",
-        "CrashLoopBackOff",
-        "CreateContainerConfigError",
-    ]
-    .iter()
-    .any(|reason| problem.contains(&format!(": {reason}:")))
 }
 
 /// How far a Deployment's rollout is.
@@ -244,7 +180,7 @@ impl KubeRollout {
         let settings = &self.config.cluster;
         let name = manifests::model_object_name(model);
         let apply = PatchParams::apply(FIELD_MANAGER).force();
-        let desired = manifests::deployment(settings, model, version, image);
+        let desired = manifests::deployment(settings, model, version, image)?;
         let applied = self
             .api::<KubeDeployment>()
             .patch(&name, &apply, &Patch::Apply(&desired))
@@ -288,10 +224,16 @@ impl KubeRollout {
                 .get(&name)
                 .await
                 .map_err(|e| api_error(&format!("reading Deployment {name}"), e))?;
-            let problems = pod_problems(&self.pods(model, version).await?);
+            // Why the version's pods cannot serve, as far as their status says.
+            let problems: Vec<PodProblem> = self
+                .pods(model, version)
+                .await?
+                .iter()
+                .flat_map(pod_problems)
+                .collect();
             for problem in &problems {
                 if !reported.contains(problem) {
-                    events.log(problem.clone());
+                    events.log(problem.to_string());
                     reported.push(problem.clone());
                 }
             }
@@ -301,7 +243,8 @@ impl KubeRollout {
                     let why = if problems.is_empty() {
                         "the new pods never became ready".to_owned()
                     } else {
-                        problems.join("; ")
+                        let texts: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                        texts.join("; ")
                     };
                     return Err(Error::Load(format!(
                         "rollout of {model} {version} did not complete within {} s ({message}): {why}",
@@ -310,7 +253,7 @@ impl KubeRollout {
                 }
                 Progress::Running => {}
             }
-            if let Some(problem) = problems.iter().find(|p| hopeless(p)) {
+            if let Some(problem) = problems.iter().find(|p| p.is_hopeless()) {
                 return Err(Error::Load(format!(
                     "rollout of {model} {version} cannot complete: {problem}"
                 )));
@@ -364,7 +307,7 @@ impl Rollout for KubeRollout {
             .get_opt(&name)
             .await
             .map_err(|e| api_error(&format!("reading Deployment {name}"), e))?;
-        let desired = manifests::deployment(&self.config.cluster, model, version, image);
+        let desired = manifests::deployment(&self.config.cluster, model, version, image)?;
         if let Some(current) = &current {
             let hash = |d: &KubeDeployment| {
                 d.metadata

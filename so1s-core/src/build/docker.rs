@@ -180,7 +180,20 @@ impl DockerImageBuilder {
             format!("rootfs{}", image::SO1S_BIN),
             image::Source::File(so1s_bin.to_owned()),
         ));
-        events.progress(format!("building the so1s image {tag}"));
+        self.build_tagged("the so1s image", tag, entries, push, events)
+            .await
+    }
+
+    /// Builds `entries` as `tag`, with the time it took in `events`; pushes it if `push`.
+    async fn build_tagged(
+        &self,
+        what: &str,
+        tag: &str,
+        entries: Vec<ContextEntry>,
+        push: bool,
+        events: &Events,
+    ) -> Result<String> {
+        events.progress(format!("building {what} {tag}"));
         let started = Instant::now();
         let id = self.build_context(tag, entries, events).await?;
         events.progress(format!(
@@ -218,13 +231,8 @@ impl DockerImageBuilder {
             so1s_bin,
             &linked,
         )?;
-        events.progress(format!("building the api-server-only image {tag}"));
-        let id = self.build_context(tag, entries, events).await?;
-        events.progress(format!("built {tag} ({})", &id[..19.min(id.len())]));
-        if push {
-            self.push(tag, events).await?;
-        }
-        Ok(id)
+        self.build_tagged("the api-server-only image", tag, entries, push, events)
+            .await
     }
 
     /// Untags the runtime images of earlier binaries but the newest one (two builds of so1s

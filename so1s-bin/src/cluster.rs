@@ -120,6 +120,10 @@ pub enum ManifestsCommand {
         /// The so1s image.
         #[arg(long, default_value = DEFAULT_SO1S_IMAGE)]
         image: String,
+        /// Run the api server from this image instead (the api-server-only image, `so1s
+        /// image --api-server-only`); build Jobs keep `--image`.
+        #[arg(long)]
+        api_server_image: Option<String>,
         /// Size of the model store's volume.
         #[arg(long, default_value = "20Gi")]
         store_size: String,
@@ -170,6 +174,7 @@ pub fn print_manifests(command: &ManifestsCommand) -> anyhow::Result<String> {
         ManifestsCommand::Install {
             cluster,
             image,
+            api_server_image,
             store_size,
             storage_class,
             access_mode,
@@ -179,6 +184,7 @@ pub fn print_manifests(command: &ManifestsCommand) -> anyhow::Result<String> {
             ingress_namespace,
         } => {
             let mut install = InstallSettings::new(image);
+            install.api_server_image = api_server_image.clone();
             install.admin_token = match admin_token_secret {
                 Some(name) => AdminTokenSecret::Existing(name.clone()),
                 None => {

@@ -27,6 +27,9 @@ use std::collections::BTreeMap;
 pub struct InstallSettings {
     /// The so1s image (api server, build init container, model image base).
     pub image: String,
+    /// The api server's own image when it is not `image`: the api-server-only image
+    /// (`so1s image --api-server-only`, no libtorch); builds still use `image`.
+    pub api_server_image: Option<String>,
     /// Size of the model store's volume.
     pub store_size: String,
     /// Storage class of the store (the cluster's default when unset). Build Jobs mount the
@@ -93,6 +96,7 @@ impl InstallSettings {
     pub fn new(image: impl Into<String>) -> Self {
         Self {
             image: image.into(),
+            api_server_image: None,
             store_size: "20Gi".into(),
             storage_class: None,
             store_access_mode: "ReadWriteOnce".into(),
@@ -162,7 +166,12 @@ pub fn install(settings: &ClusterSettings, install: &InstallSettings) -> Install
     let (tmp, tmp_mount) = tmp_volume();
     let container = Container {
         name: "api".into(),
-        image: Some(install.image.clone()),
+        image: Some(
+            install
+                .api_server_image
+                .clone()
+                .unwrap_or_else(|| install.image.clone()),
+        ),
         command: Some(vec!["so1s".into()]),
         args: Some(args),
         ports: Some(vec![ContainerPort {
@@ -374,6 +383,32 @@ mod tests {
             ]
         );
         assert!(values.iter().all(|v| v["apiVersion"].is_string()));
+    }
+
+    #[test]
+    fn an_api_server_only_image_runs_the_api_server_and_builds_keep_the_so1s_image() {
+        let mut settings = InstallSettings::new("registry.example.com/so1s/so1s:1");
+        settings.api_server_image = Some("registry.example.com/so1s/api:1".into());
+        let objects = install(&ClusterSettings::default(), &settings);
+        let container = objects
+            .deployment
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+            .containers[0]
+            .clone();
+        assert_eq!(
+            container.image.as_deref(),
+            Some("registry.example.com/so1s/api:1")
+        );
+        let args = container.args.unwrap();
+        assert!(
+            args.windows(2)
+                .any(|w| w == ["--so1s-image", "registry.example.com/so1s/so1s:1"]),
+            "{args:?}"
+        );
     }
 
     #[test]

@@ -11,8 +11,9 @@ use so1s_core::events::{EventKind, Stage};
 use so1s_core::platform::PlatformOptions;
 use so1s_core::registry::{Registry, Transition, VersionState};
 use so1s_core::rollout::{HealthStatus, Incident};
-use so1s_core::store::ModelStore;
+use so1s_core::store::{FsModelStore, ModelStore};
 use so1s_core::Error;
+use so1s_core::ModelName;
 use std::time::Duration;
 use VersionState::{Building, Built, Deploying, Failed, Live, Retired, Stored};
 
@@ -423,19 +424,25 @@ async fn a_crash_loop_without_an_earlier_version_keeps_the_version_and_says_so()
     assert_eq!(deploys(&t), ["deploy m v1"]);
 }
 
+/// What a previous run left in `data`: `m` v1 stored and built.
+async fn built_v1(data: &std::path::Path, m: &ModelName) -> (FsModelStore, Registry) {
+    let store = open_store(data).await;
+    let registry = Registry::open(registry_path(data)).unwrap();
+    let v1 = store.put(m, fake_body("")).await.unwrap();
+    registry.add(v1).unwrap();
+    let built =
+        Transition::to(Built, Stage::Build, "built").with_artifact(fake_artifact("m", "v1"));
+    registry.apply(m, v("v1"), built).unwrap();
+    (store, registry)
+}
+
 #[tokio::test]
 async fn recover_brings_the_live_version_back_and_builds_a_version_left_building_again() {
     let data = tempfile::tempdir().unwrap();
     let m = name("m");
     {
         // What a crash left: v1 live, v2 caught in its build.
-        let store = open_store(data.path()).await;
-        let registry = Registry::open(registry_path(data.path())).unwrap();
-        let v1 = store.put(&m, fake_body("")).await.unwrap();
-        registry.add(v1).unwrap();
-        let built =
-            Transition::to(Built, Stage::Build, "built").with_artifact(fake_artifact("m", "v1"));
-        registry.apply(&m, v("v1"), built).unwrap();
+        let (store, registry) = built_v1(data.path(), &m).await;
         registry.go_live(&m, v("v1"), "live").unwrap();
         let v2 = store.put(&m, fake_body("log again")).await.unwrap();
         registry.add(v2).unwrap();
@@ -478,14 +485,8 @@ async fn recover_records_a_version_only_the_store_has_and_forgets_one_whose_file
     let data = tempfile::tempdir().unwrap();
     let m = name("m");
     {
-        let store = open_store(data.path()).await;
-        let registry = Registry::open(registry_path(data.path())).unwrap();
         // v1 is in the registry, built, but its files were deleted (an interrupted delete).
-        let v1 = store.put(&m, fake_body("")).await.unwrap();
-        registry.add(v1).unwrap();
-        let built =
-            Transition::to(Built, Stage::Build, "built").with_artifact(fake_artifact("m", "v1"));
-        registry.apply(&m, v("v1"), built).unwrap();
+        let (store, _registry) = built_v1(data.path(), &m).await;
         store.delete(&m, v("v1")).await.unwrap();
         // v2 was stored, and the crash came before the registry heard of it.
         store.put(&m, fake_body("")).await.unwrap();

@@ -344,6 +344,13 @@ impl InstallObjects {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::Container;
+
+    /// The api server's container of an install.
+    fn api_container(objects: &InstallObjects) -> Container {
+        let pod = objects.deployment.spec.clone().unwrap().template.spec;
+        pod.unwrap().containers[0].clone()
+    }
 
     #[test]
     fn the_install_runs_the_api_server_under_its_account() {
@@ -390,15 +397,7 @@ mod tests {
         let mut settings = InstallSettings::new("registry.example.com/so1s/so1s:1");
         settings.api_server_image = Some("registry.example.com/so1s/api:1".into());
         let objects = install(&ClusterSettings::default(), &settings);
-        let container = objects
-            .deployment
-            .spec
-            .unwrap()
-            .template
-            .spec
-            .unwrap()
-            .containers[0]
-            .clone();
+        let container = api_container(&objects);
         assert_eq!(
             container.image.as_deref(),
             Some("registry.example.com/so1s/api:1")
@@ -428,16 +427,7 @@ mod tests {
             .map(|v| v["kind"].as_str().unwrap().to_owned())
             .collect();
         assert_eq!(kinds[..2], ["Namespace", "Secret"]);
-        let container = objects
-            .deployment
-            .spec
-            .clone()
-            .unwrap()
-            .template
-            .spec
-            .unwrap()
-            .containers[0]
-            .clone();
+        let container = api_container(&objects);
         let env = &container.env.unwrap()[0];
         assert_eq!(env.name, "SO1S_ADMIN_TOKEN");
         let reference = env.value_from.clone().unwrap().secret_key_ref.unwrap();
@@ -455,17 +445,9 @@ mod tests {
         install_settings.admin_token = AdminTokenSecret::Existing("mine".into());
         let objects = install(&settings, &install_settings);
         assert!(objects.admin_secret.is_none());
-        let labels = objects.namespace.metadata.labels.unwrap();
+        let labels = objects.namespace.metadata.labels.clone().unwrap();
         assert_eq!(labels["pod-security.kubernetes.io/enforce"], "privileged");
-        let container = objects
-            .deployment
-            .spec
-            .unwrap()
-            .template
-            .spec
-            .unwrap()
-            .containers[0]
-            .clone();
+        let container = api_container(&objects);
         let reference = container.env.unwrap()[0]
             .value_from
             .clone()

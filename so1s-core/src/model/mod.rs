@@ -4,6 +4,7 @@
 //! Nothing here loads weights: [`ModelLayout::inspect`] only reads small JSON and TOML files,
 //! so an upload can be checked before anything heavy runs.
 
+pub mod checkpoint;
 mod layout;
 mod manifest;
 mod name;

@@ -5,6 +5,7 @@ use super::archive::{unpack, UnpackLimits};
 use super::smoke::SmokeTest;
 use super::{Artifact, ImageBuilder};
 use crate::events::Events;
+use crate::model::checkpoint::{self, InPlace};
 use crate::model::ModelLayout;
 use crate::store::StoredVersion;
 use crate::{Error, Result};
@@ -67,6 +68,20 @@ impl BundleBuilder {
             unpack(&archive, format, &staging_dir, limits)
         })
         .await?;
+        let converted = {
+            let root = root.clone();
+            blocking(move || checkpoint::convert_in_place(&root)).await?
+        };
+        match converted {
+            Some(InPlace::Converted(tensors)) => events.log(format!(
+                "pytorch_model.bin read without running its pickle: {tensors} tensors written \
+                 as model.safetensors, the .bin removed"
+            )),
+            Some(InPlace::Dropped) => {
+                events.log("pytorch_model.bin removed unread: the model has safetensors weights")
+            }
+            None => {}
+        }
         events.progress("checking the model files");
         let layout = {
             let root = root.clone();

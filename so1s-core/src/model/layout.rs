@@ -146,7 +146,7 @@ impl ModelLayout {
             .find(|path| path.is_file())
             .ok_or_else(|| {
                 Error::InvalidModel(format!(
-                    "no weights: add {} (PyTorch .bin checkpoints must be converted to safetensors)",
+                    "no weights: add {} (or pytorch_model.bin, which uploads convert to safetensors)",
                     WEIGHT_FILES.join(" or ")
                 ))
             })?;

@@ -144,3 +144,128 @@ async fn a_build_smoke_tests_the_precision_the_manifest_asks_for() {
     assert!(error.contains("int8"), "{error}\n{}", log.text());
     assert!(log.text().contains("smoke test"), "{}", log.text());
 }
+
+/// Writes `safetensors`' f32 tensors as `torch.save` does: a zip of `archive/data.pkl` (the
+/// state dict's pickle, protocol 2, one storage per tensor) and `archive/data/<key>`.
+fn write_torch_checkpoint(safetensors: &std::path::Path, out: &std::path::Path) {
+    use std::io::Write;
+    let bytes = std::fs::read(safetensors).unwrap();
+    let length = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + length]).unwrap();
+    let data = &bytes[8 + length..];
+    let text = |pickle: &mut Vec<u8>, s: &str| {
+        pickle.push(b'X');
+        pickle.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        pickle.extend_from_slice(s.as_bytes());
+    };
+    let int = |pickle: &mut Vec<u8>, n: usize| {
+        pickle.push(b'J');
+        pickle.extend_from_slice(&(n as i32).to_le_bytes());
+    };
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let mut pickle = b"\x80\x02}(".to_vec();
+    let tensors = header.as_object().unwrap();
+    for (key, (name, entry)) in tensors
+        .iter()
+        .filter(|(name, _)| *name != "__metadata__")
+        .enumerate()
+    {
+        assert_eq!(entry["dtype"], "F32", "{name}");
+        let shape: Vec<usize> = serde_json::from_value(entry["shape"].clone()).unwrap();
+        let offsets: Vec<usize> = serde_json::from_value(entry["data_offsets"].clone()).unwrap();
+        let numbers = &data[offsets[0]..offsets[1]];
+        zip.start_file(format!("archive/data/{key}"), stored)
+            .unwrap();
+        zip.write_all(numbers).unwrap();
+        text(&mut pickle, name);
+        pickle.extend_from_slice(b"ctorch._utils\n_rebuild_tensor_v2\n((");
+        text(&mut pickle, "storage");
+        pickle.extend_from_slice(b"ctorch\nFloatStorage\n");
+        text(&mut pickle, &key.to_string());
+        text(&mut pickle, "cpu");
+        int(&mut pickle, numbers.len() / 4);
+        pickle.extend_from_slice(b"tQ");
+        int(&mut pickle, 0);
+        pickle.push(b'(');
+        for d in &shape {
+            int(&mut pickle, *d);
+        }
+        pickle.extend_from_slice(b"t(");
+        let mut stride = vec![1usize; shape.len()];
+        for axis in (0..shape.len().saturating_sub(1)).rev() {
+            stride[axis] = stride[axis + 1] * shape[axis + 1];
+        }
+        for s in &stride {
+            int(&mut pickle, *s);
+        }
+        pickle.extend_from_slice(b"t\x89ccollections\nOrderedDict\n)RtR");
+    }
+    pickle.extend_from_slice(b"u.");
+    zip.start_file("archive/data.pkl", stored).unwrap();
+    zip.write_all(&pickle).unwrap();
+    zip.start_file("archive/byteorder", stored).unwrap();
+    zip.write_all(b"little").unwrap();
+    std::fs::write(out, zip.finish().unwrap().into_inner()).unwrap();
+}
+
+#[tokio::test]
+async fn a_classifier_uploaded_as_pytorch_model_bin_is_converted_and_answers_the_same() {
+    use so1s_core::build::{archive::pack_dir, Artifact, BundleBuilder, ImageBuilder};
+    use so1s_core::events::{EventLog, Stage};
+    use so1s_core::store::{ArchiveFormat, StoredVersion};
+
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("reference");
+    tiny_classifier(&reference, &LABELS, 11, "model.safetensors").unwrap();
+    // The same model with its weights as a torch.save checkpoint only.
+    let model = dir.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    for entry in std::fs::read_dir(&reference).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "model.safetensors" {
+            std::fs::copy(entry.path(), model.join(entry.file_name())).unwrap();
+        }
+    }
+    write_torch_checkpoint(
+        &reference.join("model.safetensors"),
+        &model.join("pytorch_model.bin"),
+    );
+    let archive = dir.path().join("model.tar.gz");
+    std::fs::write(&archive, pack_dir(&model).unwrap()).unwrap();
+    let stored = StoredVersion {
+        model: so1s_core::ModelName::parse("tiny").unwrap(),
+        version: so1s_core::VersionId::parse("v1").unwrap(),
+        sha256: String::new(),
+        size: 0,
+        format: ArchiveFormat::TarGz,
+        stored_at: 0,
+    };
+    let log = EventLog::default();
+    let artifact = BundleBuilder::new(dir.path().join("bundles"))
+        .build(&stored, &archive, &log.events(Stage::Build))
+        .await
+        .unwrap_or_else(|e| panic!("{}\n{}", e.chain(), log.text()));
+    let Artifact::Bundle { dir: bundle } = artifact else {
+        panic!("a bundle");
+    };
+    assert!(
+        log.text()
+            .contains("pytorch_model.bin read without running its pickle"),
+        "{}",
+        log.text()
+    );
+    assert!(!bundle.join("pytorch_model.bin").exists());
+    assert!(bundle.join("model.safetensors").is_file());
+    // The converted model answers exactly as the one saved as safetensors.
+    let converted = load(&bundle, test_options()).await.unwrap();
+    let original = load(&reference, test_options()).await.unwrap();
+    for text in TEXTS {
+        assert_eq!(
+            converted.predict_one(text).await.unwrap(),
+            original.predict_one(text).await.unwrap(),
+            "{text}"
+        );
+    }
+}

@@ -254,6 +254,46 @@ pub fn to_safetensors(tensors: &BTreeMap<String, Tensor>) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The checkpoint file name `torch.save`-based tools write.
+pub const CHECKPOINT_FILE: &str = "pytorch_model.bin";
+
+/// What [`convert_in_place`] did with a `pytorch_model.bin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InPlace {
+    /// Converted to `model.safetensors`: this many tensors.
+    Converted(usize),
+    /// Removed unread: the directory had weights so1s reads already.
+    Dropped,
+}
+
+/// Leaves the model directory `dir` with safetensors weights only: a `pytorch_model.bin` is
+/// converted to `model.safetensors` (written beside it, then renamed into place) when no
+/// weights file so1s reads is there, and removed either way, so no pickle stays in a bundle
+/// or an image. `None` when there was no checkpoint.
+pub fn convert_in_place(dir: &Path) -> Result<Option<InPlace>> {
+    let bin = dir.join(CHECKPOINT_FILE);
+    if !bin.is_file() {
+        return Ok(None);
+    }
+    let safetensors = dir.join("model.safetensors");
+    let done = if safetensors.is_file() || dir.join("rust_model.ot").is_file() {
+        InPlace::Dropped
+    } else {
+        let partial = dir.join(".model.safetensors.partial");
+        let count = convert_to_safetensors(&bin, &partial)?;
+        std::fs::rename(&partial, &safetensors).map_err(|source| Error::Io {
+            context: format!("renaming {} into place", partial.display()),
+            source,
+        })?;
+        InPlace::Converted(count)
+    };
+    std::fs::remove_file(&bin).map_err(|source| Error::Io {
+        context: format!("removing {}", bin.display()),
+        source,
+    })?;
+    Ok(Some(done))
+}
+
 /// Converts the checkpoint `bin` into the safetensors file `out`; returns how many tensors
 /// it holds.
 pub fn convert_to_safetensors(bin: &Path, out: &Path) -> Result<usize> {
@@ -375,6 +415,41 @@ mod tests {
         legacy.write_all(b"\x80\x02\x8a\x0alegacy").unwrap();
         let error = read_state_dict(legacy.path()).unwrap_err().to_string();
         assert!(error.contains("not a PyTorch zip checkpoint"), "{error}");
+    }
+
+    #[test]
+    fn a_model_directory_is_left_with_safetensors_only() {
+        let dir = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(Path::new(FIXTURE).join("model-bin")).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+        }
+        let Some(InPlace::Converted(tensors)) = convert_in_place(dir.path()).unwrap() else {
+            panic!("the checkpoint was not converted");
+        };
+        assert!(tensors > 10, "{tensors} tensors");
+        assert!(!dir.path().join(CHECKPOINT_FILE).exists());
+        let written =
+            read_safetensors(&std::fs::read(dir.path().join("model.safetensors")).unwrap());
+        let reference = read_safetensors(
+            &std::fs::read(Path::new(FIXTURE).join("model/model.safetensors")).unwrap(),
+        );
+        assert_eq!(written, reference);
+        assert!(!dir.path().join(".model.safetensors.partial").exists());
+        // Nothing to do the second time; beside safetensors a checkpoint is dropped unread; a
+        // hostile one is an error and writes no safetensors.
+        assert_eq!(convert_in_place(dir.path()).unwrap(), None);
+        std::fs::write(dir.path().join(CHECKPOINT_FILE), b"not even a zip").unwrap();
+        assert_eq!(
+            convert_in_place(dir.path()).unwrap(),
+            Some(InPlace::Dropped)
+        );
+        assert!(!dir.path().join(CHECKPOINT_FILE).exists());
+        let hostile = tempfile::tempdir().unwrap();
+        let pickle = checkpoint(b"\x80\x02cos\nsystem\n)R.");
+        std::fs::copy(pickle.path(), hostile.path().join(CHECKPOINT_FILE)).unwrap();
+        assert!(convert_in_place(hostile.path()).is_err());
+        assert!(!hostile.path().join("model.safetensors").exists());
     }
 
     #[test]

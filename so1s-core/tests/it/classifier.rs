@@ -2,6 +2,7 @@
 //! users' uploads take.
 
 use crate::support::{load, test_options, tiny_classifier};
+use so1s_core::events::{EventLog, Stage};
 use so1s_core::{Prediction, Task};
 
 const LABELS: [&str; 3] = ["negative", "neutral", "positive"];
@@ -111,22 +112,17 @@ async fn int8_precision_is_refused_for_a_classifier_with_the_reason() {
     assert!(error.contains("sequence-classification"), "{error}");
 }
 
-#[tokio::test]
-async fn a_build_smoke_tests_the_precision_the_manifest_asks_for() {
+/// Packs `model` and builds it with the embedded bundle builder (smoke test in process) as
+/// `tiny` v1 under `work`; the result and the build's events.
+async fn build_bundle(
+    work: &std::path::Path,
+    model: &std::path::Path,
+) -> (so1s_core::Result<so1s_core::build::Artifact>, EventLog) {
     use so1s_core::build::{archive::pack_dir, BundleBuilder, ImageBuilder};
-    use so1s_core::events::{EventLog, Stage};
     use so1s_core::store::{ArchiveFormat, StoredVersion};
 
-    let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("model");
-    tiny_classifier(&model, &LABELS, 7, "model.safetensors").unwrap();
-    std::fs::write(
-        model.join("so1s.toml"),
-        "task = \"sequence-classification\"\n[serving]\nprecision = \"int8\"\n",
-    )
-    .unwrap();
-    let archive = dir.path().join("model.tar.gz");
-    std::fs::write(&archive, pack_dir(&model).unwrap()).unwrap();
+    let archive = work.join("model.tar.gz");
+    std::fs::write(&archive, pack_dir(model).unwrap()).unwrap();
     let stored = StoredVersion {
         model: so1s_core::ModelName::parse("tiny").unwrap(),
         version: so1s_core::VersionId::parse("v1").unwrap(),
@@ -136,11 +132,24 @@ async fn a_build_smoke_tests_the_precision_the_manifest_asks_for() {
         stored_at: 0,
     };
     let log = EventLog::default();
-    let error = BundleBuilder::new(dir.path().join("bundles"))
+    let built = BundleBuilder::new(work.join("bundles"))
         .build(&stored, &archive, &log.events(Stage::Build))
-        .await
-        .unwrap_err()
-        .to_string();
+        .await;
+    (built, log)
+}
+
+#[tokio::test]
+async fn a_build_smoke_tests_the_precision_the_manifest_asks_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    tiny_classifier(&model, &LABELS, 7, "model.safetensors").unwrap();
+    std::fs::write(
+        model.join("so1s.toml"),
+        "task = \"sequence-classification\"\n[serving]\nprecision = \"int8\"\n",
+    )
+    .unwrap();
+    let (built, log) = build_bundle(dir.path(), &model).await;
+    let error = built.unwrap_err().to_string();
     assert!(error.contains("int8"), "{error}\n{}", log.text());
     assert!(log.text().contains("smoke test"), "{}", log.text());
 }
@@ -212,9 +221,7 @@ fn write_torch_checkpoint(safetensors: &std::path::Path, out: &std::path::Path) 
 
 #[tokio::test]
 async fn a_classifier_uploaded_as_pytorch_model_bin_is_converted_and_answers_the_same() {
-    use so1s_core::build::{archive::pack_dir, Artifact, BundleBuilder, ImageBuilder};
-    use so1s_core::events::{EventLog, Stage};
-    use so1s_core::store::{ArchiveFormat, StoredVersion};
+    use so1s_core::build::Artifact;
 
     let dir = tempfile::tempdir().unwrap();
     let reference = dir.path().join("reference");
@@ -232,21 +239,8 @@ async fn a_classifier_uploaded_as_pytorch_model_bin_is_converted_and_answers_the
         &reference.join("model.safetensors"),
         &model.join("pytorch_model.bin"),
     );
-    let archive = dir.path().join("model.tar.gz");
-    std::fs::write(&archive, pack_dir(&model).unwrap()).unwrap();
-    let stored = StoredVersion {
-        model: so1s_core::ModelName::parse("tiny").unwrap(),
-        version: so1s_core::VersionId::parse("v1").unwrap(),
-        sha256: String::new(),
-        size: 0,
-        format: ArchiveFormat::TarGz,
-        stored_at: 0,
-    };
-    let log = EventLog::default();
-    let artifact = BundleBuilder::new(dir.path().join("bundles"))
-        .build(&stored, &archive, &log.events(Stage::Build))
-        .await
-        .unwrap_or_else(|e| panic!("{}\n{}", e.chain(), log.text()));
+    let (built, log) = build_bundle(dir.path(), &model).await;
+    let artifact = built.unwrap_or_else(|e| panic!("{}\n{}", e.chain(), log.text()));
     let Artifact::Bundle { dir: bundle } = artifact else {
         panic!("a bundle");
     };

@@ -15,17 +15,18 @@ enum Global {
 
 impl Global {
     fn resolve(module: &str, name: &str) -> Result<Self> {
-        match (module, name) {
-            ("collections", "OrderedDict") => Ok(Global::OrderedDict),
-            ("torch._utils", "_rebuild_tensor_v2") => Ok(Global::RebuildTensor),
-            ("torch", storage) if Dtype::from_storage(storage).is_some() => Ok(Global::Storage(
-                Dtype::from_storage(storage).expect("checked"),
-            )),
-            _ => Err(Error::InvalidModel(format!(
+        let allowed = match (module, name) {
+            ("collections", "OrderedDict") => Some(Global::OrderedDict),
+            ("torch._utils", "_rebuild_tensor_v2") => Some(Global::RebuildTensor),
+            ("torch", storage) => Dtype::from_storage(storage).map(Global::Storage),
+            _ => None,
+        };
+        allowed.ok_or_else(|| {
+            Error::InvalidModel(format!(
                 "pytorch_model.bin names the global `{module}.{name}`, which a state dict does \
                  not need: refused (nothing in it was run)"
-            ))),
-        }
+            ))
+        })
     }
 }
 

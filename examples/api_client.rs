@@ -54,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
         Prediction::Embedding(vector) => {
             println!("a {}-value embedding, starting {}", vector.len(), vector[0])
         }
-        Prediction::Label { label, score } => println!("{label} ({score:.3})"),
+        Prediction::Label { label, score, .. } => println!("{label} ({score:.3})"),
     }
     Ok(())
 }

@@ -236,3 +236,134 @@ async fn cli_deploys_a_directory_and_fails_loudly_on_a_bad_build() {
     );
     api.stop();
 }
+
+/// The shared ELECTRA fixture shaped like the seed's model (KoELECTRA-NSMC).
+fn seed_fixture() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../so1s-core/tests/fixtures/electra-nsmc-tiny")
+}
+
+/// `dir`'s files with `pytorch_model.bin` replaced by `checkpoint`, packed.
+fn with_checkpoint(dir: &std::path::Path, checkpoint: &[u8]) -> Vec<u8> {
+    let copy = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
+    }
+    std::fs::write(copy.path().join("pytorch_model.bin"), checkpoint).unwrap();
+    so1s_core::build::archive::pack_dir(copy.path()).unwrap()
+}
+
+/// Every sentence of `expected.json` through the seed's path: transformers' label, its
+/// score and every label's score within 1e-4; the version that answered.
+async fn answers_as_transformers(api: &Api, expected: &Value, version: &str) {
+    for sentence in expected["sentences"].as_array().unwrap() {
+        let text = sentence["text"].as_str().unwrap();
+        let response = api
+            .client
+            .post(format!("{}/inference/predict", api.base))
+            .json(&serde_json::json!({"text": text, "all_scores": true}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{text}");
+        assert_eq!(response.headers()["so1s-model-version"], version);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["result"], sentence["label"], "{text}: {body}");
+        let score = body["score"].as_f64().unwrap();
+        assert!(
+            (score - sentence["score"].as_f64().unwrap()).abs() <= 1e-4,
+            "{text}: {body}"
+        );
+        let scores = body["scores"].as_array().unwrap();
+        let labels = expected["labels"].as_array().unwrap();
+        assert_eq!(scores.len(), labels.len());
+        for ((entry, label), want) in scores
+            .iter()
+            .zip(labels)
+            .zip(sentence["scores"].as_array().unwrap())
+        {
+            assert_eq!(&entry["label"], label);
+            assert!((entry["score"].as_f64().unwrap() - want.as_f64().unwrap()).abs() <= 1e-4);
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_seeds_electra_classifier_serves_from_safetensors_and_from_a_checked_bin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let api = Api::start(&tmp.path().join("data"));
+    let fixture = seed_fixture();
+    let expected: Value =
+        serde_json::from_slice(&std::fs::read(fixture.join("expected.json")).unwrap()).unwrap();
+
+    // v1: safetensors. The first live model is the default: the seed's path reaches it.
+    api.upload(
+        "sentiment",
+        so1s_core::build::archive::pack_dir(&fixture.join("model")).unwrap(),
+    )
+    .await;
+    let record = api.settle("sentiment", "v1").await;
+    assert_eq!(record["state"], "live", "{record}");
+    answers_as_transformers(&api, &expected, "v1").await;
+    // Without `all_scores`, the seed's reply shape: the label and its score only.
+    let plain = api
+        .predict_json("/inference/predict", "이 영화 정말 재밌어요")
+        .await;
+    assert_eq!(plain.as_object().unwrap().len(), 2, "{plain}");
+    assert!(
+        plain["result"].is_string() && plain["score"].is_f64(),
+        "{plain}"
+    );
+    let info = api.get_json("/v1/models/sentiment").await;
+    assert_eq!(info["live_version"], "v1", "{info}");
+
+    // v2: the same model as pytorch_model.bin only, converted during the build.
+    api.upload(
+        "sentiment",
+        so1s_core::build::archive::pack_dir(&fixture.join("model-bin")).unwrap(),
+    )
+    .await;
+    let record = api.settle("sentiment", "v2").await;
+    assert_eq!(record["state"], "live", "{record}");
+    let events = api.events("sentiment", "v2").await;
+    assert!(
+        events.contains("pytorch_model.bin read without running its pickle"),
+        "{events}"
+    );
+    answers_as_transformers(&api, &expected, "v2").await;
+
+    // v3: a .bin whose pickle calls os.system (`touch MARKER`): refused by name, nothing ran.
+    let marker = tmp.path().join("the-pickle-ran");
+    let command = format!("touch {}", marker.display());
+    let mut pickle = b"\x80\x02cos\nsystem\nq\x00X".to_vec();
+    pickle.extend_from_slice(&(command.len() as u32).to_le_bytes());
+    pickle.extend_from_slice(command.as_bytes());
+    pickle.extend_from_slice(b"\x85R.");
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    zip.start_file("archive/data.pkl", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    std::io::Write::write_all(&mut zip, &pickle).unwrap();
+    let hostile = zip.finish().unwrap().into_inner();
+    // v4: the fixture's .bin cut in half.
+    let real = std::fs::read(fixture.join("model-bin/pytorch_model.bin")).unwrap();
+    let truncated = real[..real.len() / 2].to_vec();
+    for (checkpoint, version, cause) in [
+        (hostile, "v3", "`os.system`"),
+        (truncated, "v4", "not a whole PyTorch zip checkpoint"),
+    ] {
+        api.upload(
+            "sentiment",
+            with_checkpoint(&fixture.join("model-bin"), &checkpoint),
+        )
+        .await;
+        let record = api.settle("sentiment", version).await;
+        assert_eq!(record["state"], "failed", "{record}");
+        let error = record["error"].as_str().unwrap();
+        assert!(error.contains(cause), "{version}: {error}");
+    }
+    assert!(!marker.exists(), "the hostile pickle ran");
+    // v2 kept serving through both.
+    answers_as_transformers(&api, &expected, "v2").await;
+    api.stop();
+}

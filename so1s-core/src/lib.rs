@@ -80,6 +80,6 @@ pub mod store;
 
 pub use error::{Error, Result};
 pub use model::{ModelLayout, ModelName, Task, VersionId};
-pub use predict::Prediction;
 #[cfg(feature = "inference")]
 pub use predict::TransformerService;
+pub use predict::{LabelScore, Prediction};

@@ -91,7 +91,7 @@ pub async fn in_process(layout: ModelLayout) -> Result<String> {
             }
             format!("a {}-value embedding", vector.len())
         }
-        Prediction::Label { label, score } => format!("label `{label}` ({score:.3})"),
+        Prediction::Label { label, score, .. } => format!("label `{label}` ({score:.3})"),
     })
 }
 

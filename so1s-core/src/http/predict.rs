@@ -2,7 +2,7 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `POST /predict` | `{"text": ".."}` → `{"result": ..}`; `{"texts": [..]}` → `{"results": [..]}`; header `so1s-timeout-ms` bounds the wait (else the server's `request_timeout`; past it `504`) |
+//! | `POST /predict` | `{"text": ".."}` → `{"result": ..}`; `{"texts": [..]}` → `{"results": [..]}`; a classifier's with `"all_scores": true` also carry `"scores"` (every label's); header `so1s-timeout-ms` bounds the wait (else the server's `request_timeout`; past it `504`) |
 //! | `GET /healthz` | 200 while the process is alive |
 //! | `GET /readyz` | 200 once the model loaded and a warm-up pass ran, 503 before |
 //! | `GET /metrics` | Prometheus (OpenMetrics) text, `so1s_` prefix |
@@ -10,10 +10,10 @@
 
 use super::error::{body_limited, json_error, recover, ApiError};
 use crate::metrics::{render, HttpMetrics};
-use crate::model::{Manifest, ModelLayout};
+use crate::model::{Manifest, ModelLayout, Task};
 use crate::predict::Precision;
 use crate::predict::{InputLimits, PredictRequest, ServiceOptions, TransformerService};
-use crate::{Error, Result};
+use crate::{Error, Prediction, Result};
 use bytes::Bytes;
 use prometheus_client::registry::Registry;
 use serde_json::json;
@@ -318,11 +318,21 @@ async fn predict(state: Arc<State>, timeout_ms: Option<u64>, body: Bytes) -> Res
 async fn answer(state: &State, timeout_ms: Option<u64>, body: &[u8]) -> Result<Response, ApiError> {
     let service = state.service.get().ok_or(Error::NotReady)?;
     let request: PredictRequest = serde_json::from_slice(body).map_err(|e| json_error(&e))?;
+    let all_scores = request.all_scores;
+    if all_scores && service.info().task != Task::SequenceClassification {
+        return Err(Error::InvalidInput(
+            "`all_scores` is for classifiers; this model answers embeddings".into(),
+        )
+        .into());
+    }
     let (texts, single) = request.into_texts(&state.settings.limits)?;
     let timeout = timeout_ms
         .map(Duration::from_millis)
         .unwrap_or(service.options().request_timeout);
     let mut predictions = service.predict_within(texts, timeout).await?;
+    if !all_scores {
+        predictions = predictions.into_iter().map(Prediction::top_only).collect();
+    }
     let body = if single {
         let prediction = predictions
             .pop()

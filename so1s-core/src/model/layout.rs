@@ -18,15 +18,19 @@ pub enum Architecture {
     XlmRoberta,
     /// `albert`.
     Albert,
+    /// `electra` (the seed's KoELECTRA sentiment model): run by so1s's own encoder, since
+    /// rust-bert has no ELECTRA sequence-classification pipeline.
+    Electra,
 }
 
 impl Architecture {
-    const NAMES: [(&'static str, Architecture); 5] = [
+    const NAMES: [(&'static str, Architecture); 6] = [
         ("bert", Architecture::Bert),
         ("distilbert", Architecture::DistilBert),
         ("roberta", Architecture::Roberta),
         ("xlm-roberta", Architecture::XlmRoberta),
         ("albert", Architecture::Albert),
+        ("electra", Architecture::Electra),
     ];
 
     /// The `model_type` spelling of `config.json`.
@@ -55,7 +59,10 @@ impl Architecture {
     fn lower_cases_by_default(self) -> bool {
         matches!(
             self,
-            Architecture::Bert | Architecture::DistilBert | Architecture::Albert
+            Architecture::Bert
+                | Architecture::DistilBert
+                | Architecture::Albert
+                | Architecture::Electra
         )
     }
 }
@@ -161,9 +168,27 @@ impl ModelLayout {
             Some(files) => read_json::<Value>(&files.sentence_bert_config)?
                 .get("max_seq_length")
                 .and_then(Value::as_u64),
-            None => config
-                .get("max_position_embeddings")
-                .and_then(Value::as_u64),
+            // The tokenizer's `model_max_length` where it is shorter than the positions
+            // (Hugging Face writes a huge float there when it has none).
+            None => {
+                // RoBERTa's positions start after the padding index: two fewer tokens fit.
+                let offset = match architecture {
+                    Architecture::Roberta | Architecture::XlmRoberta => 2,
+                    _ => 0,
+                };
+                let positions = config
+                    .get("max_position_embeddings")
+                    .and_then(Value::as_u64)
+                    .map(|p| p.saturating_sub(offset));
+                let tokenizer_max = tokenizer_config
+                    .as_ref()
+                    .and_then(|c| c.get("model_max_length"))
+                    .and_then(Value::as_u64);
+                match (positions, tokenizer_max) {
+                    (Some(p), Some(t)) => Some(p.min(t)),
+                    (p, t) => p.or(t),
+                }
+            }
         }
         .map(|n| n as usize);
 
@@ -245,7 +270,9 @@ fn tokenizer_files(
             .and_then(Value::as_bool)
     };
     let (vocab, merges) = match architecture {
-        Architecture::Bert | Architecture::DistilBert => (require(dir, "vocab.txt")?, None),
+        Architecture::Bert | Architecture::DistilBert | Architecture::Electra => {
+            (require(dir, "vocab.txt")?, None)
+        }
         Architecture::Roberta => (
             require(dir, "vocab.json")?,
             Some(require(dir, "merges.txt")?),
@@ -255,9 +282,10 @@ fn tokenizer_files(
     };
     let (strip_accents, add_prefix_space) = match architecture {
         // rust-bert refuses add_prefix_space for BERT-style tokenizers.
-        Architecture::Bert | Architecture::DistilBert | Architecture::Albert => {
-            (flag("strip_accents"), None)
-        }
+        Architecture::Bert
+        | Architecture::DistilBert
+        | Architecture::Albert
+        | Architecture::Electra => (flag("strip_accents"), None),
         Architecture::Roberta | Architecture::XlmRoberta => (None, flag("add_prefix_space")),
     };
     Ok(TokenizerFiles {

@@ -59,6 +59,22 @@ pub fn config_parameters(config: &Value, architecture: Architecture) -> u64 {
             .saturating_add(e.saturating_mul(h).saturating_add(h))
             .saturating_add(shared.saturating_mul(layer(h, i)))
         }
+        Architecture::Electra => {
+            let (h, e) = (get("hidden_size", 256), get("embedding_size", 128));
+            let i = get("intermediate_size", 1024);
+            let project = match e == h {
+                true => 0,
+                false => e.saturating_mul(h).saturating_add(h),
+            };
+            embeddings(
+                get("vocab_size", 30_522),
+                get("max_position_embeddings", 512),
+                get("type_vocab_size", 2),
+                e,
+            )
+            .saturating_add(project)
+            .saturating_add(get("num_hidden_layers", 12).saturating_mul(layer(h, i)))
+        }
         Architecture::Bert | Architecture::Roberta | Architecture::XlmRoberta => {
             let h = get("hidden_size", 768);
             let i = get("intermediate_size", h.saturating_mul(4));

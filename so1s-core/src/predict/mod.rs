@@ -10,7 +10,11 @@
 //! [`Error::Overloaded`](crate::Error::Overloaded), not a pile-up.
 
 #[cfg(feature = "inference")]
+mod classifier;
+#[cfg(feature = "inference")]
 pub mod encoder;
+#[cfg(feature = "inference")]
+mod encoder_pipeline;
 #[cfg(feature = "inference")]
 mod pipeline;
 mod precision;
@@ -19,7 +23,7 @@ mod request;
 mod service;
 
 #[cfg(feature = "inference")]
-pub use pipeline::{ModelInfo, Pipeline};
+pub use pipeline::{EncoderPipeline, ModelInfo, Pipeline, RustBertClassifier};
 pub use precision::Precision;
 pub use request::{InputLimits, PredictRequest};
 #[cfg(feature = "inference")]
@@ -39,11 +43,39 @@ pub enum Prediction {
         label: String,
         /// Its softmax probability, in `[0, 1]`.
         score: f64,
+        /// Every label's probability, in `id2label` order. Replies carry them when the
+        /// request asks (`"all_scores": true`).
+        scores: Option<Vec<LabelScore>>,
     },
 }
 
+/// One label's probability.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelScore {
+    /// The label's name from `id2label`.
+    pub label: String,
+    /// Its softmax probability, in `[0, 1]`.
+    pub score: f64,
+}
+
+impl Prediction {
+    /// The prediction without every label's scores: the reply to a request that did not ask
+    /// for them.
+    pub fn top_only(self) -> Self {
+        match self {
+            Prediction::Label { label, score, .. } => Prediction::Label {
+                label,
+                score,
+                scores: None,
+            },
+            embedding => embedding,
+        }
+    }
+}
+
 /// Serialized as the reply object of one text: `{"result": [..]}` for an embedding,
-/// `{"result": "<label>", "score": 0.97}` for a label (the original service's shape).
+/// `{"result": "<label>", "score": 0.97}` for a label (the original service's shape), with
+/// `"scores": [{"label": .., "score": ..}, ..]` when it carries every label's.
 impl Serialize for Prediction {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
@@ -52,10 +84,17 @@ impl Serialize for Prediction {
                 map.serialize_entry("result", vector)?;
                 map.end()
             }
-            Prediction::Label { label, score } => {
-                let mut map = serializer.serialize_map(Some(2))?;
+            Prediction::Label {
+                label,
+                score,
+                scores,
+            } => {
+                let mut map = serializer.serialize_map(Some(2 + scores.is_some() as usize))?;
                 map.serialize_entry("result", label)?;
                 map.serialize_entry("score", score)?;
+                if let Some(scores) = scores {
+                    map.serialize_entry("scores", scores)?;
+                }
                 map.end()
             }
         }
@@ -69,13 +108,25 @@ impl<'de> Deserialize<'de> for Prediction {
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Reply {
-            Label { result: String, score: f64 },
-            Embedding { result: Vec<f32> },
+            Label {
+                result: String,
+                score: f64,
+                #[serde(default)]
+                scores: Option<Vec<LabelScore>>,
+            },
+            Embedding {
+                result: Vec<f32>,
+            },
         }
         Ok(match Reply::deserialize(deserializer)? {
-            Reply::Label { result, score } => Prediction::Label {
+            Reply::Label {
+                result,
+                score,
+                scores,
+            } => Prediction::Label {
                 label: result,
                 score,
+                scores,
             },
             Reply::Embedding { result } => Prediction::Embedding(result),
         })
@@ -91,9 +142,25 @@ mod tests {
         let label = Prediction::Label {
             label: "positive".into(),
             score: 0.75,
+            scores: Some(vec![
+                LabelScore {
+                    label: "negative".into(),
+                    score: 0.25,
+                },
+                LabelScore {
+                    label: "positive".into(),
+                    score: 0.75,
+                },
+            ]),
         };
         assert_eq!(
             serde_json::to_value(&label).unwrap(),
+            serde_json::json!({"result": "positive", "score": 0.75, "scores": [
+                {"label": "negative", "score": 0.25}, {"label": "positive", "score": 0.75}
+            ]})
+        );
+        assert_eq!(
+            serde_json::to_value(label.top_only()).unwrap(),
             serde_json::json!({"result": "positive", "score": 0.75})
         );
         let embedding = Prediction::Embedding(vec![0.5, -0.25]);
@@ -109,6 +176,15 @@ mod tests {
             Prediction::Label {
                 label: "긍정".into(),
                 score: 0.875,
+                scores: None,
+            },
+            Prediction::Label {
+                label: "긍정".into(),
+                score: 0.875,
+                scores: Some(vec![LabelScore {
+                    label: "긍정".into(),
+                    score: 0.875,
+                }]),
             },
             Prediction::Embedding(vec![0.5, -0.25, 1.0]),
         ] {

@@ -1,26 +1,22 @@
-//! The rust-bert side: loading a [`ModelLayout`] into a pipeline and running forward passes,
-//! by rust-bert's models or, for BERT sentence embeddings, by so1s's own [`BertEncoder`] with
-//! rust-bert's tokenizer. This is the only module that touches rust-bert.
+//! Loading a [`ModelLayout`] into a pipeline and running forward passes: by rust-bert's
+//! models, or by so1s's own encoder ([`EncoderPipeline`]) for BERT and ELECTRA.
 
-use super::encoder::{mean_pool, normalize, plan_passes, BertEncoder, BertShape, Precision};
+pub use super::classifier::RustBertClassifier;
+use super::encoder::Precision;
+pub use super::encoder_pipeline::EncoderPipeline;
 use super::service::Predictor;
 use super::Prediction;
-use crate::model::read_json;
 use crate::model::{Architecture, ModelLayout, Task};
 use crate::{Error, Result};
-use rust_bert::pipelines::common::{ModelResource, ModelType, TokenizerOption};
+use rust_bert::pipelines::common::ModelType;
 use rust_bert::pipelines::sentence_embeddings::{
     SentenceEmbeddingsConfig, SentenceEmbeddingsModel,
 };
-use rust_bert::pipelines::sequence_classification::{
-    SequenceClassificationConfig, SequenceClassificationModel,
-};
 use rust_bert::resources::{LocalResource, ResourceProvider};
-use rust_tokenizers::tokenizer::TruncationStrategy;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use tch::{Device, Tensor};
+use tch::Device;
 
 /// What a loaded model answers with, for clients and metadata endpoints.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -46,183 +42,10 @@ pub struct ModelInfo {
 pub enum Pipeline {
     /// A sentence-transformers model run by rust-bert.
     Embeddings(Box<SentenceEmbeddingsModel>),
-    /// A sequence classifier run by rust-bert.
-    Classification(Box<SequenceClassificationModel>),
-    /// A BERT sentence-transformers model whose forward pass so1s runs ([`BertEncoder`]).
+    /// A sequence classifier run by rust-bert (with an attention mask).
+    Classification(Box<RustBertClassifier>),
+    /// A BERT or ELECTRA model whose forward pass so1s runs ([`EncoderPipeline`]).
     Encoder(Box<EncoderPipeline>),
-}
-
-/// A BERT sentence-embeddings model on so1s's own forward pass: rust-bert's tokenizer, then
-/// [`BertEncoder`], mean pooling and (if the model says so) normalization. A batch is cut
-/// into passes of similar lengths ([`plan_passes`]).
-pub struct EncoderPipeline {
-    tokenizer: TokenizerOption,
-    encoder: BertEncoder,
-    max_len: usize,
-    normalize: bool,
-    pad_id: i64,
-}
-
-/// The fixed cost of one more forward pass, in tokens computed: what cutting a batch in two
-/// must save in padding to be worth it.
-const PASS_COST_TOKENS: usize = 16;
-
-impl EncoderPipeline {
-    /// Loads a BERT sentence-embeddings model (mean pooling, no dense layer) with its linear
-    /// layers in `precision`. Other models get a clear error: rust-bert runs them.
-    pub fn load(layout: &ModelLayout, precision: Precision) -> Result<Self> {
-        let unsupported = |why: String| {
-            Error::InvalidModel(format!(
-                "so1s's own forward pass (needed for {} precision) runs BERT sentence-embedding models with mean pooling; {why}",
-                precision.as_str()
-            ))
-        };
-        let files = match (
-            &layout.task,
-            &layout.sentence_transformer,
-            layout.architecture,
-        ) {
-            (Task::SentenceEmbeddings, Some(files), Architecture::Bert) => files,
-            _ => {
-                return Err(unsupported(format!(
-                    "this is a {} {} model",
-                    layout.architecture.as_str(),
-                    layout.task.as_str()
-                )))
-            }
-        };
-        if files.dense.is_some() {
-            return Err(unsupported(
-                "this model has a dense layer after pooling".into(),
-            ));
-        }
-        let pooling: PoolingConfig = read_json(&files.pooling_config)?;
-        if !pooling.pooling_mode_mean_tokens
-            || pooling.pooling_mode_cls_token
-            || pooling.pooling_mode_max_tokens
-            || pooling.pooling_mode_mean_sqrt_len_tokens
-        {
-            return Err(unsupported("this model does not pool by mean".into()));
-        }
-        let modules: Vec<ModuleEntry> = read_json(&files.modules)?;
-        let normalize = modules.iter().any(|m| m.kind.ends_with(".Normalize"));
-        let shape: BertShape = read_json(&layout.config)?;
-        // The tokenizer exactly as rust-bert's sentence-embeddings pipeline sets it up.
-        let tokenizer_config: TokenizerConfig = read_json(&files.tokenizer_config)?;
-        let bert_config: SentenceBertConfig = read_json(&files.sentence_bert_config)?;
-        let tokenizer = TokenizerOption::from_file(
-            ModelType::Bert,
-            &layout.tokenizer.vocab.to_string_lossy(),
-            None,
-            tokenizer_config
-                .do_lower_case
-                .unwrap_or(bert_config.do_lower_case),
-            tokenizer_config.strip_accents,
-            None,
-        )
-        .map_err(|e| Error::Load(format!("loading the tokenizer: {e}")))?;
-        let pad_id = tokenizer.get_pad_id().unwrap_or(0);
-        let encoder = guard("loading the model", || {
-            BertEncoder::load(&layout.weights, &shape, precision)
-        })
-        .map_err(|e| match e {
-            Error::Inference(message) => Error::Load(message),
-            other => other,
-        })?;
-        Ok(Self {
-            tokenizer,
-            encoder,
-            max_len: bert_config.max_seq_length,
-            normalize,
-            pad_id,
-        })
-    }
-
-    /// The precision of the linear layers.
-    pub fn precision(&self) -> Precision {
-        self.encoder.precision()
-    }
-
-    /// Tokens of each text after truncation, as [`EncoderPipeline::embed`] runs them.
-    pub fn token_counts(&self, texts: &[String]) -> Vec<usize> {
-        self.tokenizer
-            .encode_list(texts, self.max_len, &TruncationStrategy::LongestFirst, 0)
-            .iter()
-            .map(|encoded| encoded.token_ids.len())
-            .collect()
-    }
-
-    /// One embedding per text, in order.
-    pub fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
-        let encoded =
-            self.tokenizer
-                .encode_list(texts, self.max_len, &TruncationStrategy::LongestFirst, 0);
-        let mut order: Vec<usize> = (0..encoded.len()).collect();
-        order.sort_by_key(|&i| encoded[i].token_ids.len());
-        let lengths: Vec<usize> = order.iter().map(|&i| encoded[i].token_ids.len()).collect();
-        let mut embeddings = vec![Vec::new(); encoded.len()];
-        for pass in plan_passes(&lengths, PASS_COST_TOKENS) {
-            let longest = lengths[pass.end - 1].max(1);
-            let rows = &order[pass];
-            let (mut ids, mut mask) = (Vec::new(), Vec::new());
-            for &i in rows {
-                let tokens = &encoded[i].token_ids;
-                ids.extend_from_slice(tokens);
-                ids.extend(std::iter::repeat_n(self.pad_id, longest - tokens.len()));
-                mask.extend(std::iter::repeat_n(1i64, tokens.len()));
-                mask.extend(std::iter::repeat_n(0i64, longest - tokens.len()));
-            }
-            let shape = [rows.len() as i64, longest as i64];
-            let ids = Tensor::from_slice(&ids).view(shape);
-            let mask = Tensor::from_slice(&mask).view(shape);
-            let pooled = mean_pool(&self.encoder.forward(&ids, &mask), &mask);
-            let pooled = match self.normalize {
-                true => normalize(&pooled),
-                false => pooled,
-            };
-            let pooled: Vec<Vec<f32>> = Vec::try_from(pooled)
-                .map_err(|e| Error::Inference(format!("reading the embeddings: {e}")))?;
-            for (&i, embedding) in rows.iter().zip(pooled) {
-                embeddings[i] = embedding;
-            }
-        }
-        Ok(embeddings)
-    }
-
-    fn dim(&self) -> usize {
-        self.encoder.hidden_size()
-    }
-}
-
-#[derive(Deserialize)]
-struct PoolingConfig {
-    #[serde(default)]
-    pooling_mode_cls_token: bool,
-    #[serde(default)]
-    pooling_mode_mean_tokens: bool,
-    #[serde(default)]
-    pooling_mode_max_tokens: bool,
-    #[serde(default)]
-    pooling_mode_mean_sqrt_len_tokens: bool,
-}
-
-#[derive(Deserialize)]
-struct ModuleEntry {
-    #[serde(rename = "type")]
-    kind: String,
-}
-
-#[derive(Deserialize)]
-struct TokenizerConfig {
-    do_lower_case: Option<bool>,
-    strip_accents: Option<bool>,
-}
-
-#[derive(Deserialize)]
-struct SentenceBertConfig {
-    max_seq_length: usize,
-    #[serde(default)]
-    do_lower_case: bool,
 }
 
 impl Pipeline {
@@ -230,16 +53,21 @@ impl Pipeline {
     /// (`model.safetensors` or `rust_model.ot`). Runs on the calling thread and takes a while:
     /// call it from the model's own thread.
     /// With `precision`, the model runs on so1s's own forward pass ([`EncoderPipeline`]);
-    /// without, on rust-bert's.
+    /// without, on rust-bert's — except ELECTRA, which rust-bert has no pipeline for and so1s
+    /// runs in f32.
     pub fn load(layout: &ModelLayout, precision: Option<Precision>) -> Result<(Self, ModelInfo)> {
+        let precision = precision.or(match layout.architecture {
+            Architecture::Electra => Some(Precision::F32),
+            _ => None,
+        });
         if let Some(precision) = precision {
             let pipeline = EncoderPipeline::load(layout, precision)?;
             let info = ModelInfo {
                 task: layout.task,
                 architecture: layout.architecture.as_str(),
-                output_shape: vec![pipeline.dim()],
-                labels: Vec::new(),
-                max_sequence_length: layout.max_sequence_length,
+                output_shape: vec![pipeline.output_dim()],
+                labels: layout.labels.clone(),
+                max_sequence_length: Some(pipeline.max_len()),
                 forward_pass: match precision {
                     Precision::F32 => "so1s-f32",
                     Precision::Int8 => "so1s-int8",
@@ -273,23 +101,9 @@ impl Pipeline {
                     SentenceEmbeddingsModel::new(config).map_err(|e| Error::Load(e.to_string()))?;
                 Ok(Pipeline::Embeddings(Box::new(model)))
             }
-            Task::SequenceClassification => {
-                let config = SequenceClassificationConfig {
-                    model_type,
-                    model_resource: ModelResource::Torch(local(&layout.weights)),
-                    config_resource: local(&layout.config),
-                    vocab_resource: local(&tokenizer.vocab),
-                    merges_resource: tokenizer.merges.as_deref().map(local),
-                    lower_case: tokenizer.lower_case,
-                    strip_accents: tokenizer.strip_accents,
-                    add_prefix_space: tokenizer.add_prefix_space,
-                    device: Device::Cpu,
-                    kind: None,
-                };
-                let model = SequenceClassificationModel::new(config)
-                    .map_err(|e| Error::Load(e.to_string()))?;
-                Ok(Pipeline::Classification(Box::new(model)))
-            }
+            Task::SequenceClassification => Ok(Pipeline::Classification(Box::new(
+                RustBertClassifier::load(layout, model_type)?,
+            ))),
         })
         .map_err(|e| match e {
             Error::Inference(message) => Error::Load(message),
@@ -303,7 +117,7 @@ impl Pipeline {
                 vec![dim as usize]
             }
             Pipeline::Classification(_) => vec![layout.labels.len()],
-            Pipeline::Encoder(model) => vec![model.dim()],
+            Pipeline::Encoder(model) => vec![model.output_dim()],
         };
         let info = ModelInfo {
             task: layout.task,
@@ -321,9 +135,12 @@ impl Predictor for Pipeline {
     fn token_counts(&self, texts: &[String]) -> Vec<usize> {
         match self {
             Pipeline::Encoder(model) => model.token_counts(texts),
+            Pipeline::Classification(model) => {
+                model.token_ids(texts).iter().map(Vec::len).collect()
+            }
             // rust-bert's pipelines truncate at the model's length, 512 at most for the
             // architectures so1s serves.
-            _ => texts
+            Pipeline::Embeddings(_) => texts
                 .iter()
                 .map(|t| super::service::estimate_tokens(t, Some(512)))
                 .collect(),
@@ -338,22 +155,8 @@ impl Predictor for Pipeline {
                 .into_iter()
                 .map(Prediction::Embedding)
                 .collect()),
-            Pipeline::Classification(model) => {
-                let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-                Ok(model
-                    .predict(texts)
-                    .into_iter()
-                    .map(|label| Prediction::Label {
-                        label: label.text,
-                        score: label.score,
-                    })
-                    .collect())
-            }
-            Pipeline::Encoder(model) => Ok(model
-                .embed(texts)?
-                .into_iter()
-                .map(Prediction::Embedding)
-                .collect()),
+            Pipeline::Classification(model) => model.predict(texts),
+            Pipeline::Encoder(model) => model.predict(texts),
         })
     }
 }
@@ -365,16 +168,17 @@ fn model_type(architecture: Architecture) -> ModelType {
         Architecture::Roberta => ModelType::Roberta,
         Architecture::XlmRoberta => ModelType::XLMRoberta,
         Architecture::Albert => ModelType::Albert,
+        Architecture::Electra => ModelType::Electra,
     }
 }
 
-fn local(path: &Path) -> Box<dyn ResourceProvider + Send> {
+pub(super) fn local(path: &Path) -> Box<dyn ResourceProvider + Send> {
     Box::new(LocalResource::from(path.to_owned()))
 }
 
 /// Runs rust-bert code that may panic on bad files or tensors, turning a panic into an error
 /// that names the step.
-fn guard<T>(step: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+pub(super) fn guard<T>(step: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
         let message = panic
             .downcast_ref::<String>()

@@ -11,6 +11,10 @@ pub struct PredictRequest {
     pub text: Option<String>,
     /// Several texts; the reply is `{"results": [...]}` in the same order.
     pub texts: Option<Vec<String>>,
+    /// For a classifier: every label's score in each prediction (`"scores"`), not only the
+    /// most likely label's.
+    #[serde(default)]
+    pub all_scores: bool,
 }
 
 /// Bounds on what one request may ask.
@@ -105,6 +109,11 @@ mod tests {
             parse(r#"{"texts": ["a", "b"]}"#).unwrap(),
             (vec!["a".into(), "b".into()], false)
         );
+        let request: PredictRequest =
+            serde_json::from_str(r#"{"text": "a", "all_scores": true}"#).unwrap();
+        assert!(request.all_scores);
+        let request: PredictRequest = serde_json::from_str(r#"{"text": "a"}"#).unwrap();
+        assert!(!request.all_scores);
     }
 
     #[test]

@@ -17,7 +17,7 @@ fn labels(predictions: Vec<Prediction>) -> Vec<(String, f64)> {
     predictions
         .into_iter()
         .map(|p| match p {
-            Prediction::Label { label, score } => (label, score),
+            Prediction::Label { label, score, .. } => (label, score),
             other => panic!("expected a label, got {other:?}"),
         })
         .collect()
@@ -96,20 +96,45 @@ async fn weights_that_do_not_fit_the_config_fail_with_a_load_error() {
     assert!(message.contains("loading the model failed"), "{message}");
 }
 
+/// Makes the classifier's feed-forward activation `relu`: rust-bert runs it, so1s's own
+/// encoder (every precision) refuses it.
+fn use_relu(dir: &std::path::Path) {
+    let config = dir.join("config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("\"hidden_act\": \"gelu\""));
+    std::fs::write(&config, text.replace("\"gelu\"", "\"relu\"")).unwrap();
+}
+
 #[tokio::test]
-async fn int8_precision_is_refused_for_a_classifier_with_the_reason() {
+async fn a_classifier_runs_in_int8_close_to_rust_berts_and_what_it_cannot_run_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     tiny_classifier(dir.path(), &LABELS, 7, "model.safetensors").unwrap();
-    let options = so1s_core::predict::ServiceOptions {
-        precision: Some(so1s_core::predict::encoder::Precision::Int8),
+    let int8 = so1s_core::predict::ServiceOptions {
+        precision: Some(so1s_core::predict::Precision::Int8),
         ..test_options()
     };
-    let Err(error) = load(dir.path(), options).await else {
-        panic!("int8 loaded a classifier");
+    let quantized = load(dir.path(), int8.clone()).await.unwrap();
+    assert_eq!(quantized.info().forward_pass, "so1s-int8");
+    let texts: Vec<String> = TEXTS.iter().map(|t| t.to_string()).collect();
+    let reference = classify(dir.path()).await;
+    let answers = labels(quantized.predict(texts).await.unwrap());
+    for ((label, score), (expected, expected_score)) in answers.iter().zip(&reference) {
+        // Random weights give near-even scores: the labels may tie, the scores stay close.
+        assert!(
+            (score - expected_score).abs() < 0.05,
+            "{label} {score} vs {expected} {expected_score}"
+        );
+    }
+
+    use_relu(dir.path());
+    let Err(error) = load(dir.path(), int8).await else {
+        panic!("the own pass ran relu");
     };
     let error = error.to_string();
-    assert!(error.contains("int8"), "{error}");
-    assert!(error.contains("sequence-classification"), "{error}");
+    assert!(error.contains("relu"), "{error}");
+    assert!(error.contains("own forward pass"), "{error}");
+    // rust-bert still serves it.
+    assert_eq!(classify(dir.path()).await.len(), TEXTS.len());
 }
 
 /// Packs `model` and builds it with the embedded bundle builder (smoke test in process) as
@@ -143,6 +168,8 @@ async fn a_build_smoke_tests_the_precision_the_manifest_asks_for() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model");
     tiny_classifier(&model, &LABELS, 7, "model.safetensors").unwrap();
+    // rust-bert would run it; int8 (so1s's own pass) cannot: the build must fail.
+    use_relu(&model);
     std::fs::write(
         model.join("so1s.toml"),
         "task = \"sequence-classification\"\n[serving]\nprecision = \"int8\"\n",
@@ -151,6 +178,7 @@ async fn a_build_smoke_tests_the_precision_the_manifest_asks_for() {
     let (built, log) = build_bundle(dir.path(), &model).await;
     let error = built.unwrap_err().to_string();
     assert!(error.contains("int8"), "{error}\n{}", log.text());
+    assert!(error.contains("relu"), "{error}\n{}", log.text());
     assert!(log.text().contains("smoke test"), "{}", log.text());
 }
 

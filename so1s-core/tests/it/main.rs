@@ -11,3 +11,4 @@ mod minilm;
 mod platform;
 mod predict_server;
 mod support;
+mod transformers_fixtures;

@@ -154,7 +154,8 @@ pub fn read_state_dict(path: &Path) -> Result<BTreeMap<String, Tensor>> {
     })?;
     let not_zip = |e: zip::result::ZipError| {
         Error::InvalidModel(format!(
-            "{} is not a PyTorch zip checkpoint (torch.save since 1.6): {e}",
+            "{} is not a whole PyTorch zip checkpoint (torch.save since 1.6; a truncated \
+             upload or a legacy non-zip checkpoint reads so): {e}",
             path.display()
         ))
     };
@@ -414,7 +415,10 @@ mod tests {
         let mut legacy = tempfile::NamedTempFile::new().unwrap();
         legacy.write_all(b"\x80\x02\x8a\x0alegacy").unwrap();
         let error = read_state_dict(legacy.path()).unwrap_err().to_string();
-        assert!(error.contains("not a PyTorch zip checkpoint"), "{error}");
+        assert!(
+            error.contains("not a whole PyTorch zip checkpoint"),
+            "{error}"
+        );
     }
 
     #[test]

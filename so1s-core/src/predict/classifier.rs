@@ -1,0 +1,126 @@
+//! [`RustBertClassifier`]: a sequence classifier whose forward pass rust-bert runs (the
+//! architectures so1s's own encoder does not cover: DistilBERT, RoBERTa, XLM-RoBERTa,
+//! ALBERT; and BERT unless a precision is asked for).
+//!
+//! rust-bert's own `SequenceClassificationModel::predict` pads a batch without an attention
+//! mask, so a text's label depends on the longer texts that share its batch. so1s builds
+//! the same model (`SequenceClassificationOption`) and tokenizer and runs them itself, with
+//! a mask and in passes of similar lengths, so that a batch answers exactly as each text
+//! alone.
+
+use super::encoder::run_in_passes;
+use super::encoder_pipeline::{label_prediction, loading, nfc, rows};
+use super::pipeline::local;
+use super::Prediction;
+use crate::model::{Architecture, ModelLayout};
+use crate::{Error, Result};
+use rust_bert::pipelines::common::{ModelResource, ModelType, TokenizerOption};
+use rust_bert::pipelines::sequence_classification::{
+    SequenceClassificationConfig, SequenceClassificationOption,
+};
+use rust_tokenizers::tokenizer::TruncationStrategy;
+use std::borrow::Cow;
+use tch::{Device, Kind, Tensor};
+
+/// A rust-bert sequence classifier, run with an attention mask.
+pub struct RustBertClassifier {
+    tokenizer: TokenizerOption,
+    model: SequenceClassificationOption,
+    labels: Vec<String>,
+    max_len: usize,
+    pad_id: i64,
+    /// WordPiece tokenizers read NFC text (Hugging Face's BERT tokenizer normalizes so).
+    compose: bool,
+}
+
+impl RustBertClassifier {
+    /// Loads the classifier of an inspected model directory (its `id2label` labels).
+    pub fn load(layout: &ModelLayout, model_type: ModelType) -> Result<Self> {
+        let tokens = &layout.tokenizer;
+        let config = SequenceClassificationConfig {
+            model_type,
+            model_resource: ModelResource::Torch(local(&layout.weights)),
+            config_resource: local(&layout.config),
+            vocab_resource: local(&tokens.vocab),
+            merges_resource: tokens.merges.as_deref().map(local),
+            lower_case: tokens.lower_case,
+            strip_accents: tokens.strip_accents,
+            add_prefix_space: tokens.add_prefix_space,
+            device: Device::Cpu,
+            kind: None,
+        };
+        let model = loading(|| {
+            SequenceClassificationOption::new(&config).map_err(|e| Error::Load(e.to_string()))
+        })?;
+        let tokenizer = TokenizerOption::from_file(
+            model_type,
+            &tokens.vocab.to_string_lossy(),
+            tokens
+                .merges
+                .as_deref()
+                .map(|m| m.to_string_lossy())
+                .as_deref(),
+            tokens.lower_case,
+            tokens.strip_accents,
+            tokens.add_prefix_space,
+        )
+        .map_err(|e| Error::Load(format!("loading the tokenizer: {e}")))?;
+        let pad_id = tokenizer
+            .get_pad_id()
+            .ok_or_else(|| Error::InvalidModel("the tokenizer has no padding token".into()))?;
+        let max_len = layout.max_sequence_length.ok_or_else(|| {
+            Error::InvalidModel("config.json has no `max_position_embeddings`".into())
+        })?;
+        Ok(Self {
+            tokenizer,
+            model,
+            labels: layout.labels.clone(),
+            max_len,
+            pad_id,
+            compose: matches!(
+                layout.architecture,
+                Architecture::Bert | Architecture::DistilBert | Architecture::Electra
+            ),
+        })
+    }
+
+    /// The token ids of each text, truncated at the model's length.
+    pub fn token_ids(&self, texts: &[String]) -> Vec<Vec<i64>> {
+        let texts: Vec<Cow<str>> = texts
+            .iter()
+            .map(|t| match self.compose {
+                true => nfc(t),
+                false => Cow::Borrowed(t.as_str()),
+            })
+            .collect();
+        self.tokenizer
+            .encode_list(&texts, self.max_len, &TruncationStrategy::LongestFirst, 0)
+            .into_iter()
+            .map(|encoded| encoded.token_ids)
+            .collect()
+    }
+
+    /// The most likely label of each text, with every label's score.
+    pub fn predict(&self, texts: &[String]) -> Result<Vec<Prediction>> {
+        let scores = run_in_passes(&self.token_ids(texts), self.pad_id, |ids, mask| {
+            let logits = tch::no_grad(|| {
+                self.model.forward_t(
+                    Some(ids),
+                    Some(mask),
+                    Some(&Tensor::zeros_like(ids)),
+                    None,
+                    None,
+                    false,
+                )
+            });
+            rows::<f64>(
+                logits.to_kind(Kind::Double).softmax(-1, Kind::Double),
+                "the scores",
+            )
+        })?;
+        Ok(scores
+            .iter()
+            .map(|scores| label_prediction(&self.labels, scores))
+            .collect())
+    }
+}

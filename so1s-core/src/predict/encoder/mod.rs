@@ -1,0 +1,313 @@
+//! [`Encoder`]: so1s's own forward pass of BERT-style encoders (BERT, ELECTRA), for speed and
+//! for the models rust-bert has no pipeline for.
+//!
+//! rust-bert runs most models so1s serves; for BERT and ELECTRA encoders so1s can also run
+//! the forward pass itself on the same weights, which allows what rust-bert's models do not:
+//!
+//! - **int8 linear layers** ([`Precision::Int8`]): the weights of every linear layer are
+//!   quantized once at load (per output row), the activations at each pass (per tensor), and
+//!   fbgemm multiplies in integers — dynamic quantization, as ONNX Runtime and PyTorch do it
+//!   for CPU serving. Outputs stay close to the fp32 ones, not equal (see the tests).
+//! - **grouping by length** ([`plan_passes`]): a batch's texts are sorted by token count and
+//!   cut into passes so that short texts are not padded to the longest one.
+//! - **ELECTRA** (`ElectraForSequenceClassification`, the seed's KoELECTRA sentiment model):
+//!   its embeddings are narrower than its hidden states and projected up
+//!   (`embeddings_project`), and its classification head ([`ClassifierHead`]) differs
+//!   from BERT's.
+//!
+//! In fp32 ([`Precision::F32`]) the results equal rust-bert's and Hugging Face transformers'
+//! to float rounding.
+
+mod head;
+mod layers;
+mod passes;
+mod weights;
+
+pub use super::Precision;
+pub use head::ClassifierHead;
+pub use passes::{mean_pool, normalize, plan_passes, run_in_passes};
+pub use weights::Weights;
+
+use crate::{Error, Result};
+use layers::{LayerNorm, Linear};
+use tch::{Kind, Tensor};
+
+/// One transformer layer.
+struct Layer {
+    /// Query, key and value projections fused into one `[3 * hidden, hidden]` layer.
+    qkv: Linear,
+    attention_output: Linear,
+    attention_norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    output_norm: LayerNorm,
+}
+
+/// The shape of a BERT-style encoder, from its `config.json`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct EncoderShape {
+    /// Width of the hidden states.
+    pub hidden_size: i64,
+    /// Width of the token embeddings, when narrower than the hidden states (ELECTRA); they
+    /// are projected up by `embeddings_project`.
+    #[serde(default)]
+    pub embedding_size: Option<i64>,
+    /// Attention heads per layer.
+    pub num_attention_heads: i64,
+    /// Transformer layers.
+    pub num_hidden_layers: usize,
+    /// Positions the model has embeddings for: the longest input in tokens.
+    #[serde(default)]
+    pub max_position_embeddings: Option<usize>,
+    /// Layer-norm epsilon.
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    /// The feed-forward activation; so1s runs `gelu` (exact).
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    /// Only `absolute` position embeddings are supported.
+    #[serde(default = "default_position")]
+    pub position_embedding_type: String,
+}
+
+fn default_eps() -> f64 {
+    1e-12
+}
+
+fn default_act() -> String {
+    "gelu".into()
+}
+
+fn default_position() -> String {
+    "absolute".into()
+}
+
+impl EncoderShape {
+    /// Width of the token embeddings.
+    pub fn embedding_width(&self) -> i64 {
+        self.embedding_size.unwrap_or(self.hidden_size)
+    }
+}
+
+/// A BERT-style encoder whose forward pass so1s runs.
+pub struct Encoder {
+    word_embeddings: Tensor,
+    position_embeddings: Tensor,
+    token_type_embedding: Tensor,
+    embeddings_norm: LayerNorm,
+    /// ELECTRA's projection of narrow embeddings to the hidden width.
+    embeddings_project: Option<Linear>,
+    layers: Vec<Layer>,
+    heads: i64,
+    hidden: i64,
+    precision: Precision,
+}
+
+impl Encoder {
+    /// Takes the encoder of a model shaped as `shape` from `weights` (BERT's or ELECTRA's
+    /// names), its linear layers in `precision`. What is left in `weights` (a classifier's
+    /// head) stays there.
+    pub fn load(weights: &mut Weights, shape: &EncoderShape, precision: Precision) -> Result<Self> {
+        if shape.hidden_act != "gelu" || shape.position_embedding_type != "absolute" {
+            return Err(Error::InvalidModel(format!(
+                "so1s's own forward pass runs gelu and absolute positions, not {} and {}",
+                shape.hidden_act, shape.position_embedding_type
+            )));
+        }
+        if shape.num_attention_heads <= 0 || shape.hidden_size % shape.num_attention_heads != 0 {
+            return Err(Error::InvalidModel(format!(
+                "hidden size {} is not a multiple of {} attention heads",
+                shape.hidden_size, shape.num_attention_heads
+            )));
+        }
+        let (hidden, width) = (shape.hidden_size, shape.embedding_width());
+        let norm = |weights: &mut Weights, prefix: &str, width: i64| {
+            Ok::<_, Error>(LayerNorm {
+                weight: weights.take_shaped(&format!("{prefix}.weight"), &[width])?,
+                bias: weights.take_shaped(&format!("{prefix}.bias"), &[width])?,
+                eps: shape.layer_norm_eps,
+            })
+        };
+        let linear = |weights: &mut Weights, prefix: &str, shape: [i64; 2]| {
+            Ok::<_, Error>(Linear::new(
+                weights.take_shaped(&format!("{prefix}.weight"), &shape)?,
+                weights.take_shaped(&format!("{prefix}.bias"), &shape[..1])?,
+                precision,
+            ))
+        };
+        let word_embeddings = weights.take("embeddings.word_embeddings.weight")?;
+        let position_embeddings = weights.take("embeddings.position_embeddings.weight")?;
+        let token_type_embedding = weights
+            .take("embeddings.token_type_embeddings.weight")?
+            .get(0);
+        for (name, tensor) in [
+            ("word", &word_embeddings),
+            ("position", &position_embeddings),
+        ] {
+            if tensor.size().get(1) != Some(&width) {
+                return Err(Error::InvalidModel(format!(
+                    "the {name} embeddings are {:?}; config.json makes them {width} wide",
+                    tensor.size()
+                )));
+            }
+        }
+        let embeddings_norm = norm(weights, "embeddings.LayerNorm", width)?;
+        let embeddings_project = match width == hidden {
+            true => None,
+            false => Some(linear(weights, "embeddings_project", [hidden, width])?),
+        };
+        let mut layers = Vec::with_capacity(shape.num_hidden_layers);
+        for i in 0..shape.num_hidden_layers {
+            let p = format!("encoder.layer.{i}");
+            let mut part = |name: &str, shape: &[i64]| {
+                weights.take_shaped(&format!("{p}.attention.self.{name}"), shape)
+            };
+            let qkv_weight = Tensor::cat(
+                &[
+                    part("query.weight", &[hidden, hidden])?,
+                    part("key.weight", &[hidden, hidden])?,
+                    part("value.weight", &[hidden, hidden])?,
+                ],
+                0,
+            );
+            let qkv_bias = Tensor::cat(
+                &[
+                    part("query.bias", &[hidden])?,
+                    part("key.bias", &[hidden])?,
+                    part("value.bias", &[hidden])?,
+                ],
+                0,
+            );
+            // The feed-forward width, as the weights have it.
+            let inner_bias = weights.take(&format!("{p}.intermediate.dense.bias"))?;
+            let inner = inner_bias.size()[0];
+            let intermediate = Linear::new(
+                weights.take_shaped(&format!("{p}.intermediate.dense.weight"), &[inner, hidden])?,
+                inner_bias,
+                precision,
+            );
+            layers.push(Layer {
+                qkv: Linear::new(qkv_weight, qkv_bias, precision),
+                attention_output: linear(
+                    weights,
+                    &format!("{p}.attention.output.dense"),
+                    [hidden, hidden],
+                )?,
+                attention_norm: norm(weights, &format!("{p}.attention.output.LayerNorm"), hidden)?,
+                intermediate,
+                output: linear(weights, &format!("{p}.output.dense"), [hidden, inner])?,
+                output_norm: norm(weights, &format!("{p}.output.LayerNorm"), hidden)?,
+            });
+        }
+        Ok(Self {
+            word_embeddings,
+            position_embeddings,
+            token_type_embedding,
+            embeddings_norm,
+            embeddings_project,
+            layers,
+            heads: shape.num_attention_heads,
+            hidden,
+            precision,
+        })
+    }
+
+    /// The precision the linear layers run in.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// The width of the hidden states (and of a mean-pooled embedding).
+    pub fn hidden_size(&self) -> usize {
+        self.hidden as usize
+    }
+
+    /// The longest input in tokens: the positions the model has embeddings for.
+    pub fn max_positions(&self) -> usize {
+        self.position_embeddings.size()[0] as usize
+    }
+
+    /// The last hidden states `[batch, tokens, hidden]` of token ids `[batch, tokens]`
+    /// (int64) with attention mask `[batch, tokens]` (1 for tokens, 0 for padding).
+    pub fn forward(&self, ids: &Tensor, mask: &Tensor) -> Tensor {
+        tch::no_grad(|| {
+            let (batch, tokens) = ids.size2().unwrap_or((0, 0));
+            let positions = self.position_embeddings.narrow(0, 0, tokens);
+            let embedded = self
+                .word_embeddings
+                .index_select(0, &ids.flatten(0, -1))
+                .view([batch, tokens, -1])
+                + positions.unsqueeze(0)
+                + &self.token_type_embedding;
+            let mut hidden = self.embeddings_norm.forward(&embedded);
+            if let Some(project) = &self.embeddings_project {
+                hidden = project.forward(&hidden);
+            }
+            // Padding never attended to: -inf where the mask is 0, broadcast over heads and
+            // queries.
+            let attend = mask.to_kind(Kind::Bool).view([batch, 1, 1, tokens]);
+            for layer in &self.layers {
+                hidden = self.layer_forward(layer, &hidden, &attend);
+            }
+            hidden
+        })
+    }
+
+    fn layer_forward(&self, layer: &Layer, hidden: &Tensor, attend: &Tensor) -> Tensor {
+        let (batch, tokens, width) = hidden.size3().unwrap_or((0, 0, 0));
+        let head_width = width / self.heads;
+        let qkv = layer
+            .qkv
+            .forward(hidden)
+            .view([batch, tokens, 3, self.heads, head_width])
+            .permute([2, 0, 3, 1, 4]);
+        let context = Tensor::scaled_dot_product_attention(
+            &qkv.get(0),
+            &qkv.get(1),
+            &qkv.get(2),
+            Some(attend),
+            0.0,
+            false,
+            None,
+        )
+        .transpose(1, 2)
+        .reshape([batch, tokens, width]);
+        let attended = layer
+            .attention_norm
+            .forward(&(layer.attention_output.forward(&context) + hidden));
+        let intermediate = layer.intermediate.forward(&attended).gelu("none");
+        layer
+            .output_norm
+            .forward(&(layer.output.forward(&intermediate) + attended))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precisions_parse_and_print() {
+        assert_eq!("int8".parse::<Precision>().unwrap(), Precision::Int8);
+        assert_eq!("f32".parse::<Precision>().unwrap(), Precision::F32);
+        assert!("fp8".parse::<Precision>().is_err());
+        assert_eq!(Precision::Int8.as_str(), "int8");
+    }
+
+    #[test]
+    fn shapes_read_electra_and_bert_configs() {
+        let electra: EncoderShape = serde_json::from_str(
+            r#"{"hidden_size": 64, "embedding_size": 32, "num_attention_heads": 4,
+                "num_hidden_layers": 2, "max_position_embeddings": 128}"#,
+        )
+        .unwrap();
+        assert_eq!(electra.embedding_width(), 32);
+        assert_eq!(electra.max_position_embeddings, Some(128));
+        let bert: EncoderShape = serde_json::from_str(
+            r#"{"hidden_size": 48, "num_attention_heads": 4, "num_hidden_layers": 1}"#,
+        )
+        .unwrap();
+        assert_eq!(bert.embedding_width(), 48);
+        assert_eq!(bert.hidden_act, "gelu");
+    }
+}

@@ -1,0 +1,65 @@
+//! A checkpoint's tensors by name, taken one by one as the layers are built.
+
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::path::Path;
+use tch::{Kind, Tensor};
+
+/// The prefixes Hugging Face puts before the encoder's own names (`bert.encoder.layer.0…`,
+/// `electra.embeddings…`); the heads' names (`classifier.…`) have none.
+const ENCODER_PREFIXES: [&str; 2] = ["bert.", "electra."];
+
+/// The tensors of a checkpoint in f32, names without their model prefix.
+pub struct Weights {
+    tensors: HashMap<String, Tensor>,
+}
+
+impl Weights {
+    /// Reads `model.safetensors` or a libtorch file (`rust_model.ot`).
+    pub fn read(path: &Path) -> Result<Self> {
+        let loaded = match path.extension().and_then(|e| e.to_str()) {
+            Some("safetensors") => Tensor::read_safetensors(path),
+            _ => Tensor::load_multi(path),
+        }
+        .map_err(|e| Error::Load(format!("reading {}: {e}", path.display())))?;
+        Ok(Self::from_tensors(loaded))
+    }
+
+    /// Named tensors, prefixes stripped, converted to f32.
+    pub fn from_tensors(tensors: impl IntoIterator<Item = (String, Tensor)>) -> Self {
+        let tensors = tensors
+            .into_iter()
+            .map(|(name, tensor)| {
+                let name = ENCODER_PREFIXES
+                    .iter()
+                    .find_map(|prefix| name.strip_prefix(prefix))
+                    .map_or(name.clone(), str::to_owned);
+                (name, tensor.to_kind(Kind::Float))
+            })
+            .collect();
+        Self { tensors }
+    }
+
+    /// The tensor `name`, or an error naming it.
+    pub fn take(&mut self, name: &str) -> Result<Tensor> {
+        self.take_optional(name)
+            .ok_or_else(|| Error::InvalidModel(format!("the weights have no {name}")))
+    }
+
+    /// The tensor `name`, if the checkpoint has it.
+    pub fn take_optional(&mut self, name: &str) -> Option<Tensor> {
+        self.tensors.remove(name)
+    }
+
+    /// The tensor `name` with the `shape` the config promises, or an error saying both.
+    pub fn take_shaped(&mut self, name: &str, shape: &[i64]) -> Result<Tensor> {
+        let tensor = self.take(name)?;
+        if tensor.size() != shape {
+            return Err(Error::InvalidModel(format!(
+                "{name} has shape {:?}; config.json makes it {shape:?}",
+                tensor.size()
+            )));
+        }
+        Ok(tensor)
+    }
+}

@@ -1,0 +1,210 @@
+//! Classifiers made by Hugging Face transformers — every fixture under `tests/fixtures/`
+//! (made by `make_classifier_fixture.py`, or the shared `make_electra_fixture.py`) — answer
+//! as transformers did: the same token ids, logits within 1e-4 in f32, the same labels.
+//! The tests read whatever fixtures are there: a new one made by the script is tested too.
+
+use crate::support::{load, test_options};
+use serde::Deserialize;
+use so1s_core::model::ModelLayout;
+use so1s_core::predict::{EncoderPipeline, Precision, ServiceOptions};
+use so1s_core::Prediction;
+use std::path::{Path, PathBuf};
+
+#[derive(Deserialize)]
+struct Expected {
+    labels: Vec<String>,
+    max_length: usize,
+    sentences: Vec<Sentence>,
+}
+
+#[derive(Deserialize)]
+struct Sentence {
+    text: String,
+    input_ids: Vec<i64>,
+    logits: Vec<f32>,
+    scores: Vec<f64>,
+    label: String,
+    score: f64,
+}
+
+struct Fixture {
+    name: String,
+    dir: PathBuf,
+    expected: Expected,
+}
+
+impl Fixture {
+    fn texts(&self) -> Vec<String> {
+        self.expected
+            .sentences
+            .iter()
+            .map(|s| s.text.clone())
+            .collect()
+    }
+
+    fn model(&self) -> PathBuf {
+        self.dir.join("model")
+    }
+}
+
+/// Every directory under `tests/fixtures` with an `expected.json`.
+fn fixtures() -> Vec<Fixture> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut fixtures: Vec<Fixture> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|dir| dir.join("expected.json").is_file())
+        .map(|dir| Fixture {
+            name: dir.file_name().unwrap().to_string_lossy().into_owned(),
+            expected: serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap())
+                .unwrap(),
+            dir,
+        })
+        .collect();
+    fixtures.sort_by(|a, b| a.name.cmp(&b.name));
+    let names: Vec<&str> = fixtures.iter().map(|f| f.name.as_str()).collect();
+    for name in [
+        "electra-nsmc-tiny",
+        "electra-edge-tiny",
+        "bert-classifier-tiny",
+    ] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+    fixtures
+}
+
+fn own_pass(fixture: &Fixture, precision: Precision) -> EncoderPipeline {
+    let layout = ModelLayout::inspect(&fixture.model()).unwrap();
+    EncoderPipeline::load(&layout, precision).unwrap()
+}
+
+fn label_of(prediction: &Prediction) -> (&str, f64, Option<Vec<f64>>) {
+    match prediction {
+        Prediction::Label {
+            label,
+            score,
+            scores,
+        } => (
+            label.as_str(),
+            *score,
+            scores
+                .as_ref()
+                .map(|all| all.iter().map(|s| s.score).collect()),
+        ),
+        other => panic!("expected a label, got {other:?}"),
+    }
+}
+
+fn close(a: &[f64], b: &[f64], tolerance: f64) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tolerance)
+}
+
+#[test]
+fn token_ids_logits_scores_and_labels_equal_transformers_in_f32() {
+    tch::set_num_threads(1);
+    for fixture in fixtures() {
+        let pipeline = own_pass(&fixture, Precision::F32);
+        let name = &fixture.name;
+        assert_eq!(pipeline.max_len(), fixture.expected.max_length, "{name}");
+        assert_eq!(pipeline.output_dim(), fixture.expected.labels.len());
+        let texts = fixture.texts();
+        let ids = pipeline.token_ids(&texts);
+        // All the texts in one batch: passes pad the shorter ones, which must change nothing.
+        let logits = pipeline.logits(&texts).unwrap();
+        let predictions = pipeline.predict(&texts).unwrap();
+        for (i, sentence) in fixture.expected.sentences.iter().enumerate() {
+            let text = &sentence.text;
+            assert_eq!(ids[i], sentence.input_ids, "{name}: token ids of {text:?}");
+            let logits: Vec<f64> = logits[i].iter().map(|&x| x as f64).collect();
+            let expected: Vec<f64> = sentence.logits.iter().map(|&x| x as f64).collect();
+            assert!(
+                close(&logits, &expected, 1e-4),
+                "{name}: logits of {text:?}: {logits:?} vs transformers' {expected:?}"
+            );
+            let (label, score, scores) = label_of(&predictions[i]);
+            assert_eq!(label, sentence.label, "{name}: {text:?}");
+            assert!((score - sentence.score).abs() <= 1e-4, "{name}: {text:?}");
+            let scores = scores.expect("the own pass gives every label's score");
+            assert!(close(&scores, &sentence.scores, 1e-4), "{name}: {text:?}");
+        }
+        // The fixtures are made so that a model answering one label everywhere fails.
+        let labels: std::collections::HashSet<&str> =
+            predictions.iter().map(|p| label_of(p).0).collect();
+        assert!(labels.len() > 1, "{name}: one label for every sentence");
+    }
+}
+
+#[tokio::test]
+async fn served_with_defaults_electra_runs_on_the_own_pass_and_bert_on_rust_bert_both_exact_in_one_batch(
+) {
+    for fixture in fixtures() {
+        let service = load(&fixture.model(), test_options()).await.unwrap();
+        let info = service.info();
+        let name = &fixture.name;
+        assert_eq!(info.labels, fixture.expected.labels, "{name}");
+        let electra = info.architecture == "electra";
+        assert_eq!(
+            info.forward_pass,
+            if electra { "so1s-f32" } else { "rust-bert" },
+            "{name}"
+        );
+        let predictions = service.predict(fixture.texts()).await.unwrap();
+        for (prediction, sentence) in predictions.iter().zip(&fixture.expected.sentences) {
+            let (label, score, scores) = label_of(prediction);
+            assert_eq!(label, sentence.label, "{name}: {:?}", sentence.text);
+            assert!(close(&scores.unwrap(), &sentence.scores, 1e-4), "{name}");
+            assert!(
+                (score - sentence.score).abs() <= 1e-4,
+                "{name}: {:?}: {score} vs {}",
+                sentence.text,
+                sentence.score
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn int8_keeps_the_labels_whose_margin_allows() {
+    for fixture in fixtures() {
+        let options = ServiceOptions {
+            precision: Some(Precision::Int8),
+            ..test_options()
+        };
+        let service = load(&fixture.model(), options).await.unwrap();
+        assert_eq!(service.info().forward_pass, "so1s-int8");
+        let predictions = service.predict(fixture.texts()).await.unwrap();
+        let mut kept = 0;
+        for (prediction, sentence) in predictions.iter().zip(&fixture.expected.sentences) {
+            let (label, _, scores) = label_of(prediction);
+            let scores = scores.unwrap();
+            let worst = scores
+                .iter()
+                .zip(&sentence.scores)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            // 7-bit weights and per-tensor activations on random weights (initializer range
+            // 0.3, far wider than trained models'): close, not exact.
+            assert!(
+                worst < 0.15,
+                "{}: {:?}: {worst}",
+                fixture.name,
+                sentence.text
+            );
+            let mut sorted = sentence.scores.clone();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            if sorted[0] - sorted[1] > 0.3 {
+                assert_eq!(
+                    label, sentence.label,
+                    "{}: {:?}",
+                    fixture.name, sentence.text
+                );
+                kept += 1;
+            }
+        }
+        assert!(
+            kept > 0,
+            "{}: no sentence with a clear margin",
+            fixture.name
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! Criterion benches of `TransformerService` on the real MiniLM model: one text, and one
 //! batch of so1s-load's 32 texts (the size a full batch reaches at 32 concurrent clients),
-//! on rust-bert's forward pass and on so1s's own in f32 and int8.
+//! on rust-bert's forward pass and on so1s's own in f32, bf16 and int8 (bf16 is fast only
+//! where the CPU has native bf16: the bench prints the CPU's flags).
 //!
 //! ```sh
 //! cargo bench -p so1s-benches --bench service
@@ -12,8 +13,7 @@ mod corpus;
 
 use corpus::TEXTS;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use so1s_core::predict::encoder::Precision;
-use so1s_core::predict::ServiceOptions;
+use so1s_core::predict::{CpuFeatures, ForwardPass, Precision, ServiceOptions};
 use so1s_core::{ModelLayout, TransformerService};
 use std::path::PathBuf;
 
@@ -35,18 +35,20 @@ fn bench(c: &mut Criterion) {
         .and_then(|t| t.parse().ok())
         .unwrap_or(2);
     eprintln!(
-        "MiniLM, {threads} intra-op threads, malloc tuning {}",
-        if tuned { "on" } else { "off" }
+        "MiniLM, {threads} intra-op threads, malloc tuning {}, CPU: {}",
+        if tuned { "on" } else { "off" },
+        CpuFeatures::detect().summary()
     );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     // A batch as 32 clients of so1s-load make it: its sentences, of 2 to 11 words.
     let batch: Vec<String> = (0..32).map(|i| TEXTS[i % TEXTS.len()].to_owned()).collect();
-    for (name, precision) in ENGINES {
+    for (name, forward_pass, precision) in ENGINES {
         let service = runtime.block_on(async {
             let layout = ModelLayout::inspect(&minilm_dir()).expect("run scripts/setup.sh first");
             let options = ServiceOptions {
                 threads: Some(threads),
                 max_batch_size: 64,
+                forward_pass,
                 precision,
                 ..ServiceOptions::default()
             };
@@ -70,10 +72,11 @@ fn bench(c: &mut Criterion) {
 }
 
 /// The forward passes compared: rust-bert's, and so1s's own in f32 and int8.
-const ENGINES: [(&str, Option<Precision>); 3] = [
-    ("rust-bert", None),
-    ("so1s-f32", Some(Precision::F32)),
-    ("so1s-int8", Some(Precision::Int8)),
+const ENGINES: [(&str, ForwardPass, Precision); 4] = [
+    ("rust-bert", ForwardPass::RustBert, Precision::F32),
+    ("so1s-f32", ForwardPass::So1s, Precision::F32),
+    ("so1s-bf16", ForwardPass::So1s, Precision::Bf16),
+    ("so1s-int8", ForwardPass::So1s, Precision::Int8),
 ];
 
 criterion_group! {

@@ -5,10 +5,7 @@
 
 mod common;
 
-use common::{
-    docker_cli, docker_engine, hello_world_first_value, minilm_dir, unique, DockerCleanup,
-    HELLO_WORLD_FIRST,
-};
+use common::{docker_cli, docker_engine, hello_world_cosine, minilm_dir, unique, DockerCleanup};
 use so1s_core::build::image::{runtime_image_reference, LABEL_MODEL, LABEL_SHA256, LABEL_VERSION};
 use so1s_core::build::{Artifact, DockerBuildConfig, DockerImageBuilder, ImageBuilder};
 use so1s_core::docker::Docker;
@@ -145,8 +142,8 @@ async fn run_alone_and_predict(image: &str, instance: &str) -> String {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let first = hello_world_first_value(&url).await;
-    assert!((first - HELLO_WORLD_FIRST).abs() < 1e-5, "{first}");
+    let cosine = hello_world_cosine(&url).await;
+    assert!(cosine >= 0.9999, "{cosine}");
     id
 }
 
@@ -330,8 +327,8 @@ async fn a_container_that_cannot_serve_is_removed_and_a_restart_adopts_the_live_
         .deploy(&target, &recorded.events(Stage::Rollout))
         .await
         .unwrap_or_else(|e| panic!("{}\n{}", e.chain(), recorded.text()));
-    let first = hello_world_first_value(&deployment.endpoint).await;
-    assert!((first - HELLO_WORLD_FIRST).abs() < 1e-5, "{first}");
+    let cosine = hello_world_cosine(&deployment.endpoint).await;
+    assert!(cosine >= 0.9999, "{cosine}");
     assert_eq!(
         routes.acquire(&model).unwrap().upstream().url,
         deployment.endpoint
@@ -384,8 +381,7 @@ async fn a_container_that_cannot_serve_is_removed_and_a_restart_adopts_the_live_
         .await
         .is_err());
     assert_eq!(routes.version(&model), Some(versions[0].version));
-    let first = hello_world_first_value(&deployment.endpoint).await;
-    assert!((first - HELLO_WORLD_FIRST).abs() < 1e-5);
+    assert!(hello_world_cosine(&deployment.endpoint).await >= 0.9999);
 
     // A restarted api server adopts the running container instead of starting another.
     rollout.shutdown().await;

@@ -34,8 +34,12 @@ struct Args {
     /// libtorch intra-op threads (default: one per core).
     #[arg(long, env = "SO1S_THREADS")]
     threads: Option<usize>,
-    /// Run so1s's own forward pass (BERT sentence embeddings) with its linear layers in f32
-    /// or int8 (default: the model's so1s.toml, else rust-bert's forward pass).
+    /// Who runs the forward pass: auto (so1s's own encoder where it covers the model, else
+    /// rust-bert), so1s, or rust-bert (default: the model's so1s.toml, else auto).
+    #[arg(long, env = "SO1S_FORWARD_PASS")]
+    forward_pass: Option<so1s_core::predict::ForwardPass>,
+    /// Precision of so1s's own forward pass: auto (bf16 where the CPU has native bf16, else
+    /// f32), f32, bf16 or int8 (default: the model's so1s.toml, else auto).
     #[arg(long, env = "SO1S_PRECISION")]
     precision: Option<so1s_core::predict::Precision>,
     /// Most texts per forward pass (default: the model's so1s.toml, else 32).
@@ -89,6 +93,7 @@ impl Args {
             queue_capacity: self.queue_capacity,
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             threads: self.threads,
+            forward_pass: self.forward_pass,
             precision: self.precision,
             limits: InputLimits {
                 max_input_chars: self.max_input_chars,

@@ -68,7 +68,7 @@ impl SmokeTest {
 }
 
 /// Loads the model here and runs one prediction, with the forward pass it will be served
-/// with (its so1s.toml may ask for so1s's own, in int8): a precision the model cannot run
+/// with (its so1s.toml may choose the forward pass and precision): one the model cannot run
 /// fails here, before any rollout.
 #[cfg(feature = "inference")]
 pub async fn in_process(layout: ModelLayout) -> Result<String> {
@@ -78,7 +78,8 @@ pub async fn in_process(layout: ModelLayout) -> Result<String> {
         max_batch_size: 1,
         queue_capacity: 1,
         threads: Some(1),
-        precision: layout.manifest.serving.precision,
+        precision: layout.manifest.serving.precision.unwrap_or_default(),
+        forward_pass: layout.manifest.serving.forward_pass.unwrap_or_default(),
         ..ServiceOptions::default()
     };
     let service = TransformerService::load(layout, options).await?;

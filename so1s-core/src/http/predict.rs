@@ -11,7 +11,7 @@
 use super::error::{body_limited, json_error, recover, ApiError};
 use crate::metrics::{render, HttpMetrics};
 use crate::model::{Manifest, ModelLayout, Task};
-use crate::predict::Precision;
+use crate::predict::{ForwardPass, Precision};
 use crate::predict::{InputLimits, PredictRequest, ServiceOptions, TransformerService};
 use crate::{Error, Prediction, Result};
 use bytes::Bytes;
@@ -55,8 +55,9 @@ pub struct PredictServerConfig {
     pub request_timeout: Duration,
     /// libtorch intra-op threads (default: one per core).
     pub threads: Option<usize>,
-    /// so1s's own forward pass in this precision (default: the manifest's, else rust-bert's
-    /// forward pass).
+    /// Who runs the forward pass (default: the manifest's, else auto).
+    pub forward_pass: Option<ForwardPass>,
+    /// The precision of so1s's own forward pass (default: the manifest's, else auto).
     pub precision: Option<Precision>,
     /// Bounds on one request's texts.
     pub limits: InputLimits,
@@ -77,6 +78,7 @@ impl PredictServerConfig {
             queue_capacity: ServiceOptions::default().queue_capacity,
             request_timeout: ServiceOptions::default().request_timeout,
             threads: None,
+            forward_pass: None,
             precision: None,
             limits: InputLimits::default(),
             body_limit: 2 << 20,
@@ -107,7 +109,14 @@ impl PredictServerConfig {
             queue_capacity: self.queue_capacity,
             request_timeout: self.request_timeout,
             threads: self.threads,
-            precision: self.precision.or(manifest.serving.precision),
+            forward_pass: self
+                .forward_pass
+                .or(manifest.serving.forward_pass)
+                .unwrap_or(defaults.forward_pass),
+            precision: self
+                .precision
+                .or(manifest.serving.precision)
+                .unwrap_or(defaults.precision),
         }
     }
 

@@ -6,7 +6,8 @@
 //! [serving]
 //! max_batch_size = 32      # texts per forward pass
 //! max_batch_wait_ms = 2    # how long the first request of a batch waits for company
-//! precision = "int8"       # so1s's own forward pass, int8 linear layers (BERT embeddings)
+//! forward_pass = "auto"    # or "so1s" (its own encoder) or "rust-bert"
+//! precision = "auto"       # or "f32", "bf16", "int8": so1s's own forward pass (BERT, ELECTRA)
 //! ```
 
 use super::Task;
@@ -39,8 +40,9 @@ pub struct ServingOptions {
     pub max_batch_wait_ms: Option<u64>,
     /// Most tokens in one forward pass.
     pub max_batch_tokens: Option<usize>,
-    /// Run so1s's own forward pass in this precision (`"f32"` or `"int8"`; BERT sentence
-    /// embeddings only).
+    /// Who runs the forward pass (`"auto"`, `"so1s"`, `"rust-bert"`).
+    pub forward_pass: Option<crate::predict::ForwardPass>,
+    /// The precision of so1s's own forward pass (`"auto"`, `"f32"`, `"bf16"`, `"int8"`).
     pub precision: Option<crate::predict::Precision>,
 }
 

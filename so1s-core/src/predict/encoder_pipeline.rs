@@ -3,7 +3,8 @@
 //! classification head and a softmax over the labels (sequence classifiers).
 
 use super::encoder::{
-    mean_pool, normalize, run_in_passes, ClassifierHead, Encoder, EncoderShape, Precision, Weights,
+    mean_pool, normalize, run_in_passes, ClassifierHead, CpuFeatures, Encoder, EncoderShape,
+    Precision, Weights,
 };
 use super::pipeline::guard;
 use super::{LabelScore, Prediction};
@@ -38,16 +39,30 @@ enum Output {
     },
 }
 
+/// What [`EncoderPipeline::plan`] found a model to be, before any weight is read.
+pub struct EncoderPlan {
+    shape: EncoderShape,
+    output: PlannedOutput,
+    lower_case: bool,
+    strip_accents: Option<bool>,
+    max_len: Option<usize>,
+}
+
+enum PlannedOutput {
+    Embedding { normalize: bool },
+    Labels,
+}
+
 impl EncoderPipeline {
-    /// Loads a BERT or ELECTRA model — a sentence-embeddings model with mean pooling and no
-    /// dense layer, or a sequence classifier — with its encoder's linear layers in
-    /// `precision`. Other models get a clear error: rust-bert runs them.
-    pub fn load(layout: &ModelLayout, precision: Precision) -> Result<Self> {
+    /// Checks from the model's small files (no weights read) that so1s's own forward pass
+    /// runs it: a BERT or ELECTRA sentence-embeddings model with mean pooling and no dense
+    /// layer, or a single-label BERT or ELECTRA classifier, with exact GELU and absolute
+    /// positions. The error says what it does not run; rust-bert may.
+    pub fn plan(layout: &ModelLayout) -> Result<EncoderPlan> {
         let unsupported = |why: String| {
             Error::InvalidModel(format!(
-                "so1s's own forward pass (which runs {} precision) serves BERT and ELECTRA \
-                 sentence-embedding models with mean pooling and sequence classifiers; {why}",
-                precision.as_str()
+                "so1s's own forward pass serves BERT and ELECTRA sentence-embedding models with \
+                 mean pooling and sequence classifiers; {why}"
             ))
         };
         if !matches!(
@@ -61,16 +76,8 @@ impl EncoderPipeline {
             )));
         }
         let shape: EncoderShape = read_json(&layout.config)?;
-        let mut weights = loading(|| Weights::read(&layout.weights))?;
-        let encoder =
-            loading(|| Encoder::load(&mut weights, &shape, precision)).map_err(|e| match e {
-                Error::InvalidModel(why) => Error::InvalidModel(format!(
-                    "serving in {} precision: {why}",
-                    precision.as_str()
-                )),
-                other => other,
-            })?;
-        let (output, tokenizer, max_len) = match layout.task {
+        shape.check()?;
+        match layout.task {
             Task::SentenceEmbeddings => {
                 let files = layout.sentence_transformer.as_ref().ok_or_else(|| {
                     Error::InvalidModel("a sentence-embeddings model needs modules.json".into())
@@ -93,15 +100,15 @@ impl EncoderPipeline {
                 // The tokenizer exactly as rust-bert's sentence-embeddings pipeline sets it up.
                 let tokenizer_config: TokenizerConfig = read_json(&files.tokenizer_config)?;
                 let bert_config: SentenceBertConfig = read_json(&files.sentence_bert_config)?;
-                let lower_case = tokenizer_config
-                    .do_lower_case
-                    .unwrap_or(bert_config.do_lower_case);
-                let tokenizer = wordpiece(layout, lower_case, tokenizer_config.strip_accents)?;
-                (
-                    Output::Embedding { normalize },
-                    tokenizer,
-                    bert_config.max_seq_length,
-                )
+                Ok(EncoderPlan {
+                    shape,
+                    output: PlannedOutput::Embedding { normalize },
+                    lower_case: tokenizer_config
+                        .do_lower_case
+                        .unwrap_or(bert_config.do_lower_case),
+                    strip_accents: tokenizer_config.strip_accents,
+                    max_len: Some(bert_config.max_seq_length),
+                })
             }
             Task::SequenceClassification => {
                 let config: ClassifierConfig = read_json(&layout.config)?;
@@ -112,26 +119,53 @@ impl EncoderPipeline {
                             .into(),
                     ));
                 }
-                let head = loading(|| {
+                Ok(EncoderPlan {
+                    shape,
+                    output: PlannedOutput::Labels,
+                    lower_case: layout.tokenizer.lower_case,
+                    strip_accents: layout.tokenizer.strip_accents,
+                    max_len: layout.max_sequence_length,
+                })
+            }
+        }
+    }
+
+    /// Loads a model [`EncoderPipeline::plan`] accepts, its encoder's matrix products in
+    /// `precision` ([`Precision::Auto`]: bf16 where the CPU has it natively, else f32).
+    pub fn load(layout: &ModelLayout, precision: Precision) -> Result<Self> {
+        let plan = Self::plan(layout)?;
+        let (precision, _) = precision.resolve(CpuFeatures::detect());
+        let tokenizer = wordpiece(layout, plan.lower_case, plan.strip_accents)?;
+        let calibration = match precision {
+            Precision::Int8 => {
+                let texts: Vec<String> = CALIBRATION_TEXTS.iter().map(|t| t.to_string()).collect();
+                let mut sequences = encode(&tokenizer, &texts, plan.max_len.unwrap_or(512));
+                sequences.extend(vocabulary_samples(&sequences, plan.shape.vocab_size));
+                sequences
+            }
+            _ => Vec::new(),
+        };
+        let mut weights = loading(|| Weights::read(&layout.weights))?;
+        let encoder =
+            loading(|| Encoder::load(&mut weights, &plan.shape, precision, &calibration))?;
+        let output = match plan.output {
+            PlannedOutput::Embedding { normalize } => Output::Embedding { normalize },
+            PlannedOutput::Labels => Output::Labels {
+                head: loading(|| {
                     ClassifierHead::load(
                         &mut weights,
                         layout.architecture,
-                        shape.hidden_size,
+                        plan.shape.hidden_size,
                         layout.labels.len(),
                     )
-                })?;
-                let tokens = &layout.tokenizer;
-                let tokenizer = wordpiece(layout, tokens.lower_case, tokens.strip_accents)?;
-                let max_len = layout
-                    .max_sequence_length
-                    .unwrap_or_else(|| encoder.max_positions());
-                let labels = layout.labels.clone();
-                (Output::Labels { head, labels }, tokenizer, max_len)
-            }
+                })?,
+                labels: layout.labels.clone(),
+            },
         };
         let pad_id = tokenizer.get_pad_id().unwrap_or(0);
+        let positions = encoder.max_positions();
         Ok(Self {
-            max_len: max_len.min(encoder.max_positions()),
+            max_len: plan.max_len.unwrap_or(positions).min(positions),
             tokenizer,
             encoder,
             output,
@@ -161,12 +195,7 @@ impl EncoderPipeline {
     /// at [`EncoderPipeline::max_len`]. Texts are NFC-normalized first, as Hugging Face's
     /// BERT tokenizer does.
     pub fn token_ids(&self, texts: &[String]) -> Vec<Vec<i64>> {
-        let texts: Vec<Cow<str>> = texts.iter().map(|t| nfc(t)).collect();
-        self.tokenizer
-            .encode_list(&texts, self.max_len, &TruncationStrategy::LongestFirst, 0)
-            .into_iter()
-            .map(|encoded| encoded.token_ids)
-            .collect()
+        encode(&self.tokenizer, texts, self.max_len)
     }
 
     /// Tokens of each text after truncation, as the forward pass runs them.
@@ -222,6 +251,64 @@ impl EncoderPipeline {
             tch::no_grad(|| per_pass(&hidden, mask))
         })
     }
+}
+
+/// What int8 calibrates its smoothing on ([`Encoder::load`]): short and long, plain and
+/// punctuated, several scripts — the activations' outlier channels are a property of the
+/// model more than of the text, so a few varied sentences find them. None of them is a
+/// text the tests measure accuracy on.
+const CALIBRATION_TEXTS: [&str; 12] = [
+    "Good morning, everyone",
+    "A cat sleeps on the warm windowsill.",
+    "Servers restart, caches warm up, and traffic moves to the new version.",
+    "What time is it in Seoul right now?",
+    "I loved this movie! The actors were great, and the music too.",
+    "Terrible service; never again...",
+    "배우들 연기가 좋았고 음악도 훌륭했다!",
+    "최악의 영화였다. 시간 낭비",
+    "Vectors of sentences feed search, clustering and deduplication.",
+    "Rust is a systems programming language: fast, memory-safe, without a garbage collector.",
+    "Great job 👍 — see you at 10:30?! “Quotes” (brackets) 100% #1",
+    "A longer text goes on about many things, from the weather in the mountains to the \
+     price of bread in the city, the history of printing, and why a new version of a \
+     service should go live without dropping a single request from its clients.",
+];
+
+/// Sequences of tokens drawn evenly (a fixed pseudo-random walk) from the whole vocabulary,
+/// framed as the calibration texts are (`first` gives `[CLS]` and `[SEP]`): a vocabulary
+/// the calibration texts barely touch (a Korean model's, say) still gets its ranges seen.
+fn vocabulary_samples(first: &[Vec<i64>], vocab_size: Option<i64>) -> Vec<Vec<i64>> {
+    let (Some(vocab), Some(framed)) = (vocab_size, first.first()) else {
+        return Vec::new();
+    };
+    let (Some(&cls), Some(&sep)) = (framed.first(), framed.last()) else {
+        return Vec::new();
+    };
+    let mut state: u64 = 0x5eed_1234_abcd_9876;
+    (0..4)
+        .map(|_| {
+            let mut ids = vec![cls];
+            ids.extend((0..62).map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 33) % vocab.max(1) as u64) as i64
+            }));
+            ids.push(sep);
+            ids
+        })
+        .collect()
+}
+
+/// `texts` as token ids, `[CLS] … [SEP]`, truncated at `max_len`, NFC-normalized first as
+/// Hugging Face's BERT tokenizer does.
+fn encode(tokenizer: &TokenizerOption, texts: &[String], max_len: usize) -> Vec<Vec<i64>> {
+    let texts: Vec<Cow<str>> = texts.iter().map(|t| nfc(t)).collect();
+    tokenizer
+        .encode_list(&texts, max_len, &TruncationStrategy::LongestFirst, 0)
+        .into_iter()
+        .map(|encoded| encoded.token_ids)
+        .collect()
 }
 
 /// Runs a loading step, a panic in libtorch becoming a load error.

@@ -23,8 +23,8 @@ mod request;
 mod service;
 
 #[cfg(feature = "inference")]
-pub use pipeline::{EncoderPipeline, ModelInfo, Pipeline, RustBertClassifier};
-pub use precision::Precision;
+pub use pipeline::{EncoderPipeline, EncoderPlan, ModelInfo, Pipeline, RustBertClassifier};
+pub use precision::{CpuFeatures, ForwardPass, Precision};
 pub use request::{InputLimits, PredictRequest};
 #[cfg(feature = "inference")]
 pub use service::{Predictor, ServiceOptions, TransformerService};

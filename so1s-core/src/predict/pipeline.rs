@@ -2,8 +2,8 @@
 //! models, or by so1s's own encoder ([`EncoderPipeline`]) for BERT and ELECTRA.
 
 pub use super::classifier::RustBertClassifier;
-use super::encoder::Precision;
-pub use super::encoder_pipeline::EncoderPipeline;
+pub use super::encoder_pipeline::{EncoderPipeline, EncoderPlan};
+use super::precision::{CpuFeatures, ForwardPass, Precision};
 use super::service::Predictor;
 use super::Prediction;
 use crate::model::{Architecture, ModelLayout, Task};
@@ -34,8 +34,11 @@ pub struct ModelInfo {
     /// Longest input in tokens; longer inputs are truncated.
     pub max_sequence_length: Option<usize>,
     /// Who runs the forward pass: `rust-bert`, or so1s's own encoder (`so1s-f32`,
-    /// `so1s-int8`).
+    /// `so1s-bf16`, `so1s-int8`).
     pub forward_pass: &'static str,
+    /// Why that forward pass and precision: what `auto` found (the CPU's bf16, what the
+    /// own encoder covers) or that they were asked for.
+    pub reason: String,
 }
 
 /// A loaded pipeline.
@@ -52,15 +55,15 @@ impl Pipeline {
     /// Loads the model of an inspected directory on the CPU. Weights load as uploaded
     /// (`model.safetensors` or `rust_model.ot`). Runs on the calling thread and takes a while:
     /// call it from the model's own thread.
-    /// With `precision`, the model runs on so1s's own forward pass ([`EncoderPipeline`]);
-    /// without, on rust-bert's — except ELECTRA, which rust-bert has no pipeline for and so1s
-    /// runs in f32.
-    pub fn load(layout: &ModelLayout, precision: Option<Precision>) -> Result<(Self, ModelInfo)> {
-        let precision = precision.or(match layout.architecture {
-            Architecture::Electra => Some(Precision::F32),
-            _ => None,
-        });
-        if let Some(precision) = precision {
+    ///
+    /// `pass` and `precision` choose who runs the forward pass ([`Pipeline::choose`]).
+    pub fn load(
+        layout: &ModelLayout,
+        pass: ForwardPass,
+        precision: Precision,
+    ) -> Result<(Self, ModelInfo)> {
+        let (own, reason) = Self::choose(layout, pass, precision, CpuFeatures::detect())?;
+        if let Some(precision) = own {
             let pipeline = EncoderPipeline::load(layout, precision)?;
             let info = ModelInfo {
                 task: layout.task,
@@ -68,10 +71,12 @@ impl Pipeline {
                 output_shape: vec![pipeline.output_dim()],
                 labels: layout.labels.clone(),
                 max_sequence_length: Some(pipeline.max_len()),
-                forward_pass: match precision {
-                    Precision::F32 => "so1s-f32",
+                forward_pass: match pipeline.precision() {
+                    Precision::Auto | Precision::F32 => "so1s-f32",
+                    Precision::Bf16 => "so1s-bf16",
                     Precision::Int8 => "so1s-int8",
                 },
+                reason,
             };
             return Ok((Pipeline::Encoder(Box::new(pipeline)), info));
         }
@@ -126,8 +131,56 @@ impl Pipeline {
             labels: layout.labels.clone(),
             max_sequence_length: layout.max_sequence_length,
             forward_pass: "rust-bert",
+            reason,
         };
         Ok((pipeline, info))
+    }
+
+    /// Who runs the forward pass of `layout` on `cpu`: so1s's own encoder in the returned
+    /// precision, or rust-bert (`None`); and why, for `/v1/model` and the start-up log.
+    ///
+    /// `auto` takes the own encoder wherever [`EncoderPipeline::plan`] accepts the model
+    /// (in bf16 where the CPU has native bf16, else f32) and rust-bert for the rest — unless
+    /// bf16 or int8 was asked for, which only the own encoder runs. rust-bert runs f32 only
+    /// and has no ELECTRA classifier.
+    pub fn choose(
+        layout: &ModelLayout,
+        pass: ForwardPass,
+        precision: Precision,
+        cpu: &CpuFeatures,
+    ) -> Result<(Option<Precision>, String)> {
+        let rust_bert_runs = |why: String| {
+            if layout.architecture == Architecture::Electra {
+                return Err(Error::InvalidModel(format!(
+                    "rust-bert has no ELECTRA {} pipeline; {why}",
+                    layout.task.as_str()
+                )));
+            }
+            match precision {
+                Precision::Auto | Precision::F32 => Ok((None, why)),
+                other => Err(Error::InvalidModel(format!(
+                    "precision {} needs so1s's own forward pass; {why}",
+                    other.as_str()
+                ))),
+            }
+        };
+        let own = |why: &str| {
+            let (precision, because) = precision.resolve(cpu);
+            Ok((Some(precision), format!("{why}; {because}")))
+        };
+        match pass {
+            ForwardPass::RustBert => rust_bert_runs("forward pass rust-bert as asked".into()),
+            ForwardPass::So1s => {
+                EncoderPipeline::plan(layout)?;
+                own("forward pass so1s as asked")
+            }
+            ForwardPass::Auto => match EncoderPipeline::plan(layout) {
+                Ok(_) => own("forward pass auto: so1s's own encoder runs this model"),
+                Err(not_covered) => {
+                    rust_bert_runs(format!("forward pass auto: rust-bert, since {not_covered}"))
+                }
+            },
+        }
     }
 }
 

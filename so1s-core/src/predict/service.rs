@@ -1,8 +1,8 @@
 //! [`TransformerService`]: the model on its own thread, fed in batches.
 
 use super::pipeline::{ModelInfo, Pipeline};
-use super::Precision;
 use super::Prediction;
+use super::{ForwardPass, Precision};
 use crate::metrics::ServiceMetrics;
 use crate::model::ModelLayout;
 use crate::{Error, Result};
@@ -52,9 +52,11 @@ pub struct ServiceOptions {
     pub request_timeout: Duration,
     /// libtorch intra-op threads (`None`: libtorch's default, one per core).
     pub threads: Option<usize>,
-    /// Run the forward pass with so1s's own encoder in this precision (BERT sentence
-    /// embeddings only); `None`: rust-bert's.
-    pub precision: Option<Precision>,
+    /// Who runs the forward pass ([`Pipeline::choose`]).
+    pub forward_pass: ForwardPass,
+    /// The precision of so1s's own forward pass ([`Precision::Auto`]: bf16 where the CPU
+    /// has it natively, else f32).
+    pub precision: Precision,
 }
 
 impl Default for ServiceOptions {
@@ -66,7 +68,8 @@ impl Default for ServiceOptions {
             queue_capacity: 512,
             request_timeout: Duration::from_secs(30),
             threads: None,
-            precision: None,
+            forward_pass: ForwardPass::Auto,
+            precision: Precision::Auto,
         }
     }
 }
@@ -117,8 +120,17 @@ impl TransformerService {
     /// Loads an inspected model directory with rust-bert on a new thread, runs one warm-up
     /// pass, and returns the handle once the model can answer.
     pub async fn load(layout: ModelLayout, options: ServiceOptions) -> Result<Self> {
-        let precision = options.precision;
-        Self::start(move || Pipeline::load(&layout, precision), options).await
+        let (pass, precision) = (options.forward_pass, options.precision);
+        let service =
+            Self::start(move || Pipeline::load(&layout, pass, precision), options).await?;
+        let info = service.info();
+        tracing::info!(
+            forward_pass = info.forward_pass,
+            reason = %info.reason,
+            cpu = %super::CpuFeatures::detect().summary(),
+            "model loaded"
+        );
+        Ok(service)
     }
 
     /// Starts a model thread around any [`Predictor`], built on that thread by `build` (so
@@ -496,6 +508,7 @@ mod tests {
             labels: vec![],
             max_sequence_length: None,
             forward_pass: "test",
+            reason: "a test predictor".into(),
         }
     }
 

@@ -24,7 +24,14 @@ fn labels(predictions: Vec<Prediction>) -> Vec<(String, f64)> {
 }
 
 async fn classify(dir: &std::path::Path) -> Vec<(String, f64)> {
-    let service = load(dir, test_options()).await.unwrap();
+    classify_with(dir, test_options()).await
+}
+
+async fn classify_with(
+    dir: &std::path::Path,
+    options: so1s_core::predict::ServiceOptions,
+) -> Vec<(String, f64)> {
+    let service = load(dir, options).await.unwrap();
     assert_eq!(service.info().task, Task::SequenceClassification);
     assert_eq!(service.info().labels, LABELS);
     assert_eq!(service.info().output_shape, [3]);
@@ -91,7 +98,18 @@ async fn weights_that_do_not_fit_the_config_fail_with_a_load_error() {
         .unwrap()
         .replace("\"hidden_size\": 32", "\"hidden_size\": 64");
     std::fs::write(&config_path, text).unwrap();
+    // On either forward pass the error says the weights do not fit.
     let err = load(dir.path(), test_options()).await.err().unwrap();
+    let message = format!("{err:#}");
+    assert!(
+        message.contains("config.json makes them 64 wide"),
+        "{message}"
+    );
+    let rust_bert = so1s_core::predict::ServiceOptions {
+        forward_pass: so1s_core::predict::ForwardPass::RustBert,
+        ..test_options()
+    };
+    let err = load(dir.path(), rust_bert).await.err().unwrap();
     let message = format!("{err:#}");
     assert!(message.contains("loading the model failed"), "{message}");
 }
@@ -110,13 +128,17 @@ async fn a_classifier_runs_in_int8_close_to_rust_berts_and_what_it_cannot_run_is
     let dir = tempfile::tempdir().unwrap();
     tiny_classifier(dir.path(), &LABELS, 7, "model.safetensors").unwrap();
     let int8 = so1s_core::predict::ServiceOptions {
-        precision: Some(so1s_core::predict::Precision::Int8),
+        precision: so1s_core::predict::Precision::Int8,
         ..test_options()
     };
     let quantized = load(dir.path(), int8.clone()).await.unwrap();
     assert_eq!(quantized.info().forward_pass, "so1s-int8");
     let texts: Vec<String> = TEXTS.iter().map(|t| t.to_string()).collect();
-    let reference = classify(dir.path()).await;
+    let rust_bert = so1s_core::predict::ServiceOptions {
+        forward_pass: so1s_core::predict::ForwardPass::RustBert,
+        ..test_options()
+    };
+    let reference = classify_with(dir.path(), rust_bert.clone()).await;
     let answers = labels(quantized.predict(texts).await.unwrap());
     for ((label, score), (expected, expected_score)) in answers.iter().zip(&reference) {
         // Random weights give near-even scores: the labels may tie, the scores stay close.
@@ -133,8 +155,18 @@ async fn a_classifier_runs_in_int8_close_to_rust_berts_and_what_it_cannot_run_is
     let error = error.to_string();
     assert!(error.contains("relu"), "{error}");
     assert!(error.contains("own forward pass"), "{error}");
-    // rust-bert still serves it.
-    assert_eq!(classify(dir.path()).await.len(), TEXTS.len());
+    // rust-bert still serves it, and auto falls back to it.
+    assert_eq!(
+        classify_with(dir.path(), rust_bert).await.len(),
+        TEXTS.len()
+    );
+    let service = load(dir.path(), test_options()).await.unwrap();
+    assert_eq!(service.info().forward_pass, "rust-bert");
+    assert!(
+        service.info().reason.contains("relu"),
+        "{}",
+        service.info().reason
+    );
 }
 
 /// Packs `model` and builds it with the embedded bundle builder (smoke test in process) as

@@ -73,7 +73,15 @@ async fn predict_health_ready_metadata_and_metrics_answer() {
     assert_eq!(model["model"]["task"], "sentence-embeddings");
     assert_eq!(model["model"]["output_shape"], json!([384]));
     assert_eq!(model["model"]["max_sequence_length"], 256);
-    assert_eq!(model["model"]["forward_pass"], "rust-bert");
+    // The defaults: so1s's own encoder, bf16 where the CPU has it natively, saying why.
+    let native = so1s_core::predict::CpuFeatures::detect().native_bf16();
+    assert_eq!(
+        model["model"]["forward_pass"],
+        if native { "so1s-bf16" } else { "so1s-f32" }
+    );
+    let reason = model["model"]["reason"].as_str().unwrap();
+    assert!(reason.contains("forward pass auto"), "{reason}");
+    assert!(reason.contains("precision auto"), "{reason}");
     assert_eq!(model["serving"]["max_batch_size"], 32);
 
     let metrics = server.metrics().await.unwrap();

@@ -6,7 +6,7 @@
 use crate::support::{load, test_options};
 use serde::Deserialize;
 use so1s_core::model::ModelLayout;
-use so1s_core::predict::{EncoderPipeline, Precision, ServiceOptions};
+use so1s_core::predict::{EncoderPipeline, ForwardPass, Precision, ServiceOptions};
 use so1s_core::Prediction;
 use std::path::{Path, PathBuf};
 
@@ -134,77 +134,135 @@ fn token_ids_logits_scores_and_labels_equal_transformers_in_f32() {
     }
 }
 
+/// Each fixture's sentences in one batch through a service on `pass` in `precision`: the
+/// forward pass it ran and, per sentence, the label, its score and every label's score.
+async fn serve(
+    fixture: &Fixture,
+    pass: ForwardPass,
+    precision: Precision,
+) -> anyhow::Result<(&'static str, Vec<(String, f64, Vec<f64>)>)> {
+    let options = ServiceOptions {
+        forward_pass: pass,
+        precision,
+        ..test_options()
+    };
+    let service = load(&fixture.model(), options).await?;
+    assert_eq!(service.info().labels, fixture.expected.labels);
+    let predictions = service.predict(fixture.texts()).await?;
+    let answers = predictions
+        .iter()
+        .map(|p| {
+            let (label, score, scores) = label_of(p);
+            (label.to_owned(), score, scores.unwrap())
+        })
+        .collect();
+    Ok((service.info().forward_pass, answers))
+}
+
 #[tokio::test]
-async fn served_with_defaults_electra_runs_on_the_own_pass_and_bert_on_rust_bert_both_exact_in_one_batch(
-) {
+async fn rust_bert_and_the_own_f32_pass_are_exact_in_one_batch_and_rust_bert_has_no_electra() {
     for fixture in fixtures() {
-        let service = load(&fixture.model(), test_options()).await.unwrap();
-        let info = service.info();
         let name = &fixture.name;
-        assert_eq!(info.labels, fixture.expected.labels, "{name}");
-        let electra = info.architecture == "electra";
-        assert_eq!(
-            info.forward_pass,
-            if electra { "so1s-f32" } else { "rust-bert" },
-            "{name}"
-        );
-        let predictions = service.predict(fixture.texts()).await.unwrap();
-        for (prediction, sentence) in predictions.iter().zip(&fixture.expected.sentences) {
-            let (label, score, scores) = label_of(prediction);
-            assert_eq!(label, sentence.label, "{name}: {:?}", sentence.text);
-            assert!(close(&scores.unwrap(), &sentence.scores, 1e-4), "{name}");
-            assert!(
-                (score - sentence.score).abs() <= 1e-4,
-                "{name}: {:?}: {score} vs {}",
-                sentence.text,
-                sentence.score
-            );
+        let electra = fixture.name.starts_with("electra");
+        for pass in [ForwardPass::So1s, ForwardPass::RustBert] {
+            let served = serve(&fixture, pass, Precision::F32).await;
+            if electra && pass == ForwardPass::RustBert {
+                let error = served.expect_err("rust-bert served ELECTRA").to_string();
+                assert!(error.contains("rust-bert has no ELECTRA"), "{error}");
+                continue;
+            }
+            let (ran, answers) = served.unwrap();
+            let expected_pass = if pass == ForwardPass::So1s {
+                "so1s-f32"
+            } else {
+                "rust-bert"
+            };
+            assert_eq!(ran, expected_pass, "{name}");
+            for ((label, score, scores), sentence) in
+                answers.iter().zip(&fixture.expected.sentences)
+            {
+                let text = &sentence.text;
+                assert_eq!(label, &sentence.label, "{name} on {ran}: {text:?}");
+                assert!(
+                    (score - sentence.score).abs() <= 1e-4,
+                    "{name} on {ran}: {text:?}"
+                );
+                assert!(
+                    close(scores, &sentence.scores, 1e-4),
+                    "{name} on {ran}: {text:?}"
+                );
+            }
         }
+    }
+}
+
+/// The largest change of any label's score from transformers' in `answers`; asserts the
+/// labels of the sentences whose margin is more than twice `tolerance` are kept.
+fn labels_kept(fixture: &Fixture, answers: &[(String, f64, Vec<f64>)], tolerance: f64) -> f64 {
+    let mut kept = 0;
+    let mut worst = 0.0f64;
+    for ((label, _, scores), sentence) in answers.iter().zip(&fixture.expected.sentences) {
+        let moved = scores
+            .iter()
+            .zip(&sentence.scores)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            moved < tolerance,
+            "{}: {:?}: {moved}",
+            fixture.name,
+            sentence.text
+        );
+        worst = worst.max(moved);
+        if margin(&sentence.scores) > 2.0 * tolerance {
+            assert_eq!(
+                label, &sentence.label,
+                "{}: {:?}",
+                fixture.name, sentence.text
+            );
+            kept += 1;
+        }
+    }
+    assert!(
+        kept > 0,
+        "{}: no sentence with a clear margin",
+        fixture.name
+    );
+    worst
+}
+
+/// The top score's lead over the second.
+fn margin(scores: &[f64]) -> f64 {
+    let mut sorted = scores.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    sorted[0] - sorted.get(1).copied().unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn bf16_keeps_the_labels_whose_margin_allows() {
+    for fixture in fixtures() {
+        let (ran, answers) = serve(&fixture, ForwardPass::Auto, Precision::Bf16)
+            .await
+            .unwrap();
+        assert_eq!(ran, "so1s-bf16");
+        // Random weights (initializer range 0.3) amplify rounding: a score moves by up to
+        // 0.07 (trained models move far less: MiniLM's vectors stay at cosine 0.99994).
+        let worst = labels_kept(&fixture, &answers, 0.1);
+        eprintln!("{}: bf16 moved a score by {worst:.4} at most", fixture.name);
     }
 }
 
 #[tokio::test]
 async fn int8_keeps_the_labels_whose_margin_allows() {
     for fixture in fixtures() {
-        let options = ServiceOptions {
-            precision: Some(Precision::Int8),
-            ..test_options()
-        };
-        let service = load(&fixture.model(), options).await.unwrap();
-        assert_eq!(service.info().forward_pass, "so1s-int8");
-        let predictions = service.predict(fixture.texts()).await.unwrap();
-        let mut kept = 0;
-        for (prediction, sentence) in predictions.iter().zip(&fixture.expected.sentences) {
-            let (label, _, scores) = label_of(prediction);
-            let scores = scores.unwrap();
-            let worst = scores
-                .iter()
-                .zip(&sentence.scores)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f64::max);
-            // 7-bit weights and per-tensor activations on random weights (initializer range
-            // 0.3, far wider than trained models'): close, not exact.
-            assert!(
-                worst < 0.15,
-                "{}: {:?}: {worst}",
-                fixture.name,
-                sentence.text
-            );
-            let mut sorted = sentence.scores.clone();
-            sorted.sort_by(|a, b| b.total_cmp(a));
-            if sorted[0] - sorted[1] > 0.3 {
-                assert_eq!(
-                    label, sentence.label,
-                    "{}: {:?}",
-                    fixture.name, sentence.text
-                );
-                kept += 1;
-            }
-        }
-        assert!(
-            kept > 0,
-            "{}: no sentence with a clear margin",
-            fixture.name
-        );
+        let (ran, answers) = serve(&fixture, ForwardPass::Auto, Precision::Int8)
+            .await
+            .unwrap();
+        assert_eq!(ran, "so1s-int8");
+        // Per-tensor activations on random weights (initializer range 0.3, far wider than
+        // trained models', whose ranges the calibration texts do not represent either): a
+        // score moves by up to 0.2 here, where MiniLM's vectors stay at cosine 0.996.
+        let worst = labels_kept(&fixture, &answers, 0.25);
+        eprintln!("{}: int8 moved a score by {worst:.4} at most", fixture.name);
     }
 }

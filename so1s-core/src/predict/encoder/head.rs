@@ -3,7 +3,6 @@
 
 use super::layers::Linear;
 use super::weights::Weights;
-use super::Precision;
 use crate::model::Architecture;
 use crate::{Error, Result};
 use tch::Tensor;
@@ -40,10 +39,9 @@ impl ClassifierHead {
     ) -> Result<Self> {
         let labels = labels as i64;
         let mut linear = |name: &str, outputs: i64| -> Result<Linear> {
-            Ok(Linear::new(
+            Ok(Linear::f32(
                 weights.take_shaped(&format!("{name}.weight"), &[outputs, hidden])?,
                 weights.take_shaped(&format!("{name}.bias"), &[outputs])?,
-                Precision::F32,
             ))
         };
         match architecture {

@@ -5,38 +5,96 @@ use tch::{Kind, Scalar, Tensor};
 
 /// A linear layer `x W^T + b`.
 pub(super) enum Linear {
+    /// Weights as trained.
     F32 { weight: Tensor, bias: Tensor },
+    /// Weights converted to bf16 once; the input is cast to bf16 and the product (bf16
+    /// inputs, f32 accumulation in oneDNN's kernels) comes back in bf16.
+    Bf16 { weight: Tensor, bias: Tensor },
+    /// Quantized weights ([`Int8Linear`]).
     Int8(Int8Linear),
 }
 
 impl Linear {
+    /// The layer in f32 (`Auto` is taken as f32: resolve it first) or bf16. int8 layers are
+    /// made from an f32 one and its inputs' ranges ([`Linear::quantized`]).
     pub(super) fn new(weight: Tensor, bias: Tensor, precision: Precision) -> Self {
         match precision {
-            Precision::F32 => Linear::F32 { weight, bias },
-            Precision::Int8 => Linear::Int8(Int8Linear::new(&weight, &bias)),
+            Precision::Bf16 => Linear::Bf16 {
+                weight: weight.to_kind(Kind::BFloat16).contiguous(),
+                bias: bias.to_kind(Kind::BFloat16),
+            },
+            Precision::Auto | Precision::F32 | Precision::Int8 => Linear::F32 { weight, bias },
         }
     }
 
+    /// The layer in f32, whatever the encoder's precision (heads: small layers).
+    pub(super) fn f32(weight: Tensor, bias: Tensor) -> Self {
+        Linear::F32 { weight, bias }
+    }
+
+    /// This f32 layer with int8 weights of at most `levels`, smoothed for inputs whose
+    /// channels reach `input_max` ([`Int8Linear`]); `None` for a layer not in f32.
+    pub(super) fn quantized(&self, input_max: &Tensor, levels: f64) -> Option<Self> {
+        match self {
+            Linear::F32 { weight, bias } => Some(Linear::Int8(Int8Linear::new(
+                weight,
+                bias,
+                Some(input_max),
+                levels,
+            ))),
+            _ => None,
+        }
+    }
+
+    /// This f32 layer in bf16; `None` for a layer not in f32.
+    pub(super) fn to_bf16(&self) -> Option<Self> {
+        match self {
+            Linear::F32 { weight, bias } => Some(Linear::new(
+                weight.shallow_clone(),
+                bias.shallow_clone(),
+                Precision::Bf16,
+            )),
+            _ => None,
+        }
+    }
+
+    /// `x W^T + b` of an f32 (or, for a bf16 layer, bf16) input: f32 out of f32 and int8
+    /// layers, bf16 out of bf16 ones.
     pub(super) fn forward(&self, x: &Tensor) -> Tensor {
         match self {
             Linear::F32 { weight, bias } => x.linear(weight, Some(bias)),
-            Linear::Int8(linear) => linear.forward(x),
+            Linear::Bf16 { weight, bias } => x.to_kind(Kind::BFloat16).linear(weight, Some(bias)),
+            Linear::Int8(linear) => linear.forward(&x.to_kind(Kind::Float)),
         }
     }
 
     /// Output features.
     pub(super) fn outputs(&self) -> i64 {
         match self {
-            Linear::F32 { weight, .. } => weight.size()[0],
+            Linear::F32 { weight, .. } | Linear::Bf16 { weight, .. } => weight.size()[0],
             Linear::Int8(linear) => linear.scales.size()[0],
         }
     }
 }
 
-/// A linear layer whose weights are int8, one scale per output row (symmetric, 7 bits:
-/// fbgemm's AVX2 kernel adds pairs of uint8 × int8 products in 16 bits, which full-range
-/// weights could overflow). fbgemm quantizes the activations per pass (uint8, per tensor)
-/// and multiplies in integers; the rows' scales are applied to its output.
+/// SmoothQuant's migration strength: how much of an input channel's range moves into the
+/// weights (0.5 balances the two; measured best on MiniLM).
+const SMOOTHING: f64 = 0.5;
+
+/// A linear layer whose weights are int8, one scale per output row (symmetric). fbgemm
+/// quantizes the activations per pass (uint8, one scale for the whole tensor) and multiplies
+/// in integers; the rows' scales are applied to its output.
+///
+/// One scale per tensor is what makes dynamic int8 inexact: transformers' activations have a
+/// few channels far larger than the rest, and those set the scale. So the layer is
+/// *smoothed* (SmoothQuant, Xiao et al. 2023): each input channel `j` is divided by
+/// `s_j = max|x_j|^α / max|W_j|^(1−α)` (its range measured on calibration texts) and the
+/// weights' column multiplied by it — the same product, with the outliers moved into the
+/// weights, where per-row scales absorb them.
+///
+/// Weights use 8 bits where the CPU has VNNI (its dot products accumulate in 32 bits), 7
+/// bits elsewhere: fbgemm's AVX2 kernel adds pairs of uint8 × int8 products in saturating
+/// 16 bits, which full-range weights could overflow.
 pub(super) struct Int8Linear {
     /// `[out, in]` int8, kept alive for `packed`.
     weight: Tensor,
@@ -48,18 +106,43 @@ pub(super) struct Int8Linear {
     scales: Tensor,
     /// `bias / scales`: added before the rows are scaled, so one multiplication does both.
     scaled_bias: Tensor,
+    /// `1 / s` per input channel: the input is multiplied by it before quantization.
+    smoothing: Option<Tensor>,
 }
 
-/// The largest quantized weight magnitude (7 bits).
-const WEIGHT_LEVELS: f64 = 63.0;
+/// The largest quantized weight magnitude where int8 products accumulate in 32 bits (VNNI).
+pub(super) const WEIGHT_LEVELS_VNNI: f64 = 127.0;
+/// The largest quantized weight magnitude on fbgemm's AVX2 kernel (7 bits).
+pub(super) const WEIGHT_LEVELS_AVX2: f64 = 63.0;
 
 impl Int8Linear {
-    fn new(weight: &Tensor, bias: &Tensor) -> Self {
-        let weight = weight.to_kind(Kind::Float).contiguous();
-        let scales = (weight.abs().amax([1], false) / WEIGHT_LEVELS).clamp_min(1e-12);
+    /// Quantizes `weight` (`[out, in]`) to `levels`, smoothed for inputs reaching
+    /// `input_max` (`[in]`) when given.
+    fn new(weight: &Tensor, bias: &Tensor, input_max: Option<&Tensor>, levels: f64) -> Self {
+        let weight = weight.to_kind(Kind::Float);
+        let (weight, smoothing) = match input_max {
+            Some(input_max) => {
+                let s = input_max
+                    .to_kind(Kind::Float)
+                    .clamp_min(1e-5)
+                    .pow_tensor_scalar(SMOOTHING)
+                    / weight
+                        .abs()
+                        .amax([0], false)
+                        .clamp_min(1e-5)
+                        .pow_tensor_scalar(1.0 - SMOOTHING);
+                // A channel the calibration saw small is not amplified beyond the median
+                // one: inputs it did not see may be larger there.
+                let s = s.clamp_min(s.median().double_value(&[]));
+                (&weight * &s, Some(s.reciprocal()))
+            }
+            None => (weight, None),
+        };
+        let weight = weight.contiguous();
+        let scales = (weight.abs().amax([1], false) / levels).clamp_min(1e-12);
         let values = (&weight / scales.unsqueeze(1))
             .round()
-            .clamp(-WEIGHT_LEVELS, WEIGHT_LEVELS)
+            .clamp(-levels, levels)
             .to_kind(Kind::Int8)
             .contiguous();
         let col_offsets = values
@@ -73,10 +156,19 @@ impl Int8Linear {
             packed,
             col_offsets,
             scales,
+            smoothing,
         }
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
+        let smoothed;
+        let x = match &self.smoothing {
+            Some(inverse) => {
+                smoothed = x * inverse;
+                &smoothed
+            }
+            None => x,
+        };
         x.fbgemm_linear_int8_weight_fp32_activation(
             &self.weight,
             &self.packed,
@@ -118,15 +210,62 @@ mod tests {
         let weight = Tensor::randn([96, 64], (Kind::Float, tch::Device::Cpu)) * 0.05;
         let bias = Tensor::randn([96], (Kind::Float, tch::Device::Cpu)) * 0.1;
         let x = Tensor::randn([5, 7, 64], (Kind::Float, tch::Device::Cpu));
-        let exact =
-            Linear::new(weight.shallow_clone(), bias.shallow_clone(), Precision::F32).forward(&x);
-        let int8 = Linear::new(weight, bias, Precision::Int8);
-        assert_eq!(int8.outputs(), 96);
-        let int8 = int8.forward(&x);
-        assert_eq!(int8.size(), [5, 7, 96]);
-        let error = (&int8 - &exact).abs().max().double_value(&[]);
+        // One input channel ten times the others: the outlier smoothing is for.
+        let x = x.copy();
+        let _ = x.narrow(2, 3, 1).g_mul_scalar_(10.0);
+        let f32 = || Linear::new(weight.shallow_clone(), bias.shallow_clone(), Precision::F32);
+        let exact = f32().forward(&x);
         let scale = exact.abs().max().double_value(&[]);
-        assert!(error < 0.05 * scale, "error {error} vs scale {scale}");
-        assert!(error > 0.0, "int8 is not exact: it really ran quantized");
+        let input_max = x.abs().amax([0, 1], false);
+        let error = |linear: &Linear| {
+            let out = linear.forward(&x);
+            assert_eq!(out.size(), [5, 7, 96]);
+            (out.to_kind(Kind::Float) - &exact)
+                .abs()
+                .max()
+                .double_value(&[])
+                / scale
+        };
+        let plain = error(&Linear::Int8(Int8Linear::new(
+            &weight,
+            &bias,
+            None,
+            WEIGHT_LEVELS_AVX2,
+        )));
+        let smoothed = error(&f32().quantized(&input_max, WEIGHT_LEVELS_AVX2).unwrap());
+        let bf16 = error(&Linear::new(
+            weight.shallow_clone(),
+            bias.shallow_clone(),
+            Precision::Bf16,
+        ));
+        for (name, e) in [("int8", plain), ("smoothed int8", smoothed), ("bf16", bf16)] {
+            assert!(e < 0.05, "{name}: relative error {e}");
+            assert!(e > 0.0, "{name} is not exact: it really ran in fewer bits");
+        }
+        assert!(smoothed < plain, "smoothing helps: {smoothed} vs {plain}");
+        assert_eq!(
+            f32()
+                .quantized(&input_max, WEIGHT_LEVELS_AVX2)
+                .unwrap()
+                .outputs(),
+            96
+        );
+        assert!(f32()
+            .to_bf16()
+            .unwrap()
+            .quantized(&input_max, 63.0)
+            .is_none());
+        // Twice the weight levels halve the weights' rounding, where the kernel cannot
+        // saturate (VNNI).
+        if crate::predict::CpuFeatures::detect().vnni() {
+            let eight_bits = error(&f32().quantized(&input_max, WEIGHT_LEVELS_VNNI).unwrap());
+            assert!(eight_bits < smoothed, "{eight_bits} vs {smoothed}");
+        }
+        let bf16 = Linear::new(
+            weight.shallow_clone(),
+            bias.shallow_clone(),
+            Precision::Bf16,
+        );
+        assert_eq!(bf16.forward(&x).kind(), Kind::BFloat16);
     }
 }

@@ -4,10 +4,15 @@
 //! rust-bert runs most models so1s serves; for BERT and ELECTRA encoders so1s can also run
 //! the forward pass itself on the same weights, which allows what rust-bert's models do not:
 //!
-//! - **int8 linear layers** ([`Precision::Int8`]): the weights of every linear layer are
-//!   quantized once at load (per output row), the activations at each pass (per tensor), and
-//!   fbgemm multiplies in integers — dynamic quantization, as ONNX Runtime and PyTorch do it
-//!   for CPU serving. Outputs stay close to the fp32 ones, not equal (see the tests).
+//! - **bf16 matrix products** ([`Precision::Bf16`], what `precision = auto` picks on CPUs
+//!   with native bf16): weights converted once at load, activations cast at each linear
+//!   layer and attention in bf16, while layer norms, GELU, residual sums, softmax and pooling
+//!   stay in f32 — `torch.autocast`'s split. Embeddings at cosine ≥ 0.9999 to f32.
+//! - **int8 linear layers** ([`Precision::Int8`]): weights quantized once at load (per
+//!   output row, 8 bits with VNNI), activations at each pass (per tensor), fbgemm multiplying
+//!   in integers — dynamic quantization, as ONNX Runtime and PyTorch do it for CPU serving —
+//!   with SmoothQuant's per-channel smoothing calibrated at load, and the feed-forward output
+//!   projections in bf16 (f32 without native bf16). Close to f32, not equal (see the tests).
 //! - **grouping by length** ([`plan_passes`]): a batch's texts are sorted by token count and
 //!   cut into passes so that short texts are not padded to the longest one.
 //! - **ELECTRA** (`ElectraForSequenceClassification`, the seed's KoELECTRA sentiment model):
@@ -23,13 +28,13 @@ mod layers;
 mod passes;
 mod weights;
 
-pub use super::Precision;
+pub use super::{CpuFeatures, Precision};
 pub use head::ClassifierHead;
 pub use passes::{mean_pool, normalize, plan_passes, run_in_passes};
 pub use weights::Weights;
 
 use crate::{Error, Result};
-use layers::{LayerNorm, Linear};
+use layers::{LayerNorm, Linear, WEIGHT_LEVELS_AVX2, WEIGHT_LEVELS_VNNI};
 use tch::{Kind, Tensor};
 
 /// One transformer layer.
@@ -59,6 +64,9 @@ pub struct EncoderShape {
     /// Positions the model has embeddings for: the longest input in tokens.
     #[serde(default)]
     pub max_position_embeddings: Option<usize>,
+    /// Tokens in the vocabulary.
+    #[serde(default)]
+    pub vocab_size: Option<i64>,
     /// Layer-norm epsilon.
     #[serde(default = "default_eps")]
     pub layer_norm_eps: f64,
@@ -83,6 +91,24 @@ fn default_position() -> String {
 }
 
 impl EncoderShape {
+    /// Whether so1s's own forward pass runs this shape: exact GELU, absolute positions, a
+    /// hidden width its heads divide.
+    pub fn check(&self) -> Result<()> {
+        if self.hidden_act != "gelu" || self.position_embedding_type != "absolute" {
+            return Err(Error::InvalidModel(format!(
+                "so1s's own forward pass runs gelu and absolute positions, not {} and {}",
+                self.hidden_act, self.position_embedding_type
+            )));
+        }
+        if self.num_attention_heads <= 0 || self.hidden_size % self.num_attention_heads != 0 {
+            return Err(Error::InvalidModel(format!(
+                "hidden size {} is not a multiple of {} attention heads",
+                self.hidden_size, self.num_attention_heads
+            )));
+        }
+        Ok(())
+    }
+
     /// Width of the token embeddings.
     pub fn embedding_width(&self) -> i64 {
         self.embedding_size.unwrap_or(self.hidden_size)
@@ -103,23 +129,54 @@ pub struct Encoder {
     precision: Precision,
 }
 
+/// The largest input magnitude each linear layer saw, per input channel, while calibrating.
+#[derive(Default)]
+struct Ranges {
+    /// `embeddings_project`'s input.
+    project: Option<Tensor>,
+    /// Per layer: qkv, attention output, intermediate, output.
+    layers: Vec<[Option<Tensor>; 4]>,
+}
+
+/// Records `x`'s largest magnitude per channel (its last dimension) into `slot`.
+fn observe(slot: &mut Option<Tensor>, x: &Tensor) {
+    let width = *x.size().last().unwrap_or(&0);
+    let seen = x
+        .to_kind(Kind::Float)
+        .abs()
+        .reshape([-1, width])
+        .amax([0], false);
+    *slot = Some(match slot.take() {
+        Some(before) => before.maximum(&seen),
+        None => seen,
+    });
+}
+
 impl Encoder {
     /// Takes the encoder of a model shaped as `shape` from `weights` (BERT's or ELECTRA's
-    /// names), its linear layers in `precision`. What is left in `weights` (a classifier's
-    /// head) stays there.
-    pub fn load(weights: &mut Weights, shape: &EncoderShape, precision: Precision) -> Result<Self> {
-        if shape.hidden_act != "gelu" || shape.position_embedding_type != "absolute" {
-            return Err(Error::InvalidModel(format!(
-                "so1s's own forward pass runs gelu and absolute positions, not {} and {}",
-                shape.hidden_act, shape.position_embedding_type
-            )));
-        }
-        if shape.num_attention_heads <= 0 || shape.hidden_size % shape.num_attention_heads != 0 {
-            return Err(Error::InvalidModel(format!(
-                "hidden size {} is not a multiple of {} attention heads",
-                shape.hidden_size, shape.num_attention_heads
-            )));
-        }
+    /// names), its matrix products in `precision` ([`Precision::Auto`] resolved for this
+    /// CPU). What is left in `weights` (a classifier's head) stays there.
+    ///
+    /// int8 calibrates: the model runs once in f32 over `calibration` (token sequences,
+    /// `[CLS] … [SEP]`), each linear layer's input range per channel is recorded, and the
+    /// layers are quantized smoothed for those ranges ([`layers::Int8Linear`]); the
+    /// feed-forward output projections — whose inputs (GELU outputs over the wide
+    /// intermediate) lose the most to int8 — run in bf16 where the CPU has it, else f32.
+    /// Other precisions ignore `calibration`.
+    pub fn load(
+        weights: &mut Weights,
+        shape: &EncoderShape,
+        precision: Precision,
+        calibration: &[Vec<i64>],
+    ) -> Result<Self> {
+        shape.check()?;
+        let cpu = CpuFeatures::detect();
+        let (precision, _) = precision.resolve(cpu);
+        // int8 starts from the f32 layers it measures.
+        let built = match precision {
+            Precision::Int8 => Precision::F32,
+            other => other,
+        };
         let (hidden, width) = (shape.hidden_size, shape.embedding_width());
         let norm = |weights: &mut Weights, prefix: &str, width: i64| {
             Ok::<_, Error>(LayerNorm {
@@ -132,7 +189,7 @@ impl Encoder {
             Ok::<_, Error>(Linear::new(
                 weights.take_shaped(&format!("{prefix}.weight"), &shape)?,
                 weights.take_shaped(&format!("{prefix}.bias"), &shape[..1])?,
-                precision,
+                built,
             ))
         };
         let word_embeddings = weights.take("embeddings.word_embeddings.weight")?;
@@ -184,10 +241,10 @@ impl Encoder {
             let intermediate = Linear::new(
                 weights.take_shaped(&format!("{p}.intermediate.dense.weight"), &[inner, hidden])?,
                 inner_bias,
-                precision,
+                built,
             );
             layers.push(Layer {
-                qkv: Linear::new(qkv_weight, qkv_bias, precision),
+                qkv: Linear::new(qkv_weight, qkv_bias, built),
                 attention_output: linear(
                     weights,
                     &format!("{p}.attention.output.dense"),
@@ -199,7 +256,7 @@ impl Encoder {
                 output_norm: norm(weights, &format!("{p}.output.LayerNorm"), hidden)?,
             });
         }
-        Ok(Self {
+        let mut encoder = Self {
             word_embeddings,
             position_embeddings,
             token_type_embedding,
@@ -209,10 +266,53 @@ impl Encoder {
             heads: shape.num_attention_heads,
             hidden,
             precision,
-        })
+        };
+        if precision == Precision::Int8 {
+            encoder.quantize(calibration, cpu);
+        }
+        Ok(encoder)
     }
 
-    /// The precision the linear layers run in.
+    /// Runs `calibration` through the f32 layers, one sequence at a time (no padding to
+    /// skew the ranges), and quantizes them for the ranges seen.
+    fn quantize(&mut self, calibration: &[Vec<i64>], cpu: &CpuFeatures) {
+        let mut ranges = Ranges {
+            project: None,
+            layers: (0..self.layers.len()).map(|_| Default::default()).collect(),
+        };
+        for ids in calibration.iter().filter(|ids| !ids.is_empty()) {
+            let ids: Vec<i64> = ids.iter().take(self.max_positions()).copied().collect();
+            let ids = Tensor::from_slice(&ids).view([1, -1]);
+            let mask = ids.ones_like();
+            let _ = self.run(&ids, &mask, Some(&mut ranges));
+        }
+        let levels = match cpu.vnni() {
+            true => WEIGHT_LEVELS_VNNI,
+            false => WEIGHT_LEVELS_AVX2,
+        };
+        let quantize = |linear: &mut Linear, range: &Option<Tensor>| {
+            if let Some(quantized) = range.as_ref().and_then(|r| linear.quantized(r, levels)) {
+                *linear = quantized;
+            }
+        };
+        if let Some(project) = &mut self.embeddings_project {
+            quantize(project, &ranges.project);
+        }
+        for (layer, [qkv, attention_output, intermediate, _]) in
+            self.layers.iter_mut().zip(&ranges.layers)
+        {
+            quantize(&mut layer.qkv, qkv);
+            quantize(&mut layer.attention_output, attention_output);
+            quantize(&mut layer.intermediate, intermediate);
+            if cpu.native_bf16() {
+                if let Some(bf16) = layer.output.to_bf16() {
+                    layer.output = bf16;
+                }
+            }
+        }
+    }
+
+    /// The precision the matrix products run in.
     pub fn precision(&self) -> Precision {
         self.precision
     }
@@ -230,6 +330,11 @@ impl Encoder {
     /// The last hidden states `[batch, tokens, hidden]` of token ids `[batch, tokens]`
     /// (int64) with attention mask `[batch, tokens]` (1 for tokens, 0 for padding).
     pub fn forward(&self, ids: &Tensor, mask: &Tensor) -> Tensor {
+        self.run(ids, mask, None)
+    }
+
+    /// [`Encoder::forward`], recording each linear layer's input ranges into `ranges`.
+    fn run(&self, ids: &Tensor, mask: &Tensor, mut ranges: Option<&mut Ranges>) -> Tensor {
         tch::no_grad(|| {
             let (batch, tokens) = ids.size2().unwrap_or((0, 0));
             let positions = self.position_embeddings.narrow(0, 0, tokens);
@@ -241,21 +346,42 @@ impl Encoder {
                 + &self.token_type_embedding;
             let mut hidden = self.embeddings_norm.forward(&embedded);
             if let Some(project) = &self.embeddings_project {
-                hidden = project.forward(&hidden);
+                if let Some(ranges) = ranges.as_deref_mut() {
+                    observe(&mut ranges.project, &hidden);
+                }
+                hidden = project.forward(&hidden).to_kind(Kind::Float);
             }
             // Padding never attended to: -inf where the mask is 0, broadcast over heads and
-            // queries.
+            // queries. (tch 0.17 passes a `None` mask to the attention as an undefined tensor,
+            // which libtorch refuses: an unpadded pass gets an all-true mask too.)
             let attend = mask.to_kind(Kind::Bool).view([batch, 1, 1, tokens]);
-            for layer in &self.layers {
-                hidden = self.layer_forward(layer, &hidden, &attend);
+            for (i, layer) in self.layers.iter().enumerate() {
+                let seen = ranges.as_deref_mut().map(|r| &mut r.layers[i]);
+                hidden = self.layer_forward(layer, &hidden, &attend, seen);
             }
             hidden
         })
     }
 
-    fn layer_forward(&self, layer: &Layer, hidden: &Tensor, attend: &Tensor) -> Tensor {
+    /// One layer over f32 hidden states. The linear layers and the attention run in the
+    /// layers' precision (bf16 stays bf16 from the query/key/value product through the
+    /// attention to its output projection); residual sums, layer norms and GELU in f32.
+    /// With `seen`, the four linear layers' inputs are recorded there.
+    fn layer_forward(
+        &self,
+        layer: &Layer,
+        hidden: &Tensor,
+        attend: &Tensor,
+        mut seen: Option<&mut [Option<Tensor>; 4]>,
+    ) -> Tensor {
+        let mut record = |slot: usize, x: &Tensor| {
+            if let Some(seen) = seen.as_deref_mut() {
+                observe(&mut seen[slot], x);
+            }
+        };
         let (batch, tokens, width) = hidden.size3().unwrap_or((0, 0, 0));
         let head_width = width / self.heads;
+        record(0, hidden);
         let qkv = layer
             .qkv
             .forward(hidden)
@@ -272,27 +398,30 @@ impl Encoder {
         )
         .transpose(1, 2)
         .reshape([batch, tokens, width]);
-        let attended = layer
-            .attention_norm
-            .forward(&(layer.attention_output.forward(&context) + hidden));
-        let intermediate = layer.intermediate.forward(&attended).gelu("none");
+        record(1, &context);
+        let attended = layer.attention_norm.forward(
+            &(layer
+                .attention_output
+                .forward(&context)
+                .to_kind(Kind::Float)
+                + hidden),
+        );
+        record(2, &attended);
+        let intermediate = layer
+            .intermediate
+            .forward(&attended)
+            .to_kind(Kind::Float)
+            .gelu("none");
+        record(3, &intermediate);
         layer
             .output_norm
-            .forward(&(layer.output.forward(&intermediate) + attended))
+            .forward(&(layer.output.forward(&intermediate).to_kind(Kind::Float) + attended))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn precisions_parse_and_print() {
-        assert_eq!("int8".parse::<Precision>().unwrap(), Precision::Int8);
-        assert_eq!("f32".parse::<Precision>().unwrap(), Precision::F32);
-        assert!("fp8".parse::<Precision>().is_err());
-        assert_eq!(Precision::Int8.as_str(), "int8");
-    }
 
     #[test]
     fn shapes_read_electra_and_bert_configs() {

@@ -1,0 +1,250 @@
+"""Side by side: so1s-predict and BentoML on the same model and the same cores, driven by
+wrk. Run through run.sh, which prepares what this needs; see README.md.
+
+Each server is started fresh in each of two alternating passes: its cold start (spawn to the
+first ready answer) and the peak memory of its process tree are measured, the six reference
+texts are embedded and compared with sentence-transformers' vectors (BentoML's answers), then
+wrk drives it at 1, 8 and 32 clients. Prints one markdown table.
+"""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+MODEL = os.environ.get("SO1S_COMPARE_MODEL", os.path.join(ROOT, ".cache/models/all-MiniLM-L6-v2"))
+VENV = os.environ.get("SO1S_COMPARE_VENV", os.path.join(ROOT, ".cache/venv-compare"))
+PREDICT = os.environ.get("SO1S_COMPARE_PREDICT", os.path.join(ROOT, "target/release/so1s-predict"))
+CORES = os.environ.get("SO1S_COMPARE_CORES", "0,1")
+THREADS = os.environ.get("SO1S_COMPARE_THREADS", "2")
+DURATION = int(os.environ.get("SO1S_COMPARE_SECONDS", "15"))
+LEVELS = [int(c) for c in os.environ.get("SO1S_COMPARE_CLIENTS", "1,8,32").split(",")]
+PASSES = int(os.environ.get("SO1S_COMPARE_PASSES", "2"))
+REFERENCE = json.load(open(os.path.join(ROOT, "so1s-core/tests/it/fixtures/minilm-reference.json")))
+TEXTS = [item["text"] for item in REFERENCE["items"]]
+
+
+def so1s(name, *flags):
+    def command(port):
+        return [PREDICT, "--model-dir", MODEL, "--port", str(port), "--threads", THREADS, *flags]
+    return {"name": name, "command": command, "style": "so1s", "path": "/predict", "ready": "/readyz"}
+
+
+def bentoml():
+    def command(port):
+        return [os.path.join(VENV, "bin/bentoml"), "serve", "service:Embedder",
+                "--host", "127.0.0.1", "--port", str(port)]
+    return {"name": "BentoML 1.4.40, sentence-transformers (f32)", "command": command,
+            "style": "bentoml", "path": "/predict", "ready": "/readyz", "cwd": HERE}
+
+
+SERVERS = [
+    so1s("so1s-predict defaults"),
+    so1s("so1s-predict --precision f32", "--precision", "f32"),
+    so1s("so1s-predict --precision int8", "--precision", "int8"),
+    so1s("so1s-predict --forward-pass rust-bert", "--forward-pass", "rust-bert"),
+    bentoml(),
+]
+
+
+def cpu_flags():
+    wanted = ["avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni", "avx_vnni", "amx_int8"]
+    with open("/proc/cpuinfo") as f:
+        info = f.read()
+    flags = next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), [])
+    model = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), "?")
+    return model, [w for w in wanted if w in flags], os.cpu_count()
+
+
+def tree_rss_kib(root):
+    """Resident memory of `root` and all its descendants, in KiB."""
+    parents = {}
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    parents[int(pid)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                pass
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent and pid not in tree:
+                tree.add(pid)
+                frontier.append(pid)
+    total = 0
+    for pid in tree:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                total += next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+        except (OSError, StopIteration):
+            pass
+    return total
+
+
+class Peak(threading.Thread):
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.done = pid, 0, False
+
+    def run(self):
+        while not self.done:
+            self.peak = max(self.peak, tree_rss_kib(self.pid))
+            time.sleep(0.2)
+
+
+def post(url, body, timeout=30):
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def embeddings(server, base):
+    if server["style"] == "bentoml":
+        return post(base + server["path"], {"texts": TEXTS})
+    return [r["result"] for r in post(base + server["path"], {"texts": TEXTS})["results"]]
+
+
+def cosine(a, b):
+    dot = sum(x * y for x, y in zip(a, b))
+    na = sum(x * x for x in a) ** 0.5
+    nb = sum(y * y for y in b) ** 0.5
+    return dot / (na * nb)
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(server):
+    port = free_port()
+    env = dict(os.environ, SO1S_COMPARE_MODEL=MODEL, SO1S_COMPARE_THREADS=THREADS,
+               BENTOML_DO_NOT_TRACK="True", OMP_NUM_THREADS=THREADS, RUST_LOG="warn")
+    log = open(os.path.join(OUT, f"{server['name'].split()[0]}-{port}.log"), "w")
+    started = time.monotonic()
+    child = subprocess.Popen(["taskset", "-c", CORES, *server["command"](port)], cwd=server.get("cwd", ROOT),
+                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    peak = Peak(child.pid)
+    peak.start()
+    base = f"http://127.0.0.1:{port}"
+    while True:
+        if child.poll() is not None:
+            raise SystemExit(f"{server['name']} exited with {child.returncode}: see {log.name}")
+        try:
+            with urllib.request.urlopen(base + server["ready"], timeout=1) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.monotonic() - started > 180:
+            raise SystemExit(f"{server['name']} not ready after 180 s: see {log.name}")
+        time.sleep(0.05)
+    return child, peak, base, time.monotonic() - started
+
+
+def stop(child):
+    os.killpg(child.pid, signal.SIGTERM)
+    try:
+        child.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+
+
+def to_ms(text):
+    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def drive(server, base, clients):
+    output = subprocess.run(
+        ["taskset", "-c", CORES, "wrk", "-t1", f"-c{clients}", f"-d{DURATION}s", "--latency",
+         "--timeout", "30s", "-s", os.path.join(HERE, "post.lua"), base + server["path"], "--", server["style"]],
+        capture_output=True, text=True, check=True).stdout
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.M))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        "p50": to_ms(latency["50"]),
+        "p99": to_ms(latency["99"]),
+        "failed": (int(non_2xx.group(1)) if non_2xx else 0) + (sum(map(int, sockets.groups())) if sockets else 0),
+        "requests": int(re.search(r"(\d+) requests in", output).group(1)),
+    }
+
+
+def spread(values, fmt):
+    low, high = min(values), max(values)
+    return fmt.format(low) if fmt.format(low) == fmt.format(high) else (fmt.format(low) + "–" + fmt.format(high))
+
+
+def main():
+    global OUT
+    OUT = os.environ.get("SO1S_COMPARE_OUT", os.path.join(ROOT, "target/compare"))
+    os.makedirs(OUT, exist_ok=True)
+    model, flags, cores = cpu_flags()
+    print(f"CPU: {model}, {cores} cores, flags: {' '.join(flags) or 'none of AVX2/AVX-512'}", file=sys.stderr)
+    results = {s["name"]: {"runs": [], "cold": [], "memory": [], "cosine": [], "pass": None} for s in SERVERS}
+    reference = None
+    order = SERVERS[:]
+    for p in range(PASSES):
+        for server in (order if p % 2 == 0 else order[::-1]):
+            child, peak, base, cold = start(server)
+            try:
+                vectors = embeddings(server, base)
+                if server["style"] == "so1s":
+                    with urllib.request.urlopen(base + "/v1/model", timeout=5) as r:
+                        results[server["name"]]["pass"] = json.loads(r.read())["model"]["forward_pass"]
+                for clients in LEVELS:
+                    run = drive(server, base, clients)
+                    run["clients"] = clients
+                    results[server["name"]]["runs"].append(run)
+                    print(f"pass {p + 1} {server['name']} c={clients}: {run}", file=sys.stderr)
+            finally:
+                peak.done = True
+                stop(child)
+                peak.join()
+            if server["style"] == "bentoml":
+                reference = vectors
+            results[server["name"]]["vectors"] = vectors
+            results[server["name"]]["cold"].append(cold)
+            results[server["name"]]["memory"].append(peak.peak / 1024)
+    for name, r in results.items():
+        r["cosine"] = min(cosine(a, b) for a, b in zip(r["vectors"], reference)) if reference else None
+
+    bento = results[SERVERS[-1]["name"]]
+    bento_rps = {c: min(run["rps"] for run in bento["runs"] if run["clients"] == c) for c in LEVELS}
+    print(f"MiniLM (all-MiniLM-L6-v2), {THREADS} threads, server and `wrk -t1` pinned to cores {CORES}, "
+          f"{DURATION} s per level, {PASSES} alternating passes (ranges over the passes). "
+          f"CPU: {model}; flags: {' '.join(flags) or 'none of AVX2/AVX-512'}.\n")
+    header = "| server | forward pass | " + " | ".join(f"c={c} req/s" for c in LEVELS) + \
+             " | c=32 vs BentoML | c=1 p50 ms | c=32 p99 ms | failed | cold start s | peak memory MiB | cosine to sentence-transformers |"
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for server in SERVERS:
+        r = results[server["name"]]
+        by = lambda c: [run for run in r["runs"] if run["clients"] == c]
+        rps = [spread([run["rps"] for run in by(c)], "{:.0f}") for c in LEVELS]
+        top = max(LEVELS)
+        ratio = spread([run["rps"] / bento_rps[top] for run in by(top)], "{:.1f}×")
+        p50 = spread([run["p50"] for run in by(min(LEVELS))], "{:.1f}")
+        p99 = spread([run["p99"] for run in by(top)], "{:.0f}")
+        failed = sum(run["failed"] for run in r["runs"])
+        sent = sum(run["requests"] for run in r["runs"])
+        print(f"| {server['name']} | {r['pass'] or 'sentence-transformers'} | " + " | ".join(rps) +
+              f" | {ratio} | {p50} | {p99} | {failed} of {sent} | {spread(r['cold'], '{:.1f}')} | "
+              f"{spread(r['memory'], '{:.0f}')} | {r['cosine']:.5f} |")
+
+
+if __name__ == "__main__":
+    main()

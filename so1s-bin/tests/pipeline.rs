@@ -240,14 +240,20 @@ fn seed_fixture() -> std::path::PathBuf {
         .join("../so1s-core/tests/fixtures/electra-nsmc-tiny")
 }
 
-/// `dir`'s files with `pytorch_model.bin` replaced by `checkpoint`, packed.
-fn with_checkpoint(dir: &std::path::Path, checkpoint: &[u8]) -> Vec<u8> {
+/// The exact forward pass: transformers' scores are f32 ones (the default, precision auto,
+/// may run bf16).
+const F32_MANIFEST: &[u8] = b"[serving]\nprecision = \"f32\"\n";
+
+/// `dir`'s files with `replaced` files written over them, packed.
+fn packed_with(dir: &std::path::Path, replaced: &[(&str, &[u8])]) -> Vec<u8> {
     let copy = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(dir).unwrap() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
     }
-    std::fs::write(copy.path().join("pytorch_model.bin"), checkpoint).unwrap();
+    for (name, bytes) in replaced {
+        std::fs::write(copy.path().join(name), bytes).unwrap();
+    }
     so1s_core::build::archive::pack_dir(copy.path()).unwrap()
 }
 
@@ -295,11 +301,9 @@ async fn the_seeds_electra_classifier_serves_from_safetensors_and_from_a_checked
         serde_json::from_slice(&std::fs::read(fixture.join("expected.json")).unwrap()).unwrap();
 
     // v1: safetensors. The first live model is the default: the seed's path reaches it.
-    api.upload(
-        "sentiment",
-        so1s_core::build::archive::pack_dir(&fixture.join("model")).unwrap(),
-    )
-    .await;
+    let manifest = [("so1s.toml", F32_MANIFEST)];
+    api.upload("sentiment", packed_with(&fixture.join("model"), &manifest))
+        .await;
     let record = api.settle("sentiment", "v1").await;
     assert_eq!(record["state"], "live", "{record}");
     answers_as_transformers(&api, &expected, "v1").await;
@@ -318,7 +322,7 @@ async fn the_seeds_electra_classifier_serves_from_safetensors_and_from_a_checked
     // v2: the same model as pytorch_model.bin only, converted during the build.
     api.upload(
         "sentiment",
-        so1s_core::build::archive::pack_dir(&fixture.join("model-bin")).unwrap(),
+        packed_with(&fixture.join("model-bin"), &manifest),
     )
     .await;
     let record = api.settle("sentiment", "v2").await;
@@ -351,7 +355,10 @@ async fn the_seeds_electra_classifier_serves_from_safetensors_and_from_a_checked
     ] {
         api.upload(
             "sentiment",
-            with_checkpoint(&fixture.join("model-bin"), &checkpoint),
+            packed_with(
+                &fixture.join("model-bin"),
+                &[("pytorch_model.bin", &checkpoint[..]), manifest[0]],
+            ),
         )
         .await;
         let record = api.settle("sentiment", version).await;

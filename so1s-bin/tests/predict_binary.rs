@@ -179,8 +179,11 @@ async fn a_one_text_request_is_answered_between_the_passes_of_a_large_one() {
     let large = {
         let (order, url) = (order.clone(), format!("{base}/predict"));
         tokio::spawn(async move {
+            // A deadline far past the default 30 s: the other tests of this binary load the
+            // same two cores, and this test is about order, not speed.
             let response = reqwest::Client::new()
                 .post(url)
+                .header("so1s-timeout-ms", "300000")
                 .json(&serde_json::json!({ "texts": texts }))
                 .send()
                 .await

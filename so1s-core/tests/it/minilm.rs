@@ -188,3 +188,51 @@ async fn the_int8_forward_pass_stays_close_to_the_python_reference() {
     );
     eprintln!("int8: least cosine to Python {to_python:.5}, batch vs alone {batch_to_alone:.5}");
 }
+
+#[test]
+fn the_forward_pass_is_chosen_by_the_cpu_and_by_what_the_own_encoder_covers() {
+    use so1s_core::predict::Pipeline;
+    use so1s_core::ModelLayout;
+    let avx512 = CpuFeatures::from_flags("avx2 avx512f avx512_bf16 avx512_vnni");
+    let avx2 = CpuFeatures::from_flags("avx2 fma");
+    let layout = ModelLayout::inspect(&minilm_dir()).unwrap();
+    let choose = |pass, precision, cpu| Pipeline::choose(&layout, pass, precision, cpu);
+    let (own, why) = choose(ForwardPass::Auto, Precision::Auto, &avx512).unwrap();
+    assert_eq!(own, Some(Precision::Bf16), "{why}");
+    assert!(why.contains("avx512_bf16"), "{why}");
+    let (own, why) = choose(ForwardPass::Auto, Precision::Auto, &avx2).unwrap();
+    assert_eq!(own, Some(Precision::F32), "{why}");
+    assert_eq!(
+        choose(ForwardPass::Auto, Precision::Int8, &avx2).unwrap().0,
+        Some(Precision::Int8)
+    );
+    assert_eq!(
+        choose(ForwardPass::RustBert, Precision::Auto, &avx512)
+            .unwrap()
+            .0,
+        None
+    );
+    let refused = choose(ForwardPass::RustBert, Precision::Bf16, &avx512).unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("needs so1s's own forward pass"),
+        "{refused}"
+    );
+
+    // A model the own encoder does not cover (here: a dense layer after pooling) goes to
+    // rust-bert under auto, saying why, and fails under `so1s` or an int8 request.
+    let mut dense = layout.clone();
+    dense.sentence_transformer.as_mut().unwrap().dense =
+        Some((layout.config.clone(), layout.weights.clone()));
+    let (own, why) = Pipeline::choose(&dense, ForwardPass::Auto, Precision::Auto, &avx512).unwrap();
+    assert_eq!(own, None);
+    assert!(why.contains("dense layer"), "{why}");
+    for (pass, precision) in [
+        (ForwardPass::So1s, Precision::Auto),
+        (ForwardPass::Auto, Precision::Int8),
+    ] {
+        let error = Pipeline::choose(&dense, pass, precision, &avx512).unwrap_err();
+        assert!(error.to_string().contains("dense layer"), "{error}");
+    }
+}

@@ -33,14 +33,11 @@ impl Linear {
     }
 
     /// This f32 layer with int8 weights of at most `levels`, smoothed for inputs whose
-    /// channels reach `input_max` ([`Int8Linear`]); `None` for a layer not in f32.
-    pub(super) fn quantized(&self, input_max: &Tensor, levels: f64) -> Option<Self> {
+    /// channels reach `input_max` when known ([`Int8Linear`]); `None` for a layer not in f32.
+    pub(super) fn quantized(&self, input_max: Option<&Tensor>, levels: f64) -> Option<Self> {
         match self {
             Linear::F32 { weight, bias } => Some(Linear::Int8(Int8Linear::new(
-                weight,
-                bias,
-                Some(input_max),
-                levels,
+                weight, bias, input_max, levels,
             ))),
             _ => None,
         }
@@ -226,13 +223,12 @@ mod tests {
                 .double_value(&[])
                 / scale
         };
-        let plain = error(&Linear::Int8(Int8Linear::new(
-            &weight,
-            &bias,
-            None,
-            WEIGHT_LEVELS_AVX2,
-        )));
-        let smoothed = error(&f32().quantized(&input_max, WEIGHT_LEVELS_AVX2).unwrap());
+        let plain = error(&f32().quantized(None, WEIGHT_LEVELS_AVX2).unwrap());
+        let smoothed = error(
+            &f32()
+                .quantized(Some(&input_max), WEIGHT_LEVELS_AVX2)
+                .unwrap(),
+        );
         let bf16 = error(&Linear::new(
             weight.shallow_clone(),
             bias.shallow_clone(),
@@ -245,7 +241,7 @@ mod tests {
         assert!(smoothed < plain, "smoothing helps: {smoothed} vs {plain}");
         assert_eq!(
             f32()
-                .quantized(&input_max, WEIGHT_LEVELS_AVX2)
+                .quantized(Some(&input_max), WEIGHT_LEVELS_AVX2)
                 .unwrap()
                 .outputs(),
             96
@@ -253,12 +249,16 @@ mod tests {
         assert!(f32()
             .to_bf16()
             .unwrap()
-            .quantized(&input_max, 63.0)
+            .quantized(Some(&input_max), 63.0)
             .is_none());
         // Twice the weight levels halve the weights' rounding, where the kernel cannot
         // saturate (VNNI).
         if crate::predict::CpuFeatures::detect().vnni() {
-            let eight_bits = error(&f32().quantized(&input_max, WEIGHT_LEVELS_VNNI).unwrap());
+            let eight_bits = error(
+                &f32()
+                    .quantized(Some(&input_max), WEIGHT_LEVELS_VNNI)
+                    .unwrap(),
+            );
             assert!(eight_bits < smoothed, "{eight_bits} vs {smoothed}");
         }
         let bf16 = Linear::new(

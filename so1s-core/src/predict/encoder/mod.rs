@@ -290,8 +290,9 @@ impl Encoder {
             true => WEIGHT_LEVELS_VNNI,
             false => WEIGHT_LEVELS_AVX2,
         };
+        // A layer no calibration text reached (none given) is quantized unsmoothed.
         let quantize = |linear: &mut Linear, range: &Option<Tensor>| {
-            if let Some(quantized) = range.as_ref().and_then(|r| linear.quantized(r, levels)) {
+            if let Some(quantized) = linear.quantized(range.as_ref(), levels) {
                 *linear = quantized;
             }
         };

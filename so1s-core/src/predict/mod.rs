@@ -1,7 +1,8 @@
-//! Predictions: the request and reply types, the rust-bert pipelines, and
-//! `TransformerService`, the batching handle the servers call. The request and reply types
-//! and [`Precision`] are plain data; the pipelines, so1s's own encoder and the service need
-//! the `inference` feature (rust-bert and libtorch).
+//! Predictions: the request and reply types, the pipelines (so1s's own encoder, rust-bert's),
+//! the choice of forward pass and precision, and `TransformerService`, the batching handle
+//! the servers call. The request and reply types, [`Precision`], [`ForwardPass`] and
+//! [`CpuFeatures`] are plain data; the pipelines, so1s's own encoder and the service need the
+//! `inference` feature (rust-bert and libtorch).
 //!
 //! The model lives on one OS thread of its own; the async side holds a cheap [`Clone`] handle
 //! that queues texts and awaits a oneshot reply. The thread drains the queue into batches

@@ -117,8 +117,9 @@ impl Drop for Inner {
 const WARM_UP_TEXT: &str = "so1s warm-up: the model is loaded and a first pass has run.";
 
 impl TransformerService {
-    /// Loads an inspected model directory with rust-bert on a new thread, runs one warm-up
-    /// pass, and returns the handle once the model can answer.
+    /// Loads an inspected model directory on a new thread (the forward pass and precision its
+    /// options choose, [`Pipeline::choose`]), runs one warm-up pass, and returns the handle
+    /// once the model can answer.
     pub async fn load(layout: ModelLayout, options: ServiceOptions) -> Result<Self> {
         let (pass, precision) = (options.forward_pass, options.precision);
         let service =

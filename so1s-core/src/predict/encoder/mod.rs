@@ -159,7 +159,7 @@ impl Encoder {
     ///
     /// int8 calibrates: the model runs once in f32 over `calibration` (token sequences,
     /// `[CLS] … [SEP]`), each linear layer's input range per channel is recorded, and the
-    /// layers are quantized smoothed for those ranges ([`layers::Int8Linear`]); the
+    /// layers are quantized smoothed for those ranges; the
     /// feed-forward output projections — whose inputs (GELU outputs over the wide
     /// intermediate) lose the most to int8 — run in bf16 where the CPU has it, else f32.
     /// Other precisions ignore `calibration`.

@@ -9,8 +9,8 @@
 //! alone.
 
 use super::encoder::run_in_passes;
-use super::encoder_pipeline::{label_prediction, loading, nfc, rows};
-use super::pipeline::local;
+use super::encoder_pipeline::{encode, label_prediction, rows};
+use super::pipeline::{loading, local};
 use super::Prediction;
 use crate::model::{Architecture, ModelLayout};
 use crate::{Error, Result};
@@ -18,8 +18,6 @@ use rust_bert::pipelines::common::{ModelResource, ModelType, TokenizerOption};
 use rust_bert::pipelines::sequence_classification::{
     SequenceClassificationConfig, SequenceClassificationOption,
 };
-use rust_tokenizers::tokenizer::TruncationStrategy;
-use std::borrow::Cow;
 use tch::{Device, Kind, Tensor};
 
 /// A rust-bert sequence classifier, run with an attention mask.
@@ -86,18 +84,7 @@ impl RustBertClassifier {
 
     /// The token ids of each text, truncated at the model's length.
     pub fn token_ids(&self, texts: &[String]) -> Vec<Vec<i64>> {
-        let texts: Vec<Cow<str>> = texts
-            .iter()
-            .map(|t| match self.compose {
-                true => nfc(t),
-                false => Cow::Borrowed(t.as_str()),
-            })
-            .collect();
-        self.tokenizer
-            .encode_list(&texts, self.max_len, &TruncationStrategy::LongestFirst, 0)
-            .into_iter()
-            .map(|encoded| encoded.token_ids)
-            .collect()
+        encode(&self.tokenizer, texts, self.max_len, self.compose)
     }
 
     /// The most likely label of each text, with every label's score.

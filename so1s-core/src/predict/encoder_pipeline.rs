@@ -6,7 +6,7 @@ use super::encoder::{
     mean_pool, normalize, run_in_passes, ClassifierHead, CpuFeatures, Encoder, EncoderShape,
     Precision, Weights,
 };
-use super::pipeline::guard;
+use super::pipeline::loading;
 use super::{LabelScore, Prediction};
 use crate::model::read_json;
 use crate::model::{Architecture, ModelLayout, Task};
@@ -139,7 +139,7 @@ impl EncoderPipeline {
         let calibration = match precision {
             Precision::Int8 => {
                 let texts: Vec<String> = CALIBRATION_TEXTS.iter().map(|t| t.to_string()).collect();
-                let mut sequences = encode(&tokenizer, &texts, plan.max_len.unwrap_or(512));
+                let mut sequences = encode(&tokenizer, &texts, plan.max_len.unwrap_or(512), true);
                 sequences.extend(vocabulary_samples(&sequences, plan.shape.vocab_size));
                 sequences
             }
@@ -195,7 +195,7 @@ impl EncoderPipeline {
     /// at [`EncoderPipeline::max_len`]. Texts are NFC-normalized first, as Hugging Face's
     /// BERT tokenizer does.
     pub fn token_ids(&self, texts: &[String]) -> Vec<Vec<i64>> {
-        encode(&self.tokenizer, texts, self.max_len)
+        encode(&self.tokenizer, texts, self.max_len, true)
     }
 
     /// Tokens of each text after truncation, as the forward pass runs them.
@@ -300,23 +300,26 @@ fn vocabulary_samples(first: &[Vec<i64>], vocab_size: Option<i64>) -> Vec<Vec<i6
         .collect()
 }
 
-/// `texts` as token ids, `[CLS] … [SEP]`, truncated at `max_len`, NFC-normalized first as
-/// Hugging Face's BERT tokenizer does.
-fn encode(tokenizer: &TokenizerOption, texts: &[String], max_len: usize) -> Vec<Vec<i64>> {
-    let texts: Vec<Cow<str>> = texts.iter().map(|t| nfc(t)).collect();
+/// `texts` as token ids, `[CLS] … [SEP]`, truncated at `max_len`; with `compose`,
+/// NFC-normalized first, as Hugging Face's BERT (WordPiece) tokenizer does.
+pub(super) fn encode(
+    tokenizer: &TokenizerOption,
+    texts: &[String],
+    max_len: usize,
+    compose: bool,
+) -> Vec<Vec<i64>> {
+    let texts: Vec<Cow<str>> = texts
+        .iter()
+        .map(|t| match compose {
+            true => nfc(t),
+            false => Cow::Borrowed(t.as_str()),
+        })
+        .collect();
     tokenizer
         .encode_list(&texts, max_len, &TruncationStrategy::LongestFirst, 0)
         .into_iter()
         .map(|encoded| encoded.token_ids)
         .collect()
-}
-
-/// Runs a loading step, a panic in libtorch becoming a load error.
-pub(super) fn loading<T>(step: impl FnOnce() -> Result<T>) -> Result<T> {
-    guard("loading the model", step).map_err(|e| match e {
-        Error::Inference(message) => Error::Load(message),
-        other => other,
-    })
 }
 
 /// The most likely of `labels` and every label's score.
@@ -353,7 +356,7 @@ where
 /// `text` in Unicode normalization form C (composed): what Hugging Face's BERT tokenizer
 /// reads, so that a decomposed `é` or a Hangul syllable typed as jamo finds its vocabulary
 /// entry. Borrowed when already composed (the common case).
-pub(super) fn nfc(text: &str) -> Cow<'_, str> {
+fn nfc(text: &str) -> Cow<'_, str> {
     match is_nfc_quick(text.chars()) {
         IsNormalized::Yes => Cow::Borrowed(text),
         _ => Cow::Owned(text.nfc().collect()),

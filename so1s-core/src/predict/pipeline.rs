@@ -82,7 +82,7 @@ impl Pipeline {
         }
         let model_type = model_type(layout.architecture);
         let tokenizer = &layout.tokenizer;
-        let pipeline = guard("loading the model", || match layout.task {
+        let pipeline = loading(|| match layout.task {
             Task::SentenceEmbeddings => {
                 let files = layout.sentence_transformer.as_ref().ok_or_else(|| {
                     Error::InvalidModel("a sentence-embeddings model needs modules.json".into())
@@ -109,10 +109,6 @@ impl Pipeline {
             Task::SequenceClassification => Ok(Pipeline::Classification(Box::new(
                 RustBertClassifier::load(layout, model_type)?,
             ))),
-        })
-        .map_err(|e| match e {
-            Error::Inference(message) => Error::Load(message),
-            other => other,
         })?;
         let output_shape = match &pipeline {
             Pipeline::Embeddings(model) => {
@@ -227,6 +223,14 @@ fn model_type(architecture: Architecture) -> ModelType {
 
 pub(super) fn local(path: &Path) -> Box<dyn ResourceProvider + Send> {
     Box::new(LocalResource::from(path.to_owned()))
+}
+
+/// Runs a loading step, a panic in libtorch or rust-bert becoming a load error.
+pub(super) fn loading<T>(step: impl FnOnce() -> Result<T>) -> Result<T> {
+    guard("loading the model", step).map_err(|e| match e {
+        Error::Inference(message) => Error::Load(message),
+        other => other,
+    })
 }
 
 /// Runs rust-bert code that may panic on bad files or tensors, turning a panic into an error

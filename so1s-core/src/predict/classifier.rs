@@ -8,7 +8,7 @@
 //! a mask and in passes of similar lengths, so that a batch answers exactly as each text
 //! alone.
 
-use super::encoder::run_in_passes;
+use super::encoder::{run_in_passes, PassCost};
 use super::encoder_pipeline::{encode, label_prediction, rows};
 use super::pipeline::{loading, local};
 use super::Prediction;
@@ -89,22 +89,27 @@ impl RustBertClassifier {
 
     /// The most likely label of each text, with every label's score.
     pub fn predict(&self, texts: &[String]) -> Result<Vec<Prediction>> {
-        let scores = run_in_passes(&self.token_ids(texts), self.pad_id, |ids, mask| {
-            let logits = tch::no_grad(|| {
-                self.model.forward_t(
-                    Some(ids),
-                    Some(mask),
-                    Some(&Tensor::zeros_like(ids)),
-                    None,
-                    None,
-                    false,
+        let scores = run_in_passes(
+            &self.token_ids(texts),
+            self.pad_id,
+            PassCost::Padded,
+            |ids, mask| {
+                let logits = tch::no_grad(|| {
+                    self.model.forward_t(
+                        Some(ids),
+                        Some(mask),
+                        Some(&Tensor::zeros_like(ids)),
+                        None,
+                        None,
+                        false,
+                    )
+                });
+                rows::<f64>(
+                    logits.to_kind(Kind::Double).softmax(-1, Kind::Double),
+                    "the scores",
                 )
-            });
-            rows::<f64>(
-                logits.to_kind(Kind::Double).softmax(-1, Kind::Double),
-                "the scores",
-            )
-        })?;
+            },
+        )?;
         Ok(scores
             .iter()
             .map(|scores| label_prediction(&self.labels, scores))

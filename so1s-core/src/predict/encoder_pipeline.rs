@@ -4,7 +4,7 @@
 
 use super::encoder::{
     mean_pool, normalize, run_in_passes, ClassifierHead, CpuFeatures, Encoder, EncoderShape,
-    Precision, Weights,
+    PassCost, Precision, Weights,
 };
 use super::pipeline::loading;
 use super::{LabelScore, Prediction};
@@ -246,7 +246,10 @@ impl EncoderPipeline {
         texts: &[String],
         per_pass: impl Fn(&Tensor, &Tensor) -> Result<Vec<T>>,
     ) -> Result<Vec<T>> {
-        run_in_passes(&self.token_ids(texts), self.pad_id, |ids, mask| {
+        let cost = PassCost::Packed {
+            hidden: self.encoder.hidden_size(),
+        };
+        run_in_passes(&self.token_ids(texts), self.pad_id, cost, |ids, mask| {
             let hidden = self.encoder.forward(ids, mask);
             tch::no_grad(|| per_pass(&hidden, mask))
         })

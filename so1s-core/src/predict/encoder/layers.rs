@@ -55,11 +55,11 @@ impl Linear {
         }
     }
 
-    /// `x W^T + b` of an f32 (or, for a bf16 layer, bf16) input: f32 out of f32 and int8
-    /// layers, bf16 out of bf16 ones.
+    /// `x W^T + b` of an f32 or bf16 input (cast to what the layer multiplies): f32 out of
+    /// f32 and int8 layers, bf16 out of bf16 ones.
     pub(super) fn forward(&self, x: &Tensor) -> Tensor {
         match self {
-            Linear::F32 { weight, bias } => x.linear(weight, Some(bias)),
+            Linear::F32 { weight, bias } => x.to_kind(Kind::Float).linear(weight, Some(bias)),
             Linear::Bf16 { weight, bias } => x.to_kind(Kind::BFloat16).linear(weight, Some(bias)),
             Linear::Int8(linear) => linear.forward(&x.to_kind(Kind::Float)),
         }
@@ -78,12 +78,18 @@ impl Linear {
 /// weights (0.5 balances the two; measured best on MiniLM).
 const SMOOTHING: f64 = 0.5;
 
-/// A linear layer whose weights are int8, one scale per output row (symmetric). fbgemm
-/// quantizes the activations per pass (uint8, one scale for the whole tensor) and multiplies
-/// in integers; the rows' scales are applied to its output.
+/// A linear layer whose weights are int8, one scale per output row (symmetric), and whose
+/// activations are quantized at each pass, one scale per token. fbgemm multiplies in
+/// integers; the rows' and tokens' scales are applied to its output.
 ///
-/// One scale per tensor is what makes dynamic int8 inexact: transformers' activations have a
-/// few channels far larger than the rest, and those set the scale. So the layer is
+/// fbgemm's kernel quantizes its input with one scale for the whole tensor (uint8), so one
+/// token's outliers would set the scale of every other token in the pass — and a text's
+/// vector would depend on the texts batched with it. So each token's row is divided by its
+/// largest magnitude first (every row then spans at most [-1, 1], and the tensor's scale is
+/// in effect the row's) and the product's row multiplied back by it: per-token dynamic
+/// quantization, as SmoothQuant and LLM.int8 do it.
+///
+/// Activations also have a few *channels* far larger than the rest. So the layer is
 /// *smoothed* (SmoothQuant, Xiao et al. 2023): each input channel `j` is divided by
 /// `s_j = max|x_j|^α / max|W_j|^(1−α)` (its range measured on calibration texts) and the
 /// weights' column multiplied by it — the same product, with the outliers moved into the
@@ -101,8 +107,10 @@ pub(super) struct Int8Linear {
     col_offsets: Tensor,
     /// Per output row: its scale.
     scales: Tensor,
-    /// `bias / scales`: added before the rows are scaled, so one multiplication does both.
-    scaled_bias: Tensor,
+    /// The bias (f32), added once the product is scaled back.
+    bias: Tensor,
+    /// Zeros of the bias's shape: what fbgemm adds (its output is scaled afterwards).
+    zero_bias: Tensor,
     /// `1 / s` per input channel: the input is multiplied by it before quantization.
     smoothing: Option<Tensor>,
 }
@@ -148,7 +156,8 @@ impl Int8Linear {
             .contiguous();
         let packed = values.fbgemm_pack_quantized_matrix();
         Self {
-            scaled_bias: bias.to_kind(Kind::Float) / &scales,
+            bias: bias.to_kind(Kind::Float),
+            zero_bias: bias.to_kind(Kind::Float).zeros_like(),
             weight: values,
             packed,
             col_offsets,
@@ -166,14 +175,20 @@ impl Int8Linear {
             }
             None => x,
         };
-        x.fbgemm_linear_int8_weight_fp32_activation(
+        // Each token's largest magnitude (the last dimension holds a token's channels).
+        let rows = x
+            .norm_scalaropt_dim(f64::INFINITY, [-1], true)
+            .clamp_min(1e-12);
+        let product = (x / &rows).fbgemm_linear_int8_weight_fp32_activation(
             &self.weight,
             &self.packed,
             &self.col_offsets,
             Scalar::float(1.0),
             Scalar::int(0),
-            &self.scaled_bias,
-        ) * &self.scales
+            &self.zero_bias,
+        ) * &self.scales;
+        // bias + product · rows
+        self.bias.addcmul(&product, &rows)
     }
 }
 
@@ -267,5 +282,33 @@ mod tests {
             Precision::Bf16,
         );
         assert_eq!(bf16.forward(&x).kind(), Kind::BFloat16);
+    }
+
+    #[test]
+    fn int8_tokens_are_quantized_each_on_its_own_scale() {
+        tch::manual_seed(11);
+        let options = (Kind::Float, tch::Device::Cpu);
+        let weight = Tensor::randn([48, 32], options) * 0.05;
+        let bias = Tensor::randn([48], options) * 0.1;
+        let int8 = Linear::new(weight.shallow_clone(), bias.shallow_clone(), Precision::F32)
+            .quantized(None, WEIGHT_LEVELS_AVX2)
+            .unwrap();
+        let tokens = Tensor::randn([8, 32], options);
+        // A token a hundred times larger than the others, in the same pass: with one scale
+        // for the whole tensor it would leave the others a few levels each.
+        let loud = Tensor::randn([1, 32], options) * 100.0;
+        let alone = int8.forward(&tokens);
+        let together = int8
+            .forward(&Tensor::cat(&[&tokens, &loud], 0))
+            .narrow(0, 0, 8);
+        let exact = tokens.linear(&weight, Some(&bias));
+        let scale = exact.abs().max().double_value(&[]);
+        let relative = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]) / scale;
+        assert!(relative(&alone, &exact) < 0.05, "int8 is close to f32");
+        assert!(
+            relative(&together, &alone) < 0.01,
+            "the loud token moved the others by {}",
+            relative(&together, &alone)
+        );
     }
 }

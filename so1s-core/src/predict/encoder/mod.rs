@@ -5,16 +5,18 @@
 //! the forward pass itself on the same weights, which allows what rust-bert's models do not:
 //!
 //! - **bf16 matrix products** ([`Precision::Bf16`], what `precision = auto` picks on CPUs
-//!   with native bf16): weights converted once at load, activations cast at each linear
-//!   layer and attention in bf16, while layer norms, GELU, residual sums, softmax and pooling
-//!   stay in f32 — `torch.autocast`'s split. Embeddings at cosine ≥ 0.9999 to f32.
+//!   with native bf16): weights converted once at load; the linear layers, the attention and
+//!   GELU in bf16, while layer norms, residual sums and pooling stay in f32 —
+//!   `torch.autocast`'s split. Embeddings at cosine ≥ 0.9999 to f32.
 //! - **int8 linear layers** ([`Precision::Int8`]): weights quantized once at load (per
-//!   output row, 8 bits with VNNI), activations at each pass (per tensor), fbgemm multiplying
+//!   output row, 8 bits with VNNI), activations at each pass (per token), fbgemm multiplying
 //!   in integers — dynamic quantization, as ONNX Runtime and PyTorch do it for CPU serving —
 //!   with SmoothQuant's per-channel smoothing calibrated at load, and the feed-forward output
 //!   projections in bf16 (f32 without native bf16). Close to f32, not equal (see the tests).
+//! - **packed tokens**: the hidden states hold one row per real token, so the linear layers,
+//!   layer norms and GELU compute no padding; only the attention sees a padded grid.
 //! - **grouping by length** ([`plan_passes`]): a batch's texts are sorted by token count and
-//!   cut into passes so that short texts are not padded to the longest one.
+//!   cut into passes where a long text would make the attention of many short ones pad to it.
 //! - **ELECTRA** (`ElectraForSequenceClassification`, the seed's KoELECTRA sentiment model):
 //!   its embeddings are narrower than its hidden states and projected up
 //!   (`embeddings_project`), and its classification head ([`ClassifierHead`]) differs
@@ -30,7 +32,7 @@ mod weights;
 
 pub use super::{CpuFeatures, Precision};
 pub use head::ClassifierHead;
-pub use passes::{mean_pool, normalize, plan_passes, run_in_passes};
+pub use passes::{mean_pool, normalize, plan_passes, run_in_passes, PassCost};
 pub use weights::Weights;
 
 use crate::{Error, Result};
@@ -313,6 +315,14 @@ impl Encoder {
         }
     }
 
+    /// The kind the attention computes in: bf16 where the query/key/value product is bf16.
+    fn attention_kind(&self) -> Kind {
+        match self.layers.first().map(|layer| &layer.qkv) {
+            Some(Linear::Bf16 { .. }) => Kind::BFloat16,
+            _ => Kind::Float,
+        }
+    }
+
     /// The precision the matrix products run in.
     pub fn precision(&self) -> Precision {
         self.precision
@@ -335,15 +345,20 @@ impl Encoder {
     }
 
     /// [`Encoder::forward`], recording each linear layer's input ranges into `ranges`.
+    ///
+    /// The hidden states are kept *packed*: one row per real token, `[tokens, hidden]`,
+    /// padding left out. Every layer but the attention works token by token, so only the
+    /// attention sees the padded `[batch, tokens]` grid (its query/key/value rows scattered
+    /// into it and its output gathered back), and the linear layers, layer norms and GELU
+    /// compute no padding at all.
     fn run(&self, ids: &Tensor, mask: &Tensor, mut ranges: Option<&mut Ranges>) -> Tensor {
         tch::no_grad(|| {
             let (batch, tokens) = ids.size2().unwrap_or((0, 0));
-            let positions = self.position_embeddings.narrow(0, 0, tokens);
+            let grid = Grid::new(mask, batch, tokens, self.heads, self.attention_kind());
             let embedded = self
                 .word_embeddings
-                .index_select(0, &ids.flatten(0, -1))
-                .view([batch, tokens, -1])
-                + positions.unsqueeze(0)
+                .index_select(0, &grid.pack(&ids.flatten(0, -1)))
+                + self.position_embeddings.index_select(0, &grid.positions())
                 + &self.token_type_embedding;
             let mut hidden = self.embeddings_norm.forward(&embedded);
             if let Some(project) = &self.embeddings_project {
@@ -352,27 +367,24 @@ impl Encoder {
                 }
                 hidden = project.forward(&hidden).to_kind(Kind::Float);
             }
-            // Padding never attended to: -inf where the mask is 0, broadcast over heads and
-            // queries. (tch 0.17 passes a `None` mask to the attention as an undefined tensor,
-            // which libtorch refuses: an unpadded pass gets an all-true mask too.)
-            let attend = mask.to_kind(Kind::Bool).view([batch, 1, 1, tokens]);
             for (i, layer) in self.layers.iter().enumerate() {
                 let seen = ranges.as_deref_mut().map(|r| &mut r.layers[i]);
-                hidden = self.layer_forward(layer, &hidden, &attend, seen);
+                hidden = self.layer_forward(layer, &hidden, &grid, seen);
             }
-            hidden
+            grid.unpack(&hidden).view([batch, tokens, self.hidden])
         })
     }
 
-    /// One layer over f32 hidden states. The linear layers and the attention run in the
-    /// layers' precision (bf16 stays bf16 from the query/key/value product through the
-    /// attention to its output projection); residual sums, layer norms and GELU in f32.
-    /// With `seen`, the four linear layers' inputs are recorded there.
+    /// One layer over packed f32 hidden states `[tokens, hidden]`. Each linear layer runs in
+    /// its precision and hands its output on in it: in bf16 the query/key/value product, the
+    /// attention and its output projection stay bf16, and so do the feed-forward product, its
+    /// GELU and the output projection; residual sums and layer norms are f32 (`torch.autocast`'s
+    /// split). With `seen`, the four linear layers' inputs are recorded there.
     fn layer_forward(
         &self,
         layer: &Layer,
         hidden: &Tensor,
-        attend: &Tensor,
+        grid: &Grid,
         mut seen: Option<&mut [Option<Tensor>; 4]>,
     ) -> Tensor {
         let mut record = |slot: usize, x: &Tensor| {
@@ -380,44 +392,131 @@ impl Encoder {
                 observe(&mut seen[slot], x);
             }
         };
-        let (batch, tokens, width) = hidden.size3().unwrap_or((0, 0, 0));
-        let head_width = width / self.heads;
         record(0, hidden);
-        let qkv = layer
-            .qkv
-            .forward(hidden)
-            .view([batch, tokens, 3, self.heads, head_width])
-            .permute([2, 0, 3, 1, 4]);
-        let context = Tensor::scaled_dot_product_attention(
+        let qkv = grid.unpack(&layer.qkv.forward(hidden));
+        let context = grid.pack(&attention(&qkv, grid, self.heads));
+        record(1, &context);
+        // bf16 + f32 adds in f32.
+        let attended = layer
+            .attention_norm
+            .forward(&(layer.attention_output.forward(&context) + hidden));
+        record(2, &attended);
+        let intermediate = layer.intermediate.forward(&attended).gelu("none");
+        record(3, &intermediate);
+        layer
+            .output_norm
+            .forward(&(layer.output.forward(&intermediate) + attended))
+    }
+}
+
+/// Where a pass's tokens sit in its `[batch, tokens]` grid: the rows of the real ones, to
+/// pack hidden states (one row per token) and unpack them (one row per grid cell, padding
+/// zero).
+struct Grid {
+    batch: i64,
+    tokens: i64,
+    /// The grid cells (row-major) the mask keeps; `None` when it keeps them all.
+    kept: Option<Tensor>,
+    /// The attention's additive mask, 0 for tokens and -inf for padding, in its kind:
+    /// `[batch * heads, 1, tokens]` (the batched products' layout).
+    additive: Tensor,
+}
+
+impl Grid {
+    /// The grid of a pass's `mask` `[batch, tokens]`, for an attention of `heads` heads
+    /// computing in `kind`.
+    fn new(mask: &Tensor, batch: i64, tokens: i64, heads: i64, kind: Kind) -> Self {
+        let keep = mask.to_kind(Kind::Bool);
+        let count = keep.sum(Kind::Int64).int64_value(&[]);
+        let kept = (count < batch * tokens).then(|| keep.flatten(0, -1).nonzero().view([-1]));
+        let padding = keep
+            .logical_not()
+            .view([batch, 1, 1, tokens])
+            .expand([batch, heads, 1, tokens], false)
+            .reshape([batch * heads, 1, tokens]);
+        let additive = Tensor::zeros([batch * heads, 1, tokens], (kind, tch::Device::Cpu))
+            .masked_fill(&padding, f64::NEG_INFINITY);
+        Self {
+            batch,
+            tokens,
+            kept,
+            additive,
+        }
+    }
+
+    /// The real tokens' rows of `x` (`[batch * tokens, …]`).
+    fn pack(&self, x: &Tensor) -> Tensor {
+        match &self.kept {
+            Some(kept) => x.index_select(0, kept),
+            None => x.shallow_clone(),
+        }
+    }
+
+    /// Packed rows back in the grid `[batch * tokens, width]`, zero at the padding.
+    fn unpack(&self, x: &Tensor) -> Tensor {
+        match &self.kept {
+            Some(kept) => {
+                let width = x.size()[1];
+                Tensor::zeros([self.batch * self.tokens, width], (x.kind(), x.device()))
+                    .index_copy(0, kept, x)
+            }
+            None => x.shallow_clone(),
+        }
+    }
+
+    /// Each real token's position in its text.
+    fn positions(&self) -> Tensor {
+        let all = Tensor::arange(self.tokens, (Kind::Int64, tch::Device::Cpu)).repeat([self.batch]);
+        self.pack(&all)
+    }
+}
+
+/// f32 passes whose texts are at most this long (in tokens) attend with two batched matrix
+/// products and a softmax between them; longer ones through PyTorch's fused attention, which
+/// wins there (measured on MiniLM's shapes: at 16 tokens the products take a third of its
+/// time, at 128 three times it). bf16 always takes the products: they win at every length
+/// measured, up to 256 tokens (their scores, `heads · tokens²` per text, stay within tens of
+/// MB under the service's token budget per pass).
+const SHORT_ATTENTION_TOKENS: i64 = 64;
+
+/// Multi-head attention over the grid's query/key/value rows `[batch * tokens, 3 * hidden]`,
+/// padding never attended to; the context rows `[batch * tokens, hidden]`, in the rows' kind.
+fn attention(qkv: &Tensor, grid: &Grid, heads: i64) -> Tensor {
+    let (batch, tokens) = (grid.batch, grid.tokens);
+    let width = qkv.size()[1] / 3;
+    let head_width = width / heads;
+    let kind = qkv.kind();
+    // [3, batch, heads, tokens, head width]
+    let qkv = qkv
+        .view([batch, tokens, 3, heads, head_width])
+        .permute([2, 0, 3, 1, 4]);
+    let context = if kind == Kind::BFloat16 || tokens <= SHORT_ATTENTION_TOKENS {
+        let split = |i: i64| qkv.get(i).reshape([batch * heads, tokens, head_width]);
+        let scores = grid.additive.baddbmm(
+            &split(0),
+            &split(1).transpose(1, 2),
+            1.0,
+            1.0 / (head_width as f64).sqrt(),
+        );
+        scores
+            .softmax(-1, kind)
+            .bmm(&split(2))
+            .view([batch, heads, tokens, head_width])
+    } else {
+        // (tch 0.17 passes a `None` mask as an undefined tensor, which libtorch refuses: the
+        // mask is always given.)
+        let mask = grid.additive.view([batch, heads, 1, tokens]);
+        Tensor::scaled_dot_product_attention(
             &qkv.get(0),
             &qkv.get(1),
             &qkv.get(2),
-            Some(attend),
+            Some(&mask),
             0.0,
             false,
             None,
         )
-        .transpose(1, 2)
-        .reshape([batch, tokens, width]);
-        record(1, &context);
-        let attended = layer.attention_norm.forward(
-            &(layer
-                .attention_output
-                .forward(&context)
-                .to_kind(Kind::Float)
-                + hidden),
-        );
-        record(2, &attended);
-        let intermediate = layer
-            .intermediate
-            .forward(&attended)
-            .to_kind(Kind::Float)
-            .gelu("none");
-        record(3, &intermediate);
-        layer
-            .output_norm
-            .forward(&(layer.output.forward(&intermediate).to_kind(Kind::Float) + attended))
-    }
+    };
+    context.transpose(1, 2).reshape([batch * tokens, width])
 }
 
 #[cfg(test)]

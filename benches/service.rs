@@ -1,7 +1,8 @@
 //! Criterion benches of `TransformerService` on the real MiniLM model: one text, and one
 //! batch of so1s-load's 32 texts (the size a full batch reaches at 32 concurrent clients),
 //! on rust-bert's forward pass and on so1s's own in f32, bf16 and int8 (bf16 is fast only
-//! where the CPU has native bf16: the bench prints the CPU's flags).
+//! where the CPU has native bf16: the bench prints the CPU's flags); and, for so1s's own,
+//! the bare forward pass of one text (`bare_single_text`: the pipeline, no service).
 //!
 //! ```sh
 //! cargo bench -p so1s-benches --bench service
@@ -13,7 +14,7 @@ mod corpus;
 
 use corpus::TEXTS;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use so1s_core::predict::{CpuFeatures, ForwardPass, Precision, ServiceOptions};
+use so1s_core::predict::{CpuFeatures, EncoderPipeline, ForwardPass, Precision, ServiceOptions};
 use so1s_core::{ModelLayout, TransformerService};
 use std::path::PathBuf;
 
@@ -67,6 +68,17 @@ fn bench(c: &mut Criterion) {
         group.bench_function("batch_32", |b| {
             b.iter(|| runtime.block_on(service.predict(batch.clone())).unwrap())
         });
+        // The bare forward pass of one text, without the service's queue and batching: what
+        // a one-client HTTP latency is measured against.
+        if forward_pass == ForwardPass::So1s {
+            let layout = ModelLayout::inspect(&minilm_dir()).unwrap();
+            let pipeline = EncoderPipeline::load(&layout, precision).unwrap();
+            let one = ["Model serving should never drop a request.".to_owned()];
+            group.throughput(Throughput::Elements(1));
+            group.bench_function("bare_single_text", |b| {
+                b.iter(|| pipeline.predict(&one).unwrap())
+            });
+        }
         group.finish();
     }
 }

@@ -26,6 +26,14 @@ THREADS = os.environ.get("SO1S_COMPARE_THREADS", "2")
 DURATION = int(os.environ.get("SO1S_COMPARE_SECONDS", "15"))
 LEVELS = [int(c) for c in os.environ.get("SO1S_COMPARE_CLIENTS", "1,8,32").split(",")]
 PASSES = int(os.environ.get("SO1S_COMPARE_PASSES", "2"))
+# SO1S_COMPARE_ISA=avx2 runs every server with its kernels capped at AVX2 (PyTorch's own,
+# oneDNN's, MKL's and fbgemm's, through their environment variables): an AVX-512 host then
+# stands in for an AVX2-only one, and so1s's `precision = auto` follows the caps to f32.
+ISA = os.environ.get("SO1S_COMPARE_ISA", "").lower()
+ISA_CAPS = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                     "MKL_ENABLE_INSTRUCTIONS": "AVX2", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}}
+if ISA and ISA not in ISA_CAPS:
+    raise SystemExit(f"SO1S_COMPARE_ISA={ISA}: only avx2 is known")
 REFERENCE = json.load(open(os.path.join(ROOT, "so1s-core/tests/it/fixtures/minilm-reference.json")))
 TEXTS = [item["text"] for item in REFERENCE["items"]]
 
@@ -129,7 +137,8 @@ def free_port():
 def start(server):
     port = free_port()
     env = dict(os.environ, SO1S_COMPARE_MODEL=MODEL, SO1S_COMPARE_THREADS=THREADS,
-               BENTOML_DO_NOT_TRACK="True", OMP_NUM_THREADS=THREADS, RUST_LOG="warn")
+               BENTOML_DO_NOT_TRACK="True", OMP_NUM_THREADS=THREADS, RUST_LOG="warn",
+               **ISA_CAPS.get(ISA, {}))
     log = open(os.path.join(OUT, f"{server['name'].split()[0]}-{port}.log"), "w")
     started = time.monotonic()
     child = subprocess.Popen(["taskset", "-c", CORES, *server["command"](port)], cwd=server.get("cwd", ROOT),
@@ -228,7 +237,9 @@ def main():
     print(f"MiniLM (all-MiniLM-L6-v2), {THREADS} threads, server and `wrk -t1` pinned to cores {CORES}, "
           f"{DURATION} s per level, {PASSES} alternating passes (ranges over the passes; ratios to "
           f"BentoML within each pass). "
-          f"CPU: {model}; flags: {' '.join(flags) or 'none of AVX2/AVX-512'}.\n")
+          f"CPU: {model}; flags: {' '.join(flags) or 'none of AVX2/AVX-512'}"
+          + (f"; every server's kernels capped at {ISA.upper()} ({', '.join(f'{k}={v}' for k, v in ISA_CAPS[ISA].items())})"
+             if ISA else "") + ".\n")
     header = "| server | forward pass | " + " | ".join(f"c={c} req/s" for c in LEVELS) + \
              f" | c={max(LEVELS)} vs BentoML | c={min(LEVELS)} p50 ms | c={max(LEVELS)} p99 ms | p99 vs BentoML | failed" \
              " | cold start s | peak memory MiB | cosine to sentence-transformers |"

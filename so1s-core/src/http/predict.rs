@@ -101,6 +101,7 @@ impl PredictServerConfig {
                     .max_batch_wait_ms
                     .map(Duration::from_millis))
                 .unwrap_or(defaults.max_batch_wait),
+            max_batch_gap: defaults.max_batch_gap,
             max_batch_tokens: self
                 .max_batch_tokens
                 .or(manifest.serving.max_batch_tokens)

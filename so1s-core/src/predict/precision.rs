@@ -42,10 +42,17 @@ impl Precision {
                     cpu.bf16_flags().join(", ")
                 ),
             ),
-            Precision::Auto => (
+            Precision::Auto if cpu.caps.is_empty() => (
                 Precision::F32,
                 "precision auto: the CPU has no native bf16 (no avx512_bf16 or amx_bf16), so f32"
                     .into(),
+            ),
+            Precision::Auto => (
+                Precision::F32,
+                format!(
+                    "precision auto: no native bf16 for the kernels ({}), so f32",
+                    cpu.caps.join(", ")
+                ),
             ),
             explicit => (
                 explicit,
@@ -115,6 +122,8 @@ impl std::str::FromStr for ForwardPass {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CpuFeatures {
     flags: Vec<String>,
+    /// The kernels' ISA caps in force (`ONEDNN_MAX_CPU_ISA=AVX2`, …), for the summary.
+    caps: Vec<String>,
 }
 
 /// Flags meaning the CPU multiplies bf16 natively (AVX-512 BF16; AMX tiles).
@@ -122,6 +131,17 @@ const BF16_FLAGS: [&str; 2] = ["avx512_bf16", "amx_bf16"];
 /// Flags meaning int8 dot products accumulate in 32 bits (VNNI), so 8-bit weights cannot
 /// overflow fbgemm's kernel.
 const VNNI_FLAGS: [&str; 2] = ["avx512_vnni", "avx_vnni"];
+/// oneDNN's ISA levels (`ONEDNN_MAX_CPU_ISA`) that keep its native bf16 kernels.
+const ONEDNN_BF16_ISAS: [&str; 8] = [
+    "AVX512_CORE_BF16",
+    "AVX512_CORE_FP16",
+    "AVX512_CORE_AMX",
+    "AVX512_CORE_AMX_FP16",
+    "AVX10_1_512",
+    "AVX10_1_512_AMX",
+    "AVX10_1_512_AMX_FP16",
+    "ALL",
+];
 /// The flags worth stating next to a figure.
 const REPORTED_FLAGS: [&str; 7] = [
     "avx2",
@@ -134,12 +154,42 @@ const REPORTED_FLAGS: [&str; 7] = [
 ];
 
 impl CpuFeatures {
-    /// This machine's: the first `flags` line of `/proc/cpuinfo` (none elsewhere). Read once.
+    /// This machine's: the first `flags` line of `/proc/cpuinfo` (none elsewhere), capped by
+    /// the kernels' own ISA settings in the environment ([`CpuFeatures::capped`]). Read once.
     pub fn detect() -> &'static CpuFeatures {
         static DETECTED: OnceLock<CpuFeatures> = OnceLock::new();
         DETECTED.get_or_init(|| {
+            let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
             CpuFeatures::from_cpuinfo(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default())
+                .capped(
+                    var("ONEDNN_MAX_CPU_ISA")
+                        .or_else(|| var("DNNL_MAX_CPU_ISA"))
+                        .as_deref(),
+                    var("FBGEMM_ENABLE_INSTRUCTIONS").as_deref(),
+                )
         })
+    }
+
+    /// These features as the kernels will use them when told to stop at an instruction set:
+    /// oneDNN (bf16 matrix products) at `onednn` (`ONEDNN_MAX_CPU_ISA`: without
+    /// `AVX512_CORE_BF16` or an AMX level, no native bf16) and fbgemm (int8) at `fbgemm`
+    /// (`FBGEMM_ENABLE_INSTRUCTIONS`: without `AVX512_E1`, no VNNI). Capping the kernels is
+    /// how an operator runs a fast CPU as a slower one; `precision = auto` follows them.
+    pub fn capped(mut self, onednn: Option<&str>, fbgemm: Option<&str>) -> Self {
+        if let Some(isa) = onednn {
+            let bf16 = ONEDNN_BF16_ISAS.iter().any(|i| i.eq_ignore_ascii_case(isa));
+            if !bf16 {
+                self.flags.retain(|f| !BF16_FLAGS.contains(&f.as_str()));
+            }
+            self.caps.push(format!("ONEDNN_MAX_CPU_ISA={isa}"));
+        }
+        if let Some(isa) = fbgemm {
+            if !isa.to_ascii_uppercase().starts_with("AVX512_E1") {
+                self.flags.retain(|f| !VNNI_FLAGS.contains(&f.as_str()));
+            }
+            self.caps.push(format!("FBGEMM_ENABLE_INSTRUCTIONS={isa}"));
+        }
+        self
     }
 
     /// The features a `/proc/cpuinfo` text lists (its first `flags` line).
@@ -158,6 +208,7 @@ impl CpuFeatures {
     pub fn from_flags(flags: &str) -> Self {
         Self {
             flags: flags.split_whitespace().map(str::to_owned).collect(),
+            caps: Vec::new(),
         }
     }
 
@@ -182,9 +233,13 @@ impl CpuFeatures {
     /// The vector flags that matter for speed, for logs and figures (`avx2 avx512_bf16 …`).
     pub fn summary(&self) -> String {
         let present: Vec<&str> = REPORTED_FLAGS.into_iter().filter(|f| self.has(f)).collect();
-        match present.is_empty() {
+        let flags = match present.is_empty() {
             true => "no AVX2 or AVX-512".into(),
             false => present.join(" "),
+        };
+        match self.caps.is_empty() {
+            true => flags,
+            false => format!("{flags} (kernels capped: {})", self.caps.join(", ")),
         }
     }
 }
@@ -234,6 +289,28 @@ mod tests {
             CpuFeatures::from_cpuinfo("").summary(),
             "no AVX2 or AVX-512"
         );
+    }
+
+    #[test]
+    fn kernels_capped_at_avx2_make_an_avx512_host_an_avx2_one() {
+        let host = || CpuFeatures::from_flags(AVX512_HOST);
+        let capped = host().capped(Some("AVX2"), Some("AVX2"));
+        assert!(!capped.native_bf16() && !capped.vnni());
+        let (precision, why) = Precision::Auto.resolve(&capped);
+        assert_eq!(precision, Precision::F32);
+        assert!(why.contains("ONEDNN_MAX_CPU_ISA=AVX2"), "{why}");
+        assert_eq!(
+            capped.summary(),
+            "avx2 avx512f (kernels capped: ONEDNN_MAX_CPU_ISA=AVX2, FBGEMM_ENABLE_INSTRUCTIONS=AVX2)"
+        );
+        // Caps at or above what the features need change nothing but the summary.
+        let kept = host().capped(Some("avx512_core_bf16"), Some("AVX512_E1"));
+        assert!(kept.native_bf16() && kept.vnni());
+        assert_eq!(Precision::Auto.resolve(&kept).0, Precision::Bf16);
+        // oneDNN capped below bf16, fbgemm not: int8 keeps VNNI.
+        let vnni_only = host().capped(Some("AVX512_CORE_VNNI"), None);
+        assert!(!vnni_only.native_bf16() && vnni_only.vnni());
+        assert_eq!(host().capped(None, None), host());
     }
 
     #[test]

@@ -38,9 +38,13 @@ pub fn estimate_tokens(text: &str, max_len: Option<usize>) -> usize {
 pub struct ServiceOptions {
     /// Most texts in one forward pass.
     pub max_batch_size: usize,
-    /// How long the first request of a batch waits for more to arrive. Requests that queue
-    /// while a forward pass runs join the next batch whatever this is.
+    /// How long the first request of a batch waits for more to arrive, at most. Requests
+    /// that queue while a forward pass runs join the next batch whatever this is.
     pub max_batch_wait: Duration,
+    /// The batch stops waiting once no request has arrived for this long: concurrent
+    /// clients' requests come close together and fill it, while a lone client's request
+    /// (nobody else to wait for) runs at once instead of waiting `max_batch_wait`.
+    pub max_batch_gap: Duration,
     /// Most tokens in one forward pass (at least one text goes in each). A request with
     /// more is split into several passes, interleaved with other requests' texts.
     pub max_batch_tokens: usize,
@@ -64,6 +68,7 @@ impl Default for ServiceOptions {
         Self {
             max_batch_size: 32,
             max_batch_wait: Duration::from_millis(2),
+            max_batch_gap: Duration::from_micros(250),
             max_batch_tokens: 4096,
             queue_capacity: 512,
             request_timeout: Duration::from_secs(30),
@@ -326,11 +331,12 @@ impl Worker {
                     Ok(job) => self.take(&predictor, &mut pending, job),
                     Err(_) => return, // every handle dropped and the queue is empty
                 }
-                // Idle until now: give the batch a moment to fill.
+                // Idle until now: give the batch a moment to fill, for as long as requests
+                // keep coming.
                 let deadline = Instant::now() + self.options.max_batch_wait;
                 while !self.full(&pending) {
                     let left = deadline.saturating_duration_since(Instant::now());
-                    match self.jobs.recv_timeout(left) {
+                    match self.jobs.recv_timeout(left.min(self.options.max_batch_gap)) {
                         Ok(job) => self.take(&predictor, &mut pending, job),
                         Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
                     }
@@ -533,6 +539,7 @@ mod tests {
         let options = ServiceOptions {
             max_batch_size: 8,
             max_batch_wait: Duration::from_millis(50),
+            max_batch_gap: Duration::from_millis(50),
             ..ServiceOptions::default()
         };
         let (service, batches) = echo(options, Duration::from_millis(20)).await;
@@ -558,6 +565,7 @@ mod tests {
         let options = ServiceOptions {
             max_batch_size: 4,
             max_batch_wait: Duration::from_millis(20),
+            max_batch_gap: Duration::from_millis(20),
             ..ServiceOptions::default()
         };
         let (service, batches) = echo(options, Duration::ZERO).await;
@@ -577,6 +585,32 @@ mod tests {
         // 3 + 2 texts exceed a batch of 4: the requests share the first pass, the rest of
         // the first one runs in the second.
         assert_eq!(*batches.lock().unwrap(), [4, 1]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_waits_for_company_only_while_requests_keep_coming() {
+        // Two requests 60 ms apart, a 500 ms wait: with a 5 ms gap the first runs alone
+        // (nobody came within 5 ms); with the gap as long as the wait they share a pass.
+        for (gap, expected) in [(5, vec![1, 1]), (500, vec![2])] {
+            let options = ServiceOptions {
+                max_batch_wait: Duration::from_millis(500),
+                max_batch_gap: Duration::from_millis(gap),
+                ..ServiceOptions::default()
+            };
+            let (service, batches) = echo(options, Duration::ZERO).await;
+            let first = tokio::spawn({
+                let service = service.clone();
+                async move { service.predict(vec!["a".into()]).await }
+            });
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            let second = service.predict(vec!["bb".into()]).await.unwrap();
+            assert_eq!(second, vec![Prediction::Embedding(vec![2.0])]);
+            assert_eq!(
+                first.await.unwrap().unwrap(),
+                vec![Prediction::Embedding(vec![1.0])]
+            );
+            assert_eq!(*batches.lock().unwrap(), expected, "gap {gap} ms");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use so1s_core::predict::{CpuFeatures, EncoderPipeline, ForwardPass, Precision, ServiceOptions};
 use so1s_core::{ModelLayout, TransformerService};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 fn minilm_dir() -> PathBuf {
     std::env::var_os("SO1S_MODEL_DIR")
@@ -44,6 +45,15 @@ fn bench(c: &mut Criterion) {
     // A batch as 32 clients of so1s-load make it: its sentences, of 2 to 11 words.
     let batch: Vec<String> = (0..32).map(|i| TEXTS[i % TEXTS.len()].to_owned()).collect();
     for (name, forward_pass, precision) in ENGINES {
+        let mut group = c.benchmark_group(format!("minilm/{name}"));
+        // The bare forward pass of one text, without the service's queue, thread hop and
+        // batching: what a one-client HTTP latency is measured against.
+        if forward_pass == ForwardPass::So1s {
+            group.throughput(Throughput::Elements(1));
+            group.bench_function("bare_single_text", |b| {
+                b.iter_custom(|iterations| bare_single_text(precision, threads, iterations))
+            });
+        }
         let service = runtime.block_on(async {
             let layout = ModelLayout::inspect(&minilm_dir()).expect("run scripts/setup.sh first");
             let options = ServiceOptions {
@@ -55,7 +65,6 @@ fn bench(c: &mut Criterion) {
             };
             TransformerService::load(layout, options).await.unwrap()
         });
-        let mut group = c.benchmark_group(format!("minilm/{name}"));
         group.throughput(Throughput::Elements(1));
         group.bench_function("single_text", |b| {
             b.iter(|| {
@@ -68,19 +77,33 @@ fn bench(c: &mut Criterion) {
         group.bench_function("batch_32", |b| {
             b.iter(|| runtime.block_on(service.predict(batch.clone())).unwrap())
         });
-        // The bare forward pass of one text, without the service's queue and batching: what
-        // a one-client HTTP latency is measured against.
-        if forward_pass == ForwardPass::So1s {
-            let layout = ModelLayout::inspect(&minilm_dir()).unwrap();
-            let pipeline = EncoderPipeline::load(&layout, precision).unwrap();
-            let one = ["Model serving should never drop a request.".to_owned()];
-            group.throughput(Throughput::Elements(1));
-            group.bench_function("bare_single_text", |b| {
-                b.iter(|| pipeline.predict(&one).unwrap())
-            });
-        }
         group.finish();
     }
+}
+
+/// `iterations` bare forward passes of one text, timed on a thread of their own that ends
+/// afterwards: two threads driving libtorch in one process slow each other (each keeps its
+/// own OpenMP team), about doubling a one-text pass, so the bare pipeline must be gone before
+/// the service's model thread runs (so1s-predict drives libtorch from the model thread only).
+fn bare_single_text(precision: Precision, threads: usize, iterations: u64) -> Duration {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tch::set_num_threads(threads as i32);
+                let layout =
+                    ModelLayout::inspect(&minilm_dir()).expect("run scripts/setup.sh first");
+                let pipeline = EncoderPipeline::load(&layout, precision).unwrap();
+                let one = ["Model serving should never drop a request.".to_owned()];
+                pipeline.predict(&one).unwrap();
+                let started = Instant::now();
+                for _ in 0..iterations {
+                    pipeline.predict(&one).unwrap();
+                }
+                started.elapsed()
+            })
+            .join()
+            .unwrap()
+    })
 }
 
 /// The forward passes compared: rust-bert's, and so1s's own in f32 and int8.

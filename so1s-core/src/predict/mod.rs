@@ -6,8 +6,9 @@
 //!
 //! The model lives on one OS thread of its own; the async side holds a cheap [`Clone`] handle
 //! that queues texts and awaits a oneshot reply. The thread drains the queue into batches
-//! (up to `max_batch_size` texts, waiting at most `max_batch_wait` for a batch to fill), so
-//! concurrent requests share one forward pass. A full queue is a fast
+//! (up to `max_batch_size` texts; an idle model waits at most `max_batch_wait` for a batch to
+//! fill, and only while requests keep coming, `max_batch_gap` apart at most), so concurrent
+//! requests share one forward pass. A full queue is a fast
 //! [`Error::Overloaded`](crate::Error::Overloaded), not a pile-up.
 
 #[cfg(feature = "inference")]

@@ -50,8 +50,8 @@ fn bench(c: &mut Criterion) {
         // batching: what a one-client HTTP latency is measured against.
         if forward_pass == ForwardPass::So1s {
             group.throughput(Throughput::Elements(1));
-            group.bench_function("bare_single_text", |b| {
-                b.iter_custom(|iterations| bare_single_text(precision, threads, iterations))
+            bare_single_text(precision, threads, |timed| {
+                group.bench_function("bare_single_text", |b| b.iter_custom(&mut *timed));
             });
         }
         let service = runtime.block_on(async {
@@ -81,29 +81,42 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-/// `iterations` bare forward passes of one text, timed on a thread of their own that ends
-/// afterwards: two threads driving libtorch in one process slow each other (each keeps its
-/// own OpenMP team), about doubling a one-text pass, so the bare pipeline must be gone before
-/// the service's model thread runs (so1s-predict drives libtorch from the model thread only).
-fn bare_single_text(precision: Precision, threads: usize, iterations: u64) -> Duration {
+/// Runs `bench` with a function timing `n` bare forward passes of one text. The pipeline is
+/// loaded once, on a thread of its own that ends when `bench` returns: two threads driving
+/// libtorch in one process slow each other (each keeps its own OpenMP team), about doubling
+/// a one-text pass, so the bare pipeline must be gone before the service's model thread runs
+/// (so1s-predict drives libtorch from the model thread only).
+fn bare_single_text(
+    precision: Precision,
+    threads: usize,
+    bench: impl FnOnce(&mut dyn FnMut(u64) -> Duration),
+) {
+    let (asks, asked) = std::sync::mpsc::channel::<u64>();
+    let (answers, answered) = std::sync::mpsc::channel::<Duration>();
     std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                tch::set_num_threads(threads as i32);
-                let layout =
-                    ModelLayout::inspect(&minilm_dir()).expect("run scripts/setup.sh first");
-                let pipeline = EncoderPipeline::load(&layout, precision).unwrap();
-                let one = ["Model serving should never drop a request.".to_owned()];
-                pipeline.predict(&one).unwrap();
+        scope.spawn(move || {
+            tch::set_num_threads(threads as i32);
+            let layout = ModelLayout::inspect(&minilm_dir()).expect("run scripts/setup.sh first");
+            let pipeline = EncoderPipeline::load(&layout, precision).unwrap();
+            let one = ["Model serving should never drop a request.".to_owned()];
+            pipeline.predict(&one).unwrap();
+            // Until the sender is dropped: one timing per request.
+            for iterations in asked {
                 let started = Instant::now();
                 for _ in 0..iterations {
                     pipeline.predict(&one).unwrap();
                 }
-                started.elapsed()
-            })
-            .join()
-            .unwrap()
-    })
+                let _ = answers.send(started.elapsed());
+            }
+        });
+        let mut timed = |iterations| {
+            asks.send(iterations).unwrap();
+            answered.recv().unwrap()
+        };
+        bench(&mut timed);
+        // The thread's loop ends with the queue.
+        drop(asks);
+    });
 }
 
 /// The forward passes compared: rust-bert's, and so1s's own in f32 and int8.

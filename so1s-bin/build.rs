@@ -2,7 +2,7 @@
 //! without `LD_LIBRARY_PATH`. The examples and benches crates use this script too.
 //!
 //! Also turns on the tests that need something outside cargo, each by what is set in the
-//! environment at build time (scripts/test.sh sets the first two). Without it they are
+//! environment at build time (scripts/test.sh sets the first three). Without it they are
 //! ignored, with the reason in their `#[ignore]`; with it they run, and fail if the thing is
 //! missing when they run:
 //!
@@ -11,6 +11,10 @@
 //!   `kubernetes-validate` (absolute, or relative to the workspace), or to `1` for the one
 //!   scripts/setup.sh installs in `.cache/venv-k8s`; the tests read the path from
 //!   `SO1S_K8S_VALIDATE_BIN`;
+//! - `cfg(so1s_oip_client)`: Triton's Python client, `SO1S_OIP_CLIENT` set to the python of
+//!   the venv that has it (absolute, or relative to the workspace), or to `1` for the one
+//!   scripts/setup.sh makes in `.cache/venv-oip`; the tests read the path from
+//!   `SO1S_OIP_PYTHON`;
 //! - `cfg(so1s_e2e_kube)`: a Kubernetes cluster, `KUBECONFIG` or `SO1S_E2E_KUBE` set.
 //!
 //! Only environment variables are watched (`rerun-if-env-changed`), never a path that may be
@@ -25,6 +29,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(so1s_e2e_kube)");
     println!("cargo::rustc-check-cfg=cfg(so1s_docker)");
     println!("cargo::rustc-check-cfg=cfg(so1s_k8s_validate)");
+    println!("cargo::rustc-check-cfg=cfg(so1s_oip_client)");
     println!("cargo:rerun-if-env-changed=KUBECONFIG");
     println!("cargo:rerun-if-env-changed=SO1S_E2E_KUBE");
     if std::env::var_os("KUBECONFIG").is_some() || std::env::var_os("SO1S_E2E_KUBE").is_some() {
@@ -34,15 +39,26 @@ fn main() {
         println!("cargo:rustc-cfg=so1s_docker");
     }
     if let Some(validator) = set("SO1S_K8S_VALIDATE") {
-        let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
-        let workspace = Path::new(&manifest_dir).join("..");
-        let path = if validator == "1" {
-            workspace.join(".cache/venv-k8s/bin/kubernetes-validate")
-        } else {
-            workspace.join(PathBuf::from(validator))
-        };
+        let path = tool(&validator, ".cache/venv-k8s/bin/kubernetes-validate");
         println!("cargo:rustc-cfg=so1s_k8s_validate");
         println!("cargo:rustc-env=SO1S_K8S_VALIDATE_BIN={}", path.display());
+    }
+    if let Some(client) = set("SO1S_OIP_CLIENT") {
+        let path = tool(&client, ".cache/venv-oip/bin/python");
+        println!("cargo:rustc-cfg=so1s_oip_client");
+        println!("cargo:rustc-env=SO1S_OIP_PYTHON={}", path.display());
+    }
+}
+
+/// A tool's path from its variable: `1` for `default` (in the workspace), else the value,
+/// absolute or relative to the workspace.
+fn tool(value: &str, default: &str) -> PathBuf {
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
+    let workspace = Path::new(&manifest_dir).join("..");
+    if value == "1" {
+        workspace.join(default)
+    } else {
+        workspace.join(PathBuf::from(value))
     }
 }
 

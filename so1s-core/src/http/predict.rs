@@ -7,6 +7,7 @@
 //! | `GET /readyz` | 200 once the model loaded and a warm-up pass ran, 503 before |
 //! | `GET /metrics` | Prometheus (OpenMetrics) text, `so1s_` prefix |
 //! | `GET /v1/model` | name, version, task, output shape, labels, forward pass, batching options |
+//! | `/v2/...` | the Open Inference Protocol ([`super::oip`]): health, metadata, infer |
 
 use super::error::{body_limited, json_error, recover, ApiError};
 use crate::metrics::{render, HttpMetrics};
@@ -145,11 +146,11 @@ pub struct ServerSettings {
 }
 
 /// The server's shared state.
-struct State {
-    settings: ServerSettings,
-    name_header: HeaderValue,
-    version_header: HeaderValue,
-    service: OnceLock<TransformerService>,
+pub(super) struct State {
+    pub(super) settings: ServerSettings,
+    pub(super) name_header: HeaderValue,
+    pub(super) version_header: HeaderValue,
+    pub(super) service: OnceLock<TransformerService>,
     http_metrics: HttpMetrics,
     registry: Mutex<Registry>,
 }
@@ -285,6 +286,7 @@ fn routes(
         .and(warp::get())
         .and(with_state)
         .map(|state: Arc<State>| model_info(&state));
+    let v2 = super::oip::routes(state.clone(), body_limit);
 
     let observe = state.http_metrics.clone();
     predict
@@ -295,6 +297,8 @@ fn routes(
         .or(metrics)
         .unify()
         .or(model)
+        .unify()
+        .or(v2)
         .unify()
         .recover(recover)
         .unify()
@@ -314,7 +318,7 @@ fn route_name(path: &str) -> &'static str {
         "/readyz" => "/readyz",
         "/metrics" => "/metrics",
         "/v1/model" => "/v1/model",
-        _ => "other",
+        _ => super::oip::route_name(path),
     }
 }
 
@@ -387,7 +391,7 @@ fn model_info(state: &State) -> Response {
     )
 }
 
-fn json_response(status: StatusCode, value: &serde_json::Value) -> Response {
+pub(super) fn json_response(status: StatusCode, value: &serde_json::Value) -> Response {
     let mut response = Response::new(value.to_string().into());
     *response.status_mut() = status;
     response.headers_mut().insert(

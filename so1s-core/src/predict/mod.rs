@@ -17,6 +17,7 @@ mod classifier;
 pub mod encoder;
 #[cfg(feature = "inference")]
 mod encoder_pipeline;
+pub mod oip;
 #[cfg(feature = "inference")]
 mod pipeline;
 mod precision;

@@ -36,6 +36,34 @@ impl Default for InputLimits {
     }
 }
 
+impl InputLimits {
+    /// Checks texts against the limits: how many, none blank, none too long. `which(i)` names
+    /// the `i`th text in errors.
+    pub fn check(&self, texts: &[String], which: impl Fn(usize) -> String) -> Result<()> {
+        if texts.len() > self.max_texts {
+            return Err(Error::InvalidInput(format!(
+                "{} texts in one request; the limit is {}",
+                texts.len(),
+                self.max_texts
+            )));
+        }
+        for (i, text) in texts.iter().enumerate() {
+            if text.trim().is_empty() {
+                return Err(Error::InvalidInput(format!("{} is empty", which(i))));
+            }
+            let chars = text.chars().count();
+            if chars > self.max_input_chars {
+                return Err(Error::InvalidInput(format!(
+                    "{} has {chars} characters; the limit is {}",
+                    which(i),
+                    self.max_input_chars
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl PredictRequest {
     /// Checks the request against the limits and returns its texts, and whether the request
     /// was for a single text.
@@ -57,30 +85,13 @@ impl PredictRequest {
         if texts.is_empty() {
             return Err(Error::InvalidInput("`texts` is empty".into()));
         }
-        if texts.len() > limits.max_texts {
-            return Err(Error::InvalidInput(format!(
-                "{} texts in one request; the limit is {}",
-                texts.len(),
-                limits.max_texts
-            )));
-        }
-        for (i, text) in texts.iter().enumerate() {
-            let which = if single {
+        limits.check(&texts, |i| {
+            if single {
                 "`text`".to_owned()
             } else {
                 format!("`texts[{i}]`")
-            };
-            if text.trim().is_empty() {
-                return Err(Error::InvalidInput(format!("{which} is empty")));
             }
-            let chars = text.chars().count();
-            if chars > limits.max_input_chars {
-                return Err(Error::InvalidInput(format!(
-                    "{which} has {chars} characters; the limit is {}",
-                    limits.max_input_chars
-                )));
-            }
-        }
+        })?;
         Ok((texts, single))
     }
 }

@@ -454,8 +454,8 @@ async fn unknown_routes_and_methods_answer_the_json_error_shape() {
     assert!(error.starts_with("no model is deployed yet"), "{error}");
     let predict =
         TestApi::request("POST", "/inference/m/predict", None).json(&json!({"text": "hi"}));
-    let error = api.send(predict).await.error(503, "not_live");
-    assert_eq!(error, "model m has no live version");
+    let error = api.send(predict).await.error(404, "not_found");
+    assert_eq!(error, "not found: unknown model m");
 }
 
 #[tokio::test]

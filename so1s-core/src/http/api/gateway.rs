@@ -1,9 +1,12 @@
 //! The gateway: a predict request forwarded to the model's live version, streamed both ways,
-//! with bounds on how long the upstream may take.
+//! with bounds on how long the upstream may take. `/inference/{name}/predict` goes to the
+//! predict server's `/predict`; the Open Inference Protocol's `/v2/models/{name}/...` to the
+//! same path there.
 
 use crate::http::ApiError;
-use crate::model::ModelName;
+use crate::model::{ModelName, VersionId};
 use crate::platform::Platform;
+use crate::predict::oip;
 use crate::store::ByteStream;
 use crate::{Error, Result};
 use bytes::Bytes;
@@ -15,7 +18,60 @@ use warp::reply::Response;
 use warp::Reply;
 
 /// Headers copied from a predict server's reply to the client.
-const FORWARDED_HEADERS: [&str; 3] = ["content-type", "so1s-model", "so1s-model-version"];
+const FORWARDED_HEADERS: [&str; 4] = [
+    "content-type",
+    "so1s-model",
+    "so1s-model-version",
+    oip::HEADER_LENGTH,
+];
+/// Headers copied from the client's request to the predict server.
+const REQUEST_HEADERS: [&str; 3] = ["content-type", "content-length", oip::HEADER_LENGTH];
+
+/// What the gateway asks of a model's predict server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    /// `POST` with the client's body, or `GET` without one.
+    pub post: bool,
+    /// The path on the predict server.
+    pub path: String,
+    /// The version the client named: the request goes only to it.
+    pub version: Option<VersionId>,
+}
+
+impl Forward {
+    /// `POST /predict`.
+    pub fn predict() -> Self {
+        Self {
+            post: true,
+            path: "/predict".into(),
+            version: None,
+        }
+    }
+
+    /// An Open Inference Protocol model route: `/v2/models/{name}[/versions/{version}]`
+    /// then `tail` (empty: metadata; `ready`; `infer`, the one `POST`). `None` for any other
+    /// tail.
+    pub fn v2(name: &ModelName, version: Option<VersionId>, tail: &str) -> Option<Self> {
+        let post = match tail {
+            "" | "ready" => false,
+            "infer" => true,
+            _ => return None,
+        };
+        let mut path = format!("/v2/models/{name}");
+        if let Some(version) = version {
+            path.push_str(&format!("/versions/{version}"));
+        }
+        if !tail.is_empty() {
+            path.push('/');
+            path.push_str(tail);
+        }
+        Some(Self {
+            post,
+            path,
+            version,
+        })
+    }
+}
 
 /// How long the gateway waits for a predict server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,9 +104,10 @@ pub fn client(timeouts: GatewayTimeouts) -> Result<reqwest::Client> {
         })
 }
 
-/// Forwards a predict request to the live version of `name` (default: the default model).
+/// Forwards a request to the live version of `name` (default: the default model).
 pub async fn proxy(
     name: Option<ModelName>,
+    forward: Forward,
     platform: Arc<Platform>,
     client: reqwest::Client,
     headers: HeaderMap,
@@ -61,11 +118,28 @@ pub async fn proxy(
         return not_live("no model is deployed yet: upload one to /v1/models/{name}/versions");
     };
     let Some(in_flight) = routes.acquire(&name) else {
+        if platform.registry().versions(&name).is_err() {
+            return ApiError::from(Error::NotFound(format!("unknown model {name}")))
+                .into_response();
+        }
         return not_live(&format!("model {name} has no live version"));
     };
-    let url = format!("{}/predict", in_flight.upstream().url);
-    let mut request = client.post(url).body(reqwest::Body::wrap_stream(body));
-    for name in ["content-type", "content-length"] {
+    if let Some(version) = forward.version {
+        let live = in_flight.upstream().version;
+        if version != live {
+            return ApiError::from(Error::NotFound(format!(
+                "model {name} version {version} is not serving: {live} is"
+            )))
+            .into_response();
+        }
+    }
+    let url = format!("{}{}", in_flight.upstream().url, forward.path);
+    let mut request = if forward.post {
+        client.post(url).body(reqwest::Body::wrap_stream(body))
+    } else {
+        client.get(url)
+    };
+    for name in REQUEST_HEADERS {
         if let Some(value) = headers.get(name) {
             request = request.header(name, value);
         }

@@ -14,6 +14,8 @@
 //! | `GET /v1/whoami` | viewer | the caller's token name and role |
 //! | `POST /inference/{name}/predict` | open (or any token) | the model's live version (gateway) |
 //! | `POST /inference/predict` | open (or any token) | the default model (the seed's path) |
+//! | `GET /v2`, `GET /v2/health/live`, `GET /v2/health/ready` | open | Open Inference Protocol: the gateway's metadata, alive, a model is live |
+//! | `/v2/models/{name}[/versions/{version}]`, `.../ready`, `POST .../infer` | open (or any token) | Open Inference Protocol, forwarded to the model's live version (the one named must be it) |
 //! | `GET /healthz` | open | alive |
 //!
 //! Every `/v1` route wants `Authorization: Bearer <token>`: `401` without one or with an
@@ -25,7 +27,7 @@ mod guard;
 mod upload;
 
 pub use events::Subscribers;
-pub use gateway::GatewayTimeouts;
+pub use gateway::{Forward, GatewayTimeouts};
 pub use upload::MultipartLimits;
 
 use super::error::{body_limited, recover, ApiError};
@@ -33,6 +35,7 @@ use super::serve::{serve, ConnectionLimits};
 use crate::auth::{Identity, Role, Tokens};
 use crate::model::{ModelName, VersionId};
 use crate::platform::Platform;
+use crate::predict::oip;
 use crate::registry::{VersionRecord, VersionState};
 use crate::resources::{
     CreatedToken, LatestVersion, ModelList, ModelSummary, ModelView, TokenList, VersionView,
@@ -254,12 +257,77 @@ pub fn routes(
     let gateway = predict_named
         .or(predict_default)
         .unify()
+        .and(warp::any().map(Forward::predict))
+        .and(inference_guard.clone())
+        .and(with.clone())
+        .and(client.clone())
+        .and(warp::header::headers_cloned())
+        .and(body)
+        .then(gateway::proxy);
+    // The Open Inference Protocol: the gateway answers for itself at /v2 and its health, and
+    // forwards a model's routes to its live version (only to the version named, if one is).
+    let v2_server = warp::path!("v2")
+        .and(warp::get())
+        .map(|| warp::reply::json(&oip::server_metadata("so1s")).into_response());
+    let v2_live = warp::path!("v2" / "health" / "live")
+        .and(warp::get())
+        .map(|| warp::reply::json(&json!({"live": true})).into_response());
+    let v2_ready = warp::path!("v2" / "health" / "ready")
+        .and(warp::get())
+        .and(with.clone())
+        .map(
+            |platform: Arc<Platform>| match platform.routes().default_model() {
+                Some(_) => warp::reply::json(&json!({"ready": true})).into_response(),
+                None => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_live",
+                    "no model is live yet",
+                )
+                .into_response(),
+            },
+        );
+    let v2_version = warp::path("versions")
+        .and(version_id)
+        .map(Some)
+        .or(warp::any().map(|| None))
+        .unify();
+    let v2_model = warp::path("v2")
+        .and(warp::path("models"))
+        .and(model_name)
+        .and(v2_version)
+        .and(warp::path::tail())
+        .and(warp::method())
+        .and_then(
+            |name: ModelName, version, tail: warp::path::Tail, method| async move {
+                let forward = gateway::Forward::v2(&name, version, tail.as_str())
+                    .ok_or_else(warp::reject::not_found)?;
+                if forward.post != (method == warp::http::Method::POST) {
+                    return Err(warp::reject::custom(ApiError::new(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "method_not_allowed",
+                        "this route does not take that method",
+                    )));
+                }
+                Ok((Some(name), forward))
+            },
+        )
+        .untuple_one()
         .and(inference_guard)
         .and(with)
         .and(client)
         .and(warp::header::headers_cloned())
         .and(body)
         .then(gateway::proxy);
+    // Boxed: warp's nested filter types grow with every `or`, and the compiler's time with
+    // them.
+    let v2 = v2_server
+        .or(v2_live)
+        .unify()
+        .or(v2_ready)
+        .unify()
+        .or(v2_model)
+        .unify()
+        .boxed();
     let healthz = warp::path!("healthz")
         .and(warp::get())
         .map(|| warp::reply::json(&json!({"status": "alive"})).into_response());
@@ -284,6 +352,8 @@ pub fn routes(
         .or(whoami)
         .unify()
         .or(gateway)
+        .unify()
+        .or(v2)
         .unify()
         .or(healthz)
         .unify()

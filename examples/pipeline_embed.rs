@@ -15,7 +15,7 @@ use so1s_core::build::{
 use so1s_core::platform::{Platform, PlatformOptions};
 use so1s_core::registry::{Registry, VersionState};
 use so1s_core::rollout::{
-    DockerRollout, DockerRolloutConfig, ProcessRollout, ProcessRolloutConfig, Rollout, Routes,
+    DockerRollout, DockerRolloutConfig, Pick, ProcessRollout, ProcessRolloutConfig, Rollout, Routes,
 };
 use so1s_core::store::FsModelStore;
 use so1s_core::ModelName;
@@ -92,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
     };
     println!("{} {} is {:?}", name, version, live.state);
 
-    let upstream = routes.acquire(&name).context("no route")?;
+    let upstream = routes.acquire(&name, Pick::Any).context("no route")?;
     let answer: serde_json::Value = reqwest::Client::new()
         .post(format!("{}/predict", upstream.upstream().url))
         .json(&serde_json::json!({"text": "Hello world"}))

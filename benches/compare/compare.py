@@ -196,7 +196,8 @@ def forward_passes(base):
     """so1s-predict's own count and total seconds of forward passes (its /metrics)."""
     with urllib.request.urlopen(base + "/metrics", timeout=5) as response:
         text = response.read().decode()
-    value = lambda name: float(re.search(rf"^{name} (\S+)$", text, re.M).group(1))
+    # Every series carries the model's and version's labels.
+    value = lambda name: float(re.search(rf"^{name}(?:\{{[^}}]*\}})? (\S+)$", text, re.M).group(1))
     return value("so1s_forward_pass_seconds_count"), value("so1s_forward_pass_seconds_sum")
 
 

@@ -1,10 +1,12 @@
 //! The client commands of `so1s` (`deploy`, `status`, `predict`, `rollback`, `promote`,
-//! `token`): flags, a call of [`ApiClient`], and the answer printed.
+//! `traffic`, `token`): flags, a call of [`ApiClient`], and the answer printed.
 
 use anyhow::Context;
 use so1s_core::auth::{Role, Token};
 use so1s_core::client::ApiClient;
+use so1s_core::model::VersionId;
 use so1s_core::registry::VersionState;
+use so1s_core::rollout::Split;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -48,6 +50,37 @@ impl ClientArgs {
         };
         Ok(ApiClient::new(&self.server, token))
     }
+}
+
+/// `so1s traffic NAME [VERSION=WEIGHT ...]`: shows the split, or sets it from the pairs.
+pub async fn traffic(
+    client: &ApiClient,
+    name: &str,
+    weights: &[String],
+) -> anyhow::Result<ExitCode> {
+    if weights.is_empty() {
+        return print_json(client.traffic(name).await);
+    }
+    let split = parse_split(weights)?;
+    print_json(client.set_traffic(name, &split).await)
+}
+
+/// `v1=70 v2=30` → the split.
+pub fn parse_split(pairs: &[String]) -> anyhow::Result<Split> {
+    let arms = pairs
+        .iter()
+        .map(|pair| {
+            let (version, weight) = pair
+                .split_once('=')
+                .with_context(|| format!("`{pair}`: give VERSION=WEIGHT, as in v2=30"))?;
+            let weight: u32 = weight
+                .trim()
+                .parse()
+                .with_context(|| format!("`{pair}`: the weight is a whole percent, 0 to 100"))?;
+            Ok((VersionId::parse(version.trim())?, weight))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Split::new(arms)?)
 }
 
 /// `so1s token ...`
@@ -161,6 +194,27 @@ pub async fn deploy(client: &ApiClient, path: &Path, name: &str) -> anyhow::Resu
                     .unwrap_or("see the events above")
             );
             Ok(ExitCode::from(1))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_on_the_command_line_make_a_split() {
+        let pairs = |text: &str| text.split(' ').map(str::to_owned).collect::<Vec<_>>();
+        let split = parse_split(&pairs("v1=70 v2=30")).unwrap();
+        assert_eq!(split.describe(), "v1 70%, v2 30%");
+        for (text, says) in [
+            ("v1=70 v2", "give VERSION=WEIGHT"),
+            ("v1=70 v2=thirty", "whole percent"),
+            ("v1=70 v2=20", "add up to 90"),
+            ("latest=100", "invalid version"),
+        ] {
+            let err = format!("{:#}", parse_split(&pairs(text)).unwrap_err());
+            assert!(err.contains(says), "{text}: {err}");
         }
     }
 }

@@ -6,8 +6,8 @@ use so1s_core::auth::Token;
 use so1s_core::build::{JobContext, SmokeProcess, SmokeTest};
 use so1s_core::events::{Events, Stage};
 use so1s_core::kubernetes::manifests::{
-    self, AdminTokenSecret, BuildMode, BuildSettings, ClusterSettings, InstallSettings, Resources,
-    ADMIN_TOKEN_SECRET,
+    self, AdminTokenSecret, Autoscale, BuildMode, BuildSettings, ClusterSettings, InstallSettings,
+    Resources, ADMIN_TOKEN_SECRET,
 };
 use so1s_core::server::KubeBackend;
 use so1s_core::{ModelName, VersionId};
@@ -46,6 +46,14 @@ pub struct ClusterArgs {
     /// Seconds a rollout may take before Kubernetes reports it failed.
     #[arg(long, env = "SO1S_PROGRESS_DEADLINE", default_value_t = 180)]
     pub progress_deadline_secs: u64,
+    /// Scale each model's Deployment with a HorizontalPodAutoscaler: `MIN:MAX[:CPU%]`
+    /// replicas, aiming at CPU% (default 70) of the CPU request; replaces `--replicas`.
+    #[arg(long, env = "SO1S_AUTOSCALE", value_parser = parse_autoscale)]
+    pub autoscale: Option<Autoscale>,
+}
+
+fn parse_autoscale(text: &str) -> Result<Autoscale, String> {
+    Autoscale::parse(text).map_err(|e| e.to_string())
 }
 
 impl ClusterArgs {
@@ -70,6 +78,7 @@ impl ClusterArgs {
             threads,
             progress_deadline: Duration::from_secs(self.progress_deadline_secs),
             image_pull_secret: None,
+            autoscale: self.autoscale,
         }
     }
 }
@@ -162,6 +171,15 @@ pub enum ManifestsCommand {
         /// Also route the seed's `/inference/predict` to this model.
         #[arg(long)]
         default: bool,
+        /// A split: the image of a second version, run as the canary beside the first.
+        #[arg(long, requires = "canary_version")]
+        canary_image: Option<String>,
+        /// The version the canary image holds.
+        #[arg(long, requires = "canary_image")]
+        canary_version: Option<String>,
+        /// The canary's percent of the requests.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=100))]
+        canary_weight: u32,
         /// Where the model runs.
         #[command(flatten)]
         cluster: ClusterArgs,
@@ -233,19 +251,35 @@ pub fn print_manifests(command: &ManifestsCommand) -> anyhow::Result<String> {
             image,
             model_version,
             default,
+            canary_image,
+            canary_version,
+            canary_weight,
             cluster,
         } => {
-            let model = ModelName::parse(name).map_err(|e| anyhow::anyhow!(e.chain()))?;
-            let version =
-                VersionId::parse(model_version).map_err(|e| anyhow::anyhow!(e.chain()))?;
+            let chain = |e: so1s_core::Error| anyhow::anyhow!(e.chain());
+            let model = ModelName::parse(name).map_err(chain)?;
+            let version = VersionId::parse(model_version).map_err(chain)?;
             let default_model = default.then(|| model.clone());
-            manifests::model_objects(
-                &cluster.settings(default_model, None),
-                &model,
-                version,
-                image,
-            )
-            .map_err(|e| anyhow::anyhow!(e.chain()))?
+            let settings = cluster.settings(default_model, None);
+            let mut objects =
+                manifests::model_objects(&settings, &model, version, image).map_err(chain)?;
+            if let (Some(canary_image), Some(canary_version)) = (canary_image, canary_version) {
+                let canary_version = VersionId::parse(canary_version).map_err(chain)?;
+                if canary_version == version {
+                    anyhow::bail!("the canary runs another version than {version}");
+                }
+                objects.extend(
+                    manifests::canary_objects(
+                        &settings,
+                        &model,
+                        canary_version,
+                        canary_image,
+                        *canary_weight,
+                    )
+                    .map_err(chain)?,
+                );
+            }
+            objects
         }
     };
     manifests::to_yaml(&objects).map_err(|e| anyhow::anyhow!(e.chain()))

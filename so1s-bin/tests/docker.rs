@@ -10,7 +10,7 @@ use so1s_core::build::image::{runtime_image_reference, LABEL_MODEL, LABEL_SHA256
 use so1s_core::build::{Artifact, DockerBuildConfig, DockerImageBuilder, ImageBuilder};
 use so1s_core::docker::Docker;
 use so1s_core::events::{EventLog, Events, Stage};
-use so1s_core::rollout::{DockerRollout, DockerRolloutConfig, Rollout, Routes, Target};
+use so1s_core::rollout::{DockerRollout, DockerRolloutConfig, Pick, Rollout, Routes, Target};
 use so1s_core::store::{FsModelStore, ModelStore, StoredVersion};
 use so1s_core::ModelName;
 use std::path::{Path, PathBuf};
@@ -330,7 +330,7 @@ async fn a_container_that_cannot_serve_is_removed_and_a_restart_adopts_the_live_
     let cosine = hello_world_cosine(&deployment.endpoint).await;
     assert!(cosine >= 0.9999, "{cosine}");
     assert_eq!(
-        routes.acquire(&model).unwrap().upstream().url,
+        routes.acquire(&model, Pick::Any).unwrap().upstream().url,
         deployment.endpoint
     );
 
@@ -400,7 +400,11 @@ async fn a_container_that_cannot_serve_is_removed_and_a_restart_adopts_the_live_
     );
     assert_eq!(resumed.endpoint, deployment.endpoint);
     assert_eq!(
-        restarted_routes.acquire(&model).unwrap().upstream().url,
+        restarted_routes
+            .acquire(&model, Pick::Any)
+            .unwrap()
+            .upstream()
+            .url,
         deployment.endpoint
     );
     let inspect = docker.inspect_container(&name, None).await.unwrap();

@@ -1,6 +1,6 @@
 //! The Kubernetes rollout against a real cluster: a model image goes live as a Deployment,
-//! answers a prediction through its Service, and a version whose image cannot be pulled is
-//! rolled back to it. Runs when `KUBECONFIG` or `SO1S_E2E_KUBE` is set when building the
+//! answers a prediction through its Service, runs a second version as the canary of a split
+//! and back, and a version whose image cannot be pulled is rolled back to it. Runs when `KUBECONFIG` or `SO1S_E2E_KUBE` is set when building the
 //! tests, ignored otherwise; README "Run on Kubernetes" shows how to run it with kind.
 //!
 //! `SO1S_E2E_IMAGE` names a model image of MiniLM the cluster can run (with kind: build one
@@ -9,8 +9,8 @@
 
 use so1s_core::build::Artifact;
 use so1s_core::events::{Events, Stage};
-use so1s_core::kubernetes::manifests::{self, ClusterSettings};
-use so1s_core::rollout::{KubeRollout, KubeRolloutConfig, Rollout, Routes, Target};
+use so1s_core::kubernetes::manifests::{self, ClusterSettings, Track};
+use so1s_core::rollout::{Arm, KubeRollout, KubeRolloutConfig, Rollout, Routes, Split, Target};
 use so1s_core::{ModelName, VersionId};
 use std::time::Duration;
 
@@ -49,16 +49,44 @@ async fn a_model_goes_live_on_a_real_cluster_and_a_bad_image_is_rolled_back() {
 
     let v1 = target("v1", &image);
     rollout.deploy(&v1, &events).await.expect("v1 goes live");
-    let service = manifests::model_object_name(&v1.model);
-    let request = http::Request::post(format!(
-        "/api/v1/namespaces/{namespace}/services/{service}:http/proxy/predict"
-    ))
-    .header("content-type", "application/json")
-    .body(br#"{"text": "Hello world"}"#.to_vec())
-    .unwrap();
-    let answer: serde_json::Value =
-        serde_json::from_str(&client.request_text(request).await.unwrap()).unwrap();
+    let predict = |service: String| {
+        let request = http::Request::post(format!(
+            "/api/v1/namespaces/{namespace}/services/{service}:http/proxy/predict"
+        ))
+        .header("content-type", "application/json")
+        .body(br#"{"text": "Hello world"}"#.to_vec())
+        .unwrap();
+        let client = client.clone();
+        async move {
+            let text = client.request_text(request).await.unwrap();
+            serde_json::from_str::<serde_json::Value>(&text).unwrap()
+        }
+    };
+    let answer = predict(manifests::model_object_name(&v1.model)).await;
     assert_eq!(answer["result"].as_array().unwrap().len(), 384, "{answer}");
+
+    // A split: the same image as v2, beside v1 as the canary with 10% of the requests.
+    let arms = [
+        Arm {
+            target: v1.clone(),
+            weight: 90,
+        },
+        Arm {
+            target: target("v2", &image),
+            weight: 10,
+        },
+    ];
+    rollout
+        .split(&v1.model, &arms, &events)
+        .await
+        .expect("the canary goes live");
+    let answer = predict(Track::Canary.object_name(&v1.model)).await;
+    assert_eq!(answer["result"].as_array().unwrap().len(), 384, "{answer}");
+    rollout
+        .deploy(&v1, &events)
+        .await
+        .expect("back to v1 alone");
+    assert_eq!(routes.split(&v1.model), Some(Split::single(v1.version)));
 
     let broken = target("v2", "so1s.invalid/no-such-image:v2");
     let error = rollout.deploy(&broken, &events).await.unwrap_err().chain();

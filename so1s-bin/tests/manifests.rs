@@ -51,6 +51,25 @@ fn printed() -> Vec<(&'static str, String)> {
                 "--default",
             ]),
         ),
+        (
+            "deploy/model-minilm-split.yaml",
+            so1s(&[
+                "manifests",
+                "model",
+                "minilm",
+                "--image",
+                "registry.example.com/so1s/so1s/minilm:v1",
+                "--canary-image",
+                "registry.example.com/so1s/so1s/minilm:v2",
+                "--canary-version",
+                "v2",
+                "--canary-weight",
+                "30",
+                "--autoscale",
+                "1:4:70",
+                "--default",
+            ]),
+        ),
     ]
 }
 

@@ -155,7 +155,9 @@ async fn tritons_client_talks_to_so1s_predict_and_the_gateway() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("so1s_requests_total{route=\"v2_infer\",status=\"200\"} 2"),
+        metrics.contains(
+            "so1s_requests_total{model=\"minilm\",version=\"v3\",route=\"v2_infer\",status=\"200\"} 2"
+        ),
         "{metrics}"
     );
     minilm.kill().unwrap();

@@ -154,8 +154,16 @@ async fn metric(base: &str, name: &str) -> f64 {
         .text()
         .await
         .unwrap();
+    // Every series carries the model and version labels: `name{model="..",version=".."} 1`.
     text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .find_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let value = match rest.strip_prefix('{') {
+                Some(labelled) => labelled.split_once("} ")?.1,
+                None => rest.strip_prefix(' ')?,
+            };
+            value.parse().ok()
+        })
         .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
 

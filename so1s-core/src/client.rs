@@ -8,12 +8,15 @@
 
 use crate::auth::{Identity, Role, Token, TokenInfo};
 use crate::events::Event;
+use crate::model::VersionId;
 use crate::resources::{CreatedToken, ModelList, ModelView, TokenList, VersionView};
+use crate::rollout::Split;
 use crate::{Error, Prediction, Result};
 use eventsource_stream::Eventsource;
 use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
 /// A client of one api server.
 #[derive(Clone)]
@@ -176,6 +179,25 @@ impl ApiClient {
     pub async fn promote(&self, model: &str, version: &str) -> Result<VersionView> {
         let path = format!("/v1/models/{model}/versions/{version}/promote");
         self.send(self.request(reqwest::Method::POST, &path)).await
+    }
+
+    /// Each live version of `model` with its weight (percent of requests); empty when none is
+    /// live.
+    pub async fn traffic(&self, model: &str) -> Result<BTreeMap<VersionId, u32>> {
+        let path = format!("/v1/models/{model}/traffic");
+        self.send(self.request(reqwest::Method::GET, &path)).await
+    }
+
+    /// Splits `model`'s requests between built versions by weight (a split of one version
+    /// promotes it); returns the split now in effect.
+    pub async fn set_traffic(
+        &self,
+        model: &str,
+        split: &Split,
+    ) -> Result<BTreeMap<VersionId, u32>> {
+        let path = format!("/v1/models/{model}/traffic");
+        self.send(self.request(reqwest::Method::PUT, &path).json(split))
+            .await
     }
 
     /// Deletes a version that is not serving.

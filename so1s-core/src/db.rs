@@ -23,7 +23,8 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE UNIQUE INDEX tokens_active_name ON tokens(name) WHERE revoked_at_ms IS NULL;",
     // 2: the registry. A model has versions; a version has events, appended and never
-    // rewritten. At most one version of a model is live, which the database itself keeps.
+    // rewritten. At most one version of a model is live, which the database itself keeps
+    // (until migration 3).
     "CREATE TABLE models (
         name TEXT PRIMARY KEY,
         created_at_ms INTEGER NOT NULL
@@ -61,6 +62,12 @@ const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY,
         at_ms INTEGER NOT NULL
     );",
+    // 3: traffic splits. A live version has a weight, its percent of the model's requests;
+    // while a split is set several versions of a model are live, so the one-live index
+    // goes. The registry's writes keep a model's live weights adding up to 100.
+    "ALTER TABLE versions ADD COLUMN weight INTEGER;
+    UPDATE versions SET weight = 100 WHERE state = 'live';
+    DROP INDEX versions_one_live;",
 ];
 
 /// Opens (creating and migrating) the database at `path`.

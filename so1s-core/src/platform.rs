@@ -8,6 +8,9 @@
 //!   the automatic rollback of a crash-looping version take the model's lock in turn.
 //! - Newest wins: an upload whose build ends after a newer version of the model went live
 //!   does not replace it; it stays `built`, for [`Platform::promote`].
+//! - A split stands: while a model's traffic is split between versions
+//!   ([`Platform::set_traffic`]), a new upload stays `built` until a split or a promotion
+//!   places it.
 //! - After a restart ([`Platform::recover`]) every version caught in the middle of its
 //!   pipeline is taken up again, and what the crash left half-done is removed.
 
@@ -15,7 +18,7 @@ use crate::build::{Artifact, ImageBuilder};
 use crate::events::{Event, EventKind, Events, Stage};
 use crate::model::{ModelName, VersionId};
 use crate::registry::{Registry, Transition, VersionRecord, VersionState};
-use crate::rollout::{Health, Incident, ModelLocks, Rollout, Routes, Target};
+use crate::rollout::{Arm, Health, Incident, ModelLocks, Rollout, Routes, Split, Target};
 use crate::store::{ByteStream, ModelStore, StoredVersion};
 use crate::{Error, Result};
 use std::sync::{Arc, Weak};
@@ -244,19 +247,9 @@ impl Platform {
         reason: Reason,
     ) -> Result<VersionRecord> {
         if reason == Reason::Upload {
-            if let Some(newer) = self.newer_live(model, version)? {
-                return self.registry.apply(
-                    model,
-                    version,
-                    Transition::to(
-                        VersionState::Built,
-                        Stage::Rollout,
-                        format!(
-                            "{newer} went live first and is newer: {version} stays built \
-                             (promote it to roll it out)"
-                        ),
-                    ),
-                );
+            if let Some(why) = self.stays_built(model, version)? {
+                let stays = Transition::to(VersionState::Built, Stage::Rollout, why);
+                return self.registry.apply(model, version, stays);
             }
         }
         let events = self.events(model, version, Stage::Rollout);
@@ -302,6 +295,24 @@ impl Platform {
         }
     }
 
+    /// Why an upload's `version` does not go live, if it does not: a traffic split stands, or
+    /// a newer version went live first.
+    fn stays_built(&self, model: &ModelName, version: VersionId) -> Result<Option<String>> {
+        if let Some(split) = self.registry.split(model).filter(Split::is_split) {
+            return Ok(Some(format!(
+                "{model}'s traffic is split ({}): {version} stays built (give it a share with \
+                 a new split, or promote it)",
+                split.describe()
+            )));
+        }
+        Ok(self.newer_live(model, version)?.map(|newer| {
+            format!(
+                "{newer} went live first and is newer: {version} stays built (promote it to \
+                 roll it out)"
+            )
+        }))
+    }
+
     /// The newest version of `model` after `version` that has gone live, if any.
     fn newer_live(&self, model: &ModelName, version: VersionId) -> Result<Option<VersionId>> {
         Ok(self
@@ -343,19 +354,94 @@ impl Platform {
     }
 
     /// Rolls out a version that is built or served before (`built`, `retired`), whatever
-    /// is live now.
+    /// is live now; or, while a split is set, gives all requests to one of its versions and
+    /// stops the others.
     pub async fn promote(&self, model: &ModelName, version: VersionId) -> Result<VersionRecord> {
         let turn = self.locks.lock(model).await;
         let record = self.registry.version(model, version)?;
+        let split = self.registry.split(model).filter(Split::is_split);
         match (&record.state, &record.artifact) {
-            (VersionState::Live, _) => Ok(record),
-            (VersionState::Built | VersionState::Retired, Some(artifact)) => {
+            (VersionState::Live, _) if split.is_none() => Ok(record),
+            (VersionState::Live | VersionState::Built | VersionState::Retired, Some(artifact)) => {
                 self.deploy_in_turn(&turn, model, version, artifact.clone(), Reason::Asked)
                     .await
             }
             (state, _) => Err(Error::Conflict(format!(
                 "{model} {version} is {state}: only built or retired versions can be promoted"
             ))),
+        }
+    }
+
+    /// How `model`'s requests are shared among its live versions; `None` if none is live.
+    pub fn traffic(&self, model: &ModelName) -> Result<Option<Split>> {
+        self.registry.versions(model)?;
+        Ok(self.registry.split(model))
+    }
+
+    /// Shares `model`'s requests among the versions of `split`: each must be built (`live`,
+    /// `built` or `retired`); each is started if it does not run, then the gateway routes by
+    /// the weights, then the live versions left out are stopped and retired. A split of one
+    /// version is a promotion. On failure the traffic stays as it was.
+    pub async fn set_traffic(
+        &self,
+        model: &ModelName,
+        split: &Split,
+    ) -> Result<Vec<VersionRecord>> {
+        let turn = self.locks.lock(model).await;
+        self.set_traffic_in_turn(&turn, model, split).await
+    }
+
+    async fn set_traffic_in_turn(
+        &self,
+        turn: &OwnedMutexGuard<()>,
+        model: &ModelName,
+        split: &Split,
+    ) -> Result<Vec<VersionRecord>> {
+        let mut arms = Vec::new();
+        for &(version, weight) in split.arms() {
+            let record = self.registry.version(model, version)?;
+            let artifact = match (record.state, record.artifact) {
+                (
+                    VersionState::Live | VersionState::Built | VersionState::Retired,
+                    Some(artifact),
+                ) => artifact,
+                (state, _) => {
+                    return Err(Error::Conflict(format!(
+                        "{model} {version} is {state}: only live, built or retired versions \
+                         can take traffic"
+                    )))
+                }
+            };
+            let target = Target {
+                model: model.clone(),
+                version,
+                artifact,
+            };
+            arms.push(Arm { target, weight });
+        }
+        if let [one] = arms.as_slice() {
+            let (version, artifact) = (one.target.version, one.target.artifact.clone());
+            let record = self
+                .deploy_in_turn(turn, model, version, artifact, Reason::Asked)
+                .await?;
+            return Ok(vec![record]);
+        }
+        let before = self.registry.split(model);
+        let events = self.events(model, split.primary(&[]), Stage::Rollout);
+        events.progress(format!("splitting {model} traffic: {}", split.describe()));
+        match self.rollout.split(model, &arms, &events).await {
+            Ok(_) => {
+                self.default_if_unset(model);
+                self.registry
+                    .set_split(model, split, format!("live in {model}'s traffic split"))
+            }
+            Err(e) => {
+                let serving = before
+                    .map(|b| format!("; traffic stays {}", b.describe()))
+                    .unwrap_or_default();
+                events.error(format!("traffic split failed: {}{serving}", e.chain()));
+                Err(e)
+            }
         }
     }
 
@@ -478,9 +564,40 @@ impl Platform {
                     e.chain()
                 )),
             }
+            if let Some(split) = self.registry.split(&model).filter(Split::is_split) {
+                self.restore_split(&model, &split, &events).await;
+            }
         }
         if let Some(model) = &self.default_model {
             self.routes.set_default(Some(model.clone()));
+        }
+    }
+
+    /// Starts the other versions of a split the live version was brought back with.
+    async fn restore_split(&self, model: &ModelName, split: &Split, events: &Events) {
+        let arms: Vec<Arm> = split
+            .arms()
+            .iter()
+            .filter_map(|&(version, weight)| {
+                let artifact = self.registry.version(model, version).ok()?.artifact?;
+                let target = Target {
+                    model: model.clone(),
+                    version,
+                    artifact,
+                };
+                Some(Arm { target, weight })
+            })
+            .collect();
+        events.progress(format!(
+            "bringing the traffic split back: {}",
+            split.describe()
+        ));
+        if let Err(e) = self.rollout.split(model, &arms, events).await {
+            events.error(format!(
+                "could not bring the traffic split back ({}): {}",
+                split.describe(),
+                e.chain()
+            ));
         }
     }
 
@@ -576,6 +693,25 @@ impl Platform {
         why: &str,
     ) -> Result<()> {
         let turn = self.locks.lock(model).await;
+        if let Some(split) = self.registry.split(model).filter(Split::is_split) {
+            let Some(rest) = split
+                .without(version)
+                .filter(|_| split.weight(version).is_some())
+            else {
+                return Ok(()); // taken out meanwhile
+            };
+            self.events(model, version, Stage::Rollout).error(format!(
+                "{why}: taking it out of the traffic split ({} from now on)",
+                rest.describe()
+            ));
+            self.set_traffic_in_turn(&turn, model, &rest).await?;
+            self.registry.apply(
+                model,
+                version,
+                Transition::failed(Stage::Rollout, format!("{why}; taken out of the split")),
+            )?;
+            return Ok(());
+        }
         if self.registry.live(model).map(|r| r.stored.version) != Some(version) {
             return Ok(()); // replaced meanwhile
         }

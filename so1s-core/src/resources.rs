@@ -6,7 +6,7 @@
 use crate::auth::TokenInfo;
 use crate::model::{ModelName, VersionId};
 use crate::registry::{VersionRecord, VersionState};
-use crate::rollout::Health;
+use crate::rollout::{Health, Split};
 use serde::{Deserialize, Serialize};
 
 /// A version's record with the links to it and its events (`GET .../versions/{v}`, the
@@ -73,6 +73,9 @@ pub struct ModelView {
     pub health: Option<Health>,
     /// Whether the seed's `/inference/predict` serves this model.
     pub default: bool,
+    /// While its requests are split between versions: each one's weight (percent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<Split>,
     /// The gateway path of its predictions.
     pub predict: String,
     /// Every version, oldest first.
@@ -157,6 +160,7 @@ mod tests {
             live_since_ms: Some(9),
             restarts: 0,
             last_exit: None,
+            weight: Some(100),
         }
     }
 

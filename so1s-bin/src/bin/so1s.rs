@@ -57,12 +57,23 @@ enum Command {
         client: ClientArgs,
     },
     /// Roll out a built or retired version, whatever is live (an upload a newer one
-    /// overtook, or an older version).
+    /// overtook, or an older version); or give one version of a split all requests and stop
+    /// the others.
     Promote {
         /// The model's name.
         name: String,
         /// The version (`v3`).
         version: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show how a model's requests are shared among its live versions, or split them:
+    /// `so1s traffic NAME v1=70 v2=30` (weights in percent; one version at 100 promotes it).
+    Traffic {
+        /// The model's name.
+        name: String,
+        /// `VERSION=WEIGHT` for each version that takes requests; none: show the split.
+        weights: Vec<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -130,6 +141,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             version,
             client,
         } => print_json(client.client()?.promote(&name, &version).await),
+        Command::Traffic {
+            name,
+            weights,
+            client,
+        } => client::traffic(&client.client()?, &name, &weights).await,
         Command::Token { command, client } => client::token(&client.client()?, command).await,
         #[cfg(feature = "kubernetes")]
         Command::Manifests { command } => {

@@ -330,6 +330,77 @@ pub fn first_values(body: &Value) -> Vec<f64> {
         .collect()
 }
 
+/// Clients predicting through the gateway in a loop until stopped, each request counted.
+pub struct ClientLoop {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    clients: Vec<tokio::task::JoinHandle<Vec<String>>>,
+}
+
+impl ClientLoop {
+    /// `clients` clients asking `model` through `/inference/{model}/predict`.
+    pub fn start(api: &Api, model: &str, clients: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let clients = (0..clients)
+            .map(|i| {
+                let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
+                let url = format!("{}/inference/{model}/predict", api.base);
+                tokio::spawn(async move {
+                    let client = reqwest::Client::new();
+                    let mut versions = Vec::new();
+                    while !stop.load(Ordering::SeqCst) {
+                        let response = client
+                            .post(&url)
+                            .json(&json!({"text": format!("client {i}")}))
+                            .send()
+                            .await;
+                        sent.fetch_add(1, Ordering::SeqCst);
+                        match response {
+                            Ok(r) if r.status() == 200 => {
+                                versions.push(
+                                    r.headers()["so1s-model-version"]
+                                        .to_str()
+                                        .unwrap()
+                                        .to_owned(),
+                                );
+                                r.bytes().await.unwrap();
+                            }
+                            other => {
+                                eprintln!("failed request: {other:?}");
+                                failed.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                    versions
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            sent,
+            failed,
+            clients,
+        }
+    }
+
+    /// Stops the clients; how many requests failed, how many were sent, and the versions
+    /// that answered, client by client in order.
+    pub async fn stop(self) -> (usize, usize, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut seen = Vec::new();
+        for client in self.clients {
+            seen.extend(client.await.unwrap());
+        }
+        (
+            self.failed.load(Ordering::SeqCst),
+            self.sent.load(Ordering::SeqCst),
+            seen,
+        )
+    }
+}
+
 /// Uploads a new version of `model` while 4 clients keep predicting through the gateway,
 /// until it is live and a little after. Returns how many requests failed, how many were
 /// sent, and the versions that answered, in order.
@@ -339,56 +410,12 @@ pub async fn swap_under_load(
     archive: Vec<u8>,
     version: &str,
 ) -> (usize, usize, Vec<String>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let clients: Vec<_> = (0..4)
-        .map(|i| {
-            let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
-            let url = format!("{}/inference/{model}/predict", api.base);
-            tokio::spawn(async move {
-                let client = reqwest::Client::new();
-                let mut versions = Vec::new();
-                while !stop.load(Ordering::SeqCst) {
-                    let response = client
-                        .post(&url)
-                        .json(&json!({"text": format!("client {i}")}))
-                        .send()
-                        .await;
-                    sent.fetch_add(1, Ordering::SeqCst);
-                    match response {
-                        Ok(r) if r.status() == 200 => {
-                            versions.push(
-                                r.headers()["so1s-model-version"]
-                                    .to_str()
-                                    .unwrap()
-                                    .to_owned(),
-                            );
-                            r.bytes().await.unwrap();
-                        }
-                        other => {
-                            eprintln!("failed request: {other:?}");
-                            failed.fetch_add(1, Ordering::SeqCst);
-                        }
-                    }
-                }
-                versions
-            })
-        })
-        .collect();
+    let clients = ClientLoop::start(api, model, 4);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let accepted = api.upload(model, archive).await;
     assert_eq!(accepted["version"], version);
     let record = api.settle(model, version).await;
     assert_eq!(record["state"], "live", "{record}");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::SeqCst);
-    let mut seen = Vec::new();
-    for client in clients {
-        seen.extend(client.await.unwrap());
-    }
-    (
-        failed.load(Ordering::SeqCst),
-        sent.load(Ordering::SeqCst),
-        seen,
-    )
+    clients.stop().await
 }

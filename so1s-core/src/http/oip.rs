@@ -13,8 +13,8 @@
 //! 503 (loading) and the statuses `/predict` has for overload and timeouts.
 
 use super::error::{body_limited, ApiError};
+use super::predict::TIMEOUT_HEADER;
 use super::predict::{json_response as json_reply, State};
-use super::predict::{MODEL_HEADER, TIMEOUT_HEADER, VERSION_HEADER};
 use crate::predict::oip::{self, Infer};
 use crate::predict::TransformerService;
 use crate::Error;
@@ -23,7 +23,7 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use warp::filters::BoxedFilter;
-use warp::http::{header, HeaderValue, StatusCode};
+use warp::http::{HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
@@ -190,26 +190,15 @@ async fn answer(
     let tensors = oip::tensors(predictions)?;
     let settings = &state.settings;
     let reply = oip::reply(&settings.name, &settings.version, &request, tensors)?;
-    let mut response = Response::new(reply.body.into());
-    let headers = response.headers_mut();
-    match reply.json_length {
+    Ok(match reply.json_length {
         Some(length) => {
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
+            let mut response = state.answer(reply.body, "application/octet-stream");
+            let headers = response.headers_mut();
             headers.insert(oip::HEADER_LENGTH, HeaderValue::from(length));
+            response
         }
-        None => {
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-        }
-    }
-    headers.insert(MODEL_HEADER, state.name_header.clone());
-    headers.insert(VERSION_HEADER, state.version_header.clone());
-    Ok(response)
+        None => state.answer(reply.body, "application/json"),
+    })
 }
 
 /// An error as the protocol has it: `{"error": "..."}` (so1s's `error_type` beside it), and

@@ -203,7 +203,16 @@ pub async fn serve(
         })
     };
     let http_metrics = HttpMetrics::default();
-    let mut registry = Registry::default();
+    // Every series carries the model and version, so the versions of a split compare.
+    let labels = [
+        ("model", settings.name.clone()),
+        ("version", settings.version.clone()),
+    ];
+    let mut registry = Registry::with_labels(
+        labels
+            .into_iter()
+            .map(|(name, value)| (name.into(), value.into())),
+    );
     http_metrics.register(&mut registry);
     let state = Arc::new(State {
         name_header: header(&settings.name, "name")?,
@@ -356,15 +365,19 @@ async fn answer(state: &State, timeout_ms: Option<u64>, body: &[u8]) -> Result<R
         serde_json::to_vec(&json!({ "results": predictions }))
     }
     .map_err(|e| Error::Inference(format!("encoding the reply: {e}")))?;
-    let mut response = Response::new(body.into());
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(MODEL_HEADER, state.name_header.clone());
-    headers.insert(VERSION_HEADER, state.version_header.clone());
-    Ok(response)
+    Ok(state.answer(body, "application/json"))
+}
+
+impl State {
+    /// A `200` of `body`, with its content type and the model's name and version.
+    pub(super) fn answer(&self, body: Vec<u8>, content_type: &'static str) -> Response {
+        let mut response = Response::new(body.into());
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        headers.insert(MODEL_HEADER, self.name_header.clone());
+        headers.insert(VERSION_HEADER, self.version_header.clone());
+        response
+    }
 }
 
 fn model_info(state: &State) -> Response {

@@ -26,8 +26,10 @@ pub use state::{Transition, VersionRecord, VersionState};
 use crate::db::{self, database};
 use crate::model::{ModelName, VersionId};
 use crate::redact::Redactor;
+use crate::rollout::traffic::TOTAL_WEIGHT;
+use crate::rollout::Split;
 use crate::{Error, Result};
-use sql::{select_version, version_row, Db, VERSION_COLUMNS};
+use sql::{live_versions, select_version, version_row, Db, VERSION_COLUMNS};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -129,11 +131,25 @@ impl Registry {
         }
     }
 
-    /// The version of `model` that is live, if any.
+    /// The version of `model` that is live, if any; while a split is set, the heaviest
+    /// (among equals, the one live longest).
     pub fn live(&self, model: &ModelName) -> Option<VersionRecord> {
-        self.select_versions("WHERE model = ?1 AND state = 'live'", [model.as_str()])
+        live_versions(&self.lock().conn, model)
             .ok()?
-            .pop()
+            .into_iter()
+            .next()
+    }
+
+    /// How `model`'s requests are shared among its live versions, if one is live.
+    pub fn split(&self, model: &ModelName) -> Option<Split> {
+        let live = live_versions(&self.lock().conn, model).ok()?;
+        if live.is_empty() {
+            return None;
+        }
+        let arms = live
+            .iter()
+            .map(|r| (r.stored.version, r.weight.unwrap_or(TOTAL_WEIGHT)));
+        Split::new(arms).ok()
     }
 }
 

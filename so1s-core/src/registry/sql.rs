@@ -110,7 +110,7 @@ fn parse_text<T: DeserializeOwned>(text: &str, column: usize) -> rusqlite::Resul
 
 pub(super) const VERSION_COLUMNS: &str =
     "model, version, sha256, size, format, stored_at, state, error, \
-     artifact, updated_at_ms, live_since_ms, restarts, last_exit";
+     artifact, updated_at_ms, live_since_ms, restarts, last_exit, weight";
 
 pub(super) fn version_row(row: &Row<'_>) -> rusqlite::Result<VersionRecord> {
     let model: String = row.get(0)?;
@@ -148,6 +148,7 @@ pub(super) fn version_row(row: &Row<'_>) -> rusqlite::Result<VersionRecord> {
         live_since_ms: row.get::<_, Option<i64>>(10)?.map(|ms| ms as u64),
         restarts: row.get(11)?,
         last_exit: row.get(12)?,
+        weight: row.get(13)?,
     })
 }
 
@@ -214,7 +215,7 @@ pub(super) fn insert_version(tx: &Transaction<'_>, record: &VersionRecord) -> Re
         .as_ref()
         .map(|a| serde_json::to_string(a).unwrap_or_default());
     let inserted = tx.execute(
-        &format!("INSERT INTO versions ({VERSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+        &format!("INSERT INTO versions ({VERSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
         params![
             stored.model.as_str(),
             stored.version.number(),
@@ -229,6 +230,7 @@ pub(super) fn insert_version(tx: &Transaction<'_>, record: &VersionRecord) -> Re
             record.live_since_ms.map(|ms| ms as i64),
             record.restarts,
             record.last_exit,
+            record.weight,
         ],
     );
     match inserted {
@@ -264,7 +266,8 @@ pub(super) fn update_state(
                  updated_at_ms = ?6,
                  live_since_ms = CASE WHEN ?3 = 'live' THEN ?6 ELSE live_since_ms END,
                  restarts = CASE WHEN ?3 = 'live' THEN 0 ELSE restarts END,
-                 last_exit = CASE WHEN ?3 = 'live' THEN NULL ELSE last_exit END
+                 last_exit = CASE WHEN ?3 = 'live' THEN NULL ELSE last_exit END,
+                 weight = CASE WHEN ?3 = 'live' THEN weight ELSE NULL END
              WHERE model = ?1 AND version = ?2",
             params![
                 model.as_str(),
@@ -280,4 +283,34 @@ pub(super) fn update_state(
         return Err(Error::NotFound(format!("{model} {version}")));
     }
     select_version(tx, model, version)
+}
+
+/// Sets the weight of a live version.
+pub(super) fn set_weight(
+    tx: &Transaction<'_>,
+    model: &ModelName,
+    version: VersionId,
+    weight: u32,
+) -> Result<VersionRecord> {
+    tx.execute(
+        "UPDATE versions SET weight = ?3 WHERE model = ?1 AND version = ?2",
+        params![model.as_str(), version.number(), weight],
+    )
+    .map_err(|e| database("setting a version's weight", e))?;
+    select_version(tx, model, version)
+}
+
+/// The live versions of `model`, heaviest first (among equals, the longest live).
+pub(super) fn live_versions(conn: &Connection, model: &ModelName) -> Result<Vec<VersionRecord>> {
+    let mut statement = conn
+        .prepare_cached(&format!(
+            "SELECT {VERSION_COLUMNS} FROM versions WHERE model = ?1 AND state = 'live'
+             ORDER BY weight DESC, live_since_ms ASC, version DESC"
+        ))
+        .map_err(|e| database("reading the live versions", e))?;
+    let records = statement
+        .query_map([model.as_str()], version_row)
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(|e| database("reading the live versions", e))?;
+    Ok(records)
 }

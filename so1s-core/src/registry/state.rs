@@ -92,6 +92,9 @@ pub struct VersionRecord {
     /// Why its live instance last exited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_exit: Option<String>,
+    /// While live: its percent of the model's requests (100 unless a split is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
 }
 
 /// A state change of a version.

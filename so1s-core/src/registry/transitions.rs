@@ -1,15 +1,18 @@
 //! Writes that move a version: recording it, changing its state, switching the live
 //! version, counting its exits, forgetting it.
 
-use super::sql::{insert_event, insert_version, select_version, update_state};
+use super::sql::{
+    insert_event, insert_version, live_versions, select_version, set_weight, update_state,
+};
 use super::{Registry, Transition, VersionRecord, VersionState};
 use crate::clock::now_ms;
 use crate::db::database;
 use crate::events::{Event, EventKind, Stage};
 use crate::model::{ModelName, VersionId};
+use crate::rollout::Split;
 use crate::store::StoredVersion;
 use crate::{Error, Result};
-use rusqlite::{params, OptionalExtension};
+use rusqlite::params;
 
 impl Registry {
     /// Records a newly stored version.
@@ -23,6 +26,7 @@ impl Registry {
             live_since_ms: None,
             restarts: 0,
             last_exit: None,
+            weight: None,
         };
         self.lock().write(true, "recording a version", |tx| {
             insert_version(tx, &record)?;
@@ -50,14 +54,19 @@ impl Registry {
     /// Moves a version to a new state, recording the change as an event of its own (with
     /// `state` set) in the same transaction.
     ///
-    /// Making a version live this way fails if another version of the model is live: use
-    /// [`Registry::go_live`], which retires it in the same step.
+    /// A version goes live only through [`Registry::go_live`] or [`Registry::set_split`],
+    /// which retire what it replaces in the same step: this refuses it.
     pub fn apply(
         &self,
         model: &ModelName,
         version: VersionId,
         transition: Transition,
     ) -> Result<VersionRecord> {
+        if transition.state == VersionState::Live {
+            return Err(Error::Conflict(format!(
+                "{model} {version} goes live with the versions it replaces, not on its own"
+            )));
+        }
         let event = self.transition_event(&transition);
         let error = transition
             .error
@@ -70,45 +79,89 @@ impl Registry {
         })
     }
 
-    /// Makes `version` the live version of `model` and retires the one it replaces, in one
-    /// transaction, with an event for each.
+    /// Makes `version` the live version of `model`, taking all its requests, and retires the
+    /// ones it replaces, in one transaction, with an event for each.
     pub fn go_live(
         &self,
         model: &ModelName,
         version: VersionId,
         message: impl Into<String>,
     ) -> Result<VersionRecord> {
-        let live =
-            self.transition_event(&Transition::to(VersionState::Live, Stage::Rollout, message));
+        let mut records = self.set_split(model, &Split::single(version), message)?;
+        Ok(records.remove(0))
+    }
+
+    /// Makes the versions of `split` the live versions of `model` with their weights and
+    /// retires the live versions it leaves out, in one transaction, with an event for each
+    /// change (`message` for the versions that go live). Returns the split's records, in its
+    /// order.
+    pub fn set_split(
+        &self,
+        model: &ModelName,
+        split: &Split,
+        message: impl Into<String>,
+    ) -> Result<Vec<VersionRecord>> {
+        let message = message.into();
+        let primary = split.primary(&[]);
         let retire = Transition::to(
             VersionState::Retired,
             Stage::Rollout,
-            format!("replaced by {version}"),
+            match split.is_split() {
+                true => format!("taken out of the traffic split ({})", split.describe()),
+                false => format!("replaced by {primary}"),
+            },
         );
         let retired_event = self.transition_event(&retire);
-        self.lock().write(true, "switching the live version", |tx| {
-            let previous: Option<u32> = tx
-                .query_row(
-                    "SELECT version FROM versions
-                     WHERE model = ?1 AND state = 'live' AND version != ?2",
-                    params![model.as_str(), version.number()],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(|e| database("reading the live version", e))?;
-            let mut appended = Vec::new();
-            if let Some(previous) = previous {
-                let previous = VersionId::parse(&previous.to_string())?;
-                update_state(tx, model, previous, &retire, None, live.at_ms)?;
-                insert_event(tx, model, previous, &retired_event)?;
-                appended.push(((model.clone(), previous), retired_event));
-            }
-            let going_live = Transition::to(VersionState::Live, Stage::Rollout, "");
-            let record = update_state(tx, model, version, &going_live, None, live.at_ms)?;
-            insert_event(tx, model, version, &live)?;
-            appended.push(((model.clone(), version), live));
-            Ok((record, appended))
-        })
+        let now = retired_event.at_ms;
+        self.lock()
+            .write(true, "switching the live versions", |tx| {
+                let mut appended = Vec::new();
+                for previous in live_versions(tx, model)? {
+                    let previous = previous.stored.version;
+                    if split.weight(previous).is_none() {
+                        update_state(tx, model, previous, &retire, None, now)?;
+                        insert_event(tx, model, previous, &retired_event)?;
+                        appended.push(((model.clone(), previous), retired_event.clone()));
+                    }
+                }
+                let mut records = Vec::new();
+                for &(version, weight) in split.arms() {
+                    let current = select_version(tx, model, version)?;
+                    let event = match (current.state, current.weight) {
+                        // Going live on its own starts its record over, as a rollout does.
+                        (VersionState::Live, Some(old)) if old == weight && split.is_split() => {
+                            None
+                        }
+                        (VersionState::Live, old) if split.is_split() => Some(Event::now(
+                            Stage::Rollout,
+                            EventKind::Progress,
+                            format!(
+                                "its share of {model}'s requests goes from {}% to {weight}% ({})",
+                                old.unwrap_or(0),
+                                split.describe()
+                            ),
+                        )),
+                        _ => {
+                            let text = match split.is_split() {
+                                true => format!(
+                                    "{message} ({weight}% of requests: {})",
+                                    split.describe()
+                                ),
+                                false => message.clone(),
+                            };
+                            let live = Transition::to(VersionState::Live, Stage::Rollout, text);
+                            update_state(tx, model, version, &live, None, now)?;
+                            Some(self.transition_event(&live))
+                        }
+                    };
+                    if let Some(event) = event {
+                        insert_event(tx, model, version, &event)?;
+                        appended.push(((model.clone(), version), event));
+                    }
+                    records.push(set_weight(tx, model, version, weight)?);
+                }
+                Ok((records, appended))
+            })
     }
 
     /// Records that the live instance of a version exited (`cause`) and counts a restart,
@@ -196,7 +249,7 @@ mod tests {
         let retired = v1_events.try_recv().unwrap();
         assert_eq!(retired.message, "replaced by v2");
         assert_eq!(retired.state, Some(VersionState::Retired));
-        // A second live version by a plain state change is refused by the database.
+        // A second live version by a plain state change is refused.
         let err = registry
             .apply(
                 &model,
@@ -204,7 +257,7 @@ mod tests {
                 Transition::to(VersionState::Live, Stage::Rollout, "both?"),
             )
             .unwrap_err();
-        assert!(matches!(err, Error::Database { .. }), "{err:?}");
+        assert!(matches!(err, Error::Conflict(_)), "{err:?}");
         assert_eq!(registry.live(&model).unwrap().stored.version, v2);
     }
 

@@ -23,8 +23,8 @@ use super::container::{self, DockerRolloutConfig};
 use super::health::ExitHistory;
 use super::live::LiveSet;
 use super::{
-    check, Deployment, Health, HealthStatus, Incident, Incidents, ModelLocks, Rollout, Routes,
-    Target,
+    check, deploy_alone, split_of, Arm, Deployment, Health, HealthStatus, Incident, Incidents,
+    ModelLocks, Rollout, Routes, Split, Target,
 };
 use crate::docker::{engine_error, status_of, Docker};
 use crate::events::Events;
@@ -283,60 +283,85 @@ impl DockerRollout {
         }
     }
 
-    /// Switches traffic to a serving container and retires the model's previous one.
-    async fn switch(
+    /// Shares `model`'s traffic by `split` among its running containers and `started`
+    /// (container, address), watches the started ones, and stops and removes those left out.
+    async fn place(
         &self,
-        target: &Target,
-        container: String,
-        url: String,
+        model: &ModelName,
+        split: &Split,
+        started: Vec<(Target, String, String)>,
         events: &Events,
-    ) -> Deployment {
-        let (deployment, old) = self
-            .live
-            .switch(
+    ) -> Vec<Deployment> {
+        let mut instances = Vec::new();
+        for (target, container, url) in started {
+            self.incidents
+                .set_health(model, Health::started(target.version, &container));
+            self.watch(&target, &container, &url);
+            let deployment = Deployment {
                 target,
-                url.clone(),
-                container.clone(),
-                self.config.drain_timeout,
-                events,
-            )
-            .await;
-        self.incidents
-            .set_health(&target.model, Health::started(target.version, &container));
-        self.watch(target, &container, &url);
-        // (The same container again, adopted: nothing to retire.)
-        if let Some((_, old)) = old.filter(|(_, old)| *old != container) {
-            self.unwatch(&old).await;
-            self.remove(&old).await;
-            events.progress(format!("stopped and removed container {old}"));
+                endpoint: url,
+            };
+            instances.push((deployment, container));
         }
-        deployment
+        let kept: Vec<String> = instances.iter().map(|(_, c)| c.clone()).collect();
+        let (deployments, left_out) = self
+            .live
+            .place(model, split, instances, self.config.drain_timeout, events)
+            .await;
+        // (The same container again, adopted: nothing to retire.)
+        for (old, container) in left_out.into_iter().filter(|(_, c)| !kept.contains(c)) {
+            self.unwatch(&container).await;
+            self.remove(&container).await;
+            self.incidents.forget(model, old.target.version);
+            events.progress(format!("stopped and removed container {container}"));
+        }
+        deployments
     }
 }
 
 #[async_trait::async_trait]
 impl Rollout for DockerRollout {
     async fn deploy(&self, target: &Target, events: &Events) -> Result<Deployment> {
-        let _one_at_a_time = self.locks.lock(&target.model).await;
-        if let Some(live) = self.live.status(&target.model).await {
-            if live.target == *target {
-                events.progress(format!(
-                    "{} {} is already live",
-                    target.model, target.version
-                ));
-                return Ok(live);
+        deploy_alone(self, target, events).await
+    }
+
+    async fn split(
+        &self,
+        model: &ModelName,
+        arms: &[Arm],
+        events: &Events,
+    ) -> Result<Vec<Deployment>> {
+        let split = split_of(arms)?;
+        let _one_at_a_time = self.locks.lock(model).await;
+        let mut started = Vec::new();
+        for Arm { target, .. } in arms {
+            if let Some(live) = self.live.running(model, target.version).await {
+                if live.target == *target {
+                    events.progress(format!("{model} {} is already live", target.version));
+                    continue;
+                }
             }
+            match self.start(target, events).await {
+                Ok((container, url)) => started.push((target.clone(), container, url)),
+                Err(e) => {
+                    for (_, container, _) in started {
+                        self.remove(&container).await;
+                    }
+                    return Err(e);
+                }
+            }
+            crate::fault::point("rollout-instance-started");
         }
-        let (container, url) = self.start(target, events).await?;
-        crate::fault::point("rollout-instance-started");
-        Ok(self.switch(target, container, url, events).await)
+        Ok(self.place(model, &split, started, events).await)
     }
 
     async fn resume(&self, target: &Target, events: &Events) -> Result<Deployment> {
         let _one_at_a_time = self.locks.lock(&target.model).await;
-        let wanted = self.container_name(&target.model, target.version);
+        let model = &target.model;
+        let split = Split::single(target.version);
+        let wanted = self.container_name(model, target.version);
         let mut adoptable = false;
-        for (name, version) in self.list(Some(&target.model)).await? {
+        for (name, version) in self.list(Some(model)).await? {
             if name == wanted && version.as_deref() == Some(&target.version.to_string()) {
                 adoptable = true;
             } else {
@@ -347,22 +372,29 @@ impl Rollout for DockerRollout {
                 self.remove(&name).await;
             }
         }
-        if adoptable {
-            match self.wait_ready(&wanted, events).await {
+        let started = match adoptable {
+            true => match self.wait_ready(&wanted, events).await {
                 Ok(url) => {
                     events.progress(format!("adopted running container {wanted}"));
-                    return Ok(self.switch(target, wanted, url, events).await);
+                    Some((wanted, url))
                 }
                 Err(e) => {
                     events.log(format!(
                         "container {wanted} cannot be adopted: {}",
                         e.chain()
                     ));
+                    None
                 }
-            }
-        }
-        let (container, url) = self.start(target, events).await?;
-        Ok(self.switch(target, container, url, events).await)
+            },
+            false => None,
+        };
+        let (container, url) = match started {
+            Some(adopted) => adopted,
+            None => self.start(target, events).await?,
+        };
+        let started = vec![(target.clone(), container, url)];
+        let mut deployments = self.place(model, &split, started, events).await;
+        Ok(deployments.remove(0))
     }
 
     async fn status(&self, model: &ModelName) -> Option<Deployment> {
@@ -370,7 +402,8 @@ impl Rollout for DockerRollout {
     }
 
     async fn health(&self, model: &ModelName) -> Option<Health> {
-        self.incidents.health(model)
+        let live = self.live.status(model).await?;
+        self.incidents.health(model, live.target.version)
     }
 
     fn incidents(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Incident>> {
@@ -379,7 +412,7 @@ impl Rollout for DockerRollout {
 
     async fn undeploy(&self, model: &ModelName) -> Result<()> {
         let _one_at_a_time = self.locks.lock(model).await;
-        if let Some(container) = self.live.remove(model, self.config.drain_timeout).await {
+        for container in self.live.remove(model, self.config.drain_timeout).await {
             self.unwatch(&container).await;
             self.remove(&container).await;
         }

@@ -203,7 +203,7 @@ pub struct Incidents {
 struct IncidentsInner {
     sender: mpsc::UnboundedSender<Incident>,
     receiver: Mutex<Option<mpsc::UnboundedReceiver<Incident>>>,
-    health: Mutex<HashMap<ModelName, Health>>,
+    health: Mutex<HashMap<(ModelName, VersionId), Health>>,
 }
 
 impl Default for Incidents {
@@ -234,37 +234,33 @@ impl Incidents {
             .take()
     }
 
-    fn health_map(&self) -> std::sync::MutexGuard<'_, HashMap<ModelName, Health>> {
+    fn health_map(&self) -> std::sync::MutexGuard<'_, HashMap<(ModelName, VersionId), Health>> {
         self.inner.health.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sets `model`'s health.
+    /// Sets the health of `model`'s version `health.version`.
     pub fn set_health(&self, model: &ModelName, health: Health) {
-        self.health_map().insert(model.clone(), health);
+        self.health_map()
+            .insert((model.clone(), health.version), health);
     }
 
-    /// Changes `model`'s health if it is about `version` (a watcher of a replaced version
-    /// changes nothing).
+    /// Changes the health of `model` `version` if it has one (a watcher of a version that
+    /// was stopped changes nothing).
     pub fn update(&self, model: &ModelName, version: VersionId, change: impl FnOnce(&mut Health)) {
-        if let Some(health) = self.health_map().get_mut(model) {
-            if health.version == version {
-                change(health);
-                health.checked_at_ms = now_ms();
-            }
+        if let Some(health) = self.health_map().get_mut(&(model.clone(), version)) {
+            change(health);
+            health.checked_at_ms = now_ms();
         }
     }
 
-    /// `model`'s health.
-    pub fn health(&self, model: &ModelName) -> Option<Health> {
-        self.health_map().get(model).cloned()
+    /// The health of `model` `version`.
+    pub fn health(&self, model: &ModelName, version: VersionId) -> Option<Health> {
+        self.health_map().get(&(model.clone(), version)).cloned()
     }
 
-    /// Forgets `model`'s health if it is about `version`.
+    /// Forgets the health of `model` `version` (it was stopped).
     pub fn forget(&self, model: &ModelName, version: VersionId) {
-        let mut map = self.health_map();
-        if map.get(model).is_some_and(|h| h.version == version) {
-            map.remove(model);
-        }
+        self.health_map().remove(&(model.clone(), version));
     }
 }
 
@@ -303,19 +299,21 @@ mod tests {
     }
 
     #[test]
-    fn a_replaced_versions_watcher_changes_nothing() {
+    fn each_version_has_its_health_and_a_stopped_ones_watcher_changes_nothing() {
         let incidents = Incidents::default();
         let model = ModelName::parse("m").unwrap();
         let (v1, v2) = (VersionId::FIRST, VersionId::FIRST.next());
+        incidents.set_health(&model, Health::started(v1, "pid 1"));
         incidents.set_health(&model, Health::started(v2, "pid 2"));
         incidents.update(&model, v1, |h| h.status = HealthStatus::Unhealthy);
+        let status = |v| incidents.health(&model, v).map(|h| h.status);
+        assert_eq!(status(v1), Some(HealthStatus::Unhealthy));
+        assert_eq!(status(v2), Some(HealthStatus::Healthy));
         incidents.forget(&model, v1);
-        assert_eq!(
-            incidents.health(&model).unwrap().status,
-            HealthStatus::Healthy
-        );
+        incidents.update(&model, v1, |h| h.restarts += 1);
+        assert_eq!(status(v1), None);
         incidents.update(&model, v2, |h| h.restarts += 1);
-        assert_eq!(incidents.health(&model).unwrap().restarts, 1);
+        assert_eq!(incidents.health(&model, v2).unwrap().restarts, 1);
         assert!(incidents.take_receiver().is_some());
         assert!(incidents.take_receiver().is_none());
     }

@@ -2,27 +2,34 @@
 //! wanted replicas) behind a Service and an Ingress, applied server-side with the field
 //! manager `so1s`.
 //!
-//! A deploy applies the model's Deployment for the new image, then its Service and Ingress
-//! (owned by the Deployment), and follows the rollout until Kubernetes reports it complete.
+//! A deploy applies the model's Deployment for the new image, then its Service and Ingresses
+//! (predict, and the Open Inference Protocol's `/v2/models/{name}`) and, when autoscaling is
+//! configured, its HorizontalPodAutoscaler, all owned by the Deployment; then it follows the
+//! rollout until Kubernetes reports it complete.
 //! It fails early when the new pods cannot pull their image or crash, and at the
 //! Deployment's `progressDeadlineSeconds` when they never become ready; then it applies the
 //! previous version's template again (Kubernetes rolls back to it) and says why. Applying the
 //! version that already runs, unchanged and complete, sends nothing.
+//!
+//! A split of two versions keeps the main Deployment and adds a canary beside it
+//! (`so1s-{name}-canary`: Deployment, Service, and an nginx canary Ingress carrying the
+//! canary's weight); a deploy of one version afterwards removes the canary.
 
 use super::health::Instance;
-use super::{Deployment, Health, HealthStatus, ModelLocks, Rollout, Routes, Target};
+use super::{split_of, Arm, Deployment, Health, HealthStatus, ModelLocks, Rollout, Routes, Target};
 use crate::build::image::{LABEL_MODEL, LABEL_VERSION};
 use crate::build::Artifact;
 use crate::events::Events;
 use crate::kubernetes::api_error;
 use crate::kubernetes::manifests::{
-    self, ClusterSettings, ANNOTATION_IMAGE, ANNOTATION_SPEC_HASH, ANNOTATION_VERSION,
+    self, ClusterSettings, Track, ANNOTATION_IMAGE, ANNOTATION_SPEC_HASH, ANNOTATION_VERSION,
     FIELD_MANAGER,
 };
 use crate::kubernetes::pods::{problems as pod_problems, PodProblem, Problem};
 use crate::model::{ModelName, VersionId};
 use crate::{Error, Result};
 use k8s_openapi::api::apps::v1::Deployment as KubeDeployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -197,7 +204,110 @@ impl KubeRollout {
             .patch(&name, &apply, &Patch::Apply(&ingress))
             .await
             .map_err(|e| api_error(&format!("applying Ingress {name}"), e))?;
+        let oip = manifests::oip_ingress(settings, model, owner.as_ref());
+        let oip_name = manifests::oip_ingress_name(model);
+        self.api::<Ingress>()
+            .patch(&oip_name, &apply, &Patch::Apply(&oip))
+            .await
+            .map_err(|e| api_error(&format!("applying Ingress {oip_name}"), e))?;
+        if let Some(autoscale) = &settings.autoscale {
+            let hpa = manifests::autoscaler(settings, model, autoscale, owner.as_ref());
+            self.api::<HorizontalPodAutoscaler>()
+                .patch(&name, &apply, &Patch::Apply(&hpa))
+                .await
+                .map_err(|e| api_error(&format!("applying HorizontalPodAutoscaler {name}"), e))?;
+        }
         Ok(applied.metadata.generation.unwrap_or(0))
+    }
+
+    /// Runs `target` as the canary of a split, with `weight` percent of the Ingress's requests:
+    /// applies its Deployment (unless it runs that already) and follows it until complete,
+    /// then its Service and the nginx canary Ingress. If it cannot complete, the canary's
+    /// Deployment is removed again and the main one keeps all traffic.
+    async fn apply_canary(&self, target: &Target, weight: u32, events: &Events) -> Result<()> {
+        let settings = &self.config.cluster;
+        let (model, version) = (&target.model, target.version);
+        let image = image_of(target)?;
+        let name = Track::Canary.object_name(model);
+        let apply = PatchParams::apply(FIELD_MANAGER).force();
+        let deployments = self.api::<KubeDeployment>();
+        let current = deployments
+            .get_opt(&name)
+            .await
+            .map_err(|e| api_error(&format!("reading Deployment {name}"), e))?;
+        let desired = manifests::deployment_on(Track::Canary, settings, model, version, image)?;
+        let live = match current {
+            Some(current)
+                if same_spec(&current, &desired) && progress(&current) == Progress::Complete =>
+            {
+                current
+            }
+            _ => {
+                events.progress(format!(
+                    "applying the canary Deployment {name} for {version} ({image})"
+                ));
+                let applied = deployments
+                    .patch(&name, &apply, &Patch::Apply(&desired))
+                    .await
+                    .map_err(|e| api_error(&format!("applying Deployment {name}"), e))?;
+                if let Err(e) = self.wait(Track::Canary, model, version, events).await {
+                    events.progress(format!("removing the canary Deployment {name}"));
+                    let _ = deployments.delete(&name, &DeleteParams::background()).await;
+                    return Err(e);
+                }
+                applied
+            }
+        };
+        let owner = manifests::owned_by(&live);
+        let service = manifests::service_on(Track::Canary, settings, model, owner.as_ref());
+        self.api::<Service>()
+            .patch(&name, &apply, &Patch::Apply(&service))
+            .await
+            .map_err(|e| api_error(&format!("applying Service {name}"), e))?;
+        let ingress = manifests::canary_ingress(settings, model, weight, owner.as_ref());
+        self.api::<Ingress>()
+            .patch(&name, &apply, &Patch::Apply(&ingress))
+            .await
+            .map_err(|e| api_error(&format!("applying Ingress {name}"), e))?;
+        events.progress(format!(
+            "canary Ingress {name}: {weight}% of the requests to {version}"
+        ));
+        Ok(())
+    }
+
+    /// Removes a split's canary: first its Ingress (traffic leaves it), then its Service and
+    /// Deployment.
+    async fn remove_canary(&self, model: &ModelName, events: &Events) -> Result<()> {
+        let name = Track::Canary.object_name(model);
+        let gone = |result: kube::Result<_>, what: &str| match result {
+            Ok(_) => Ok(()),
+            Err(e) if crate::kubernetes::status_of(&e) == Some(404) => Ok(()),
+            Err(e) => Err(api_error(&format!("deleting {what} {name}"), e)),
+        };
+        let background = DeleteParams::background();
+        gone(
+            self.api::<Ingress>()
+                .delete(&name, &background)
+                .await
+                .map(|_| ()),
+            "Ingress",
+        )?;
+        gone(
+            self.api::<Service>()
+                .delete(&name, &background)
+                .await
+                .map(|_| ()),
+            "Service",
+        )?;
+        gone(
+            self.api::<KubeDeployment>()
+                .delete(&name, &background)
+                .await
+                .map(|_| ()),
+            "Deployment",
+        )?;
+        events.progress(format!("removed the canary {name}"));
+        Ok(())
     }
 
     /// The pods of one version of a model.
@@ -210,10 +320,16 @@ impl KubeRollout {
             .map_err(|e| api_error("listing the rollout's pods", e))
     }
 
-    /// Follows the rollout of `version` until complete; fails with the reason when it cannot
-    /// complete.
-    async fn wait(&self, model: &ModelName, version: VersionId, events: &Events) -> Result<()> {
-        let name = manifests::model_object_name(model);
+    /// Follows the rollout of `version` on `track` until complete; fails with the reason when
+    /// it cannot complete.
+    async fn wait(
+        &self,
+        track: Track,
+        model: &ModelName,
+        version: VersionId,
+        events: &Events,
+    ) -> Result<()> {
+        let name = track.object_name(model);
         // Kubernetes decides at the progress deadline; the margin covers its reporting.
         let deadline =
             Instant::now() + self.config.cluster.progress_deadline + Duration::from_secs(60);
@@ -275,15 +391,32 @@ impl KubeRollout {
         Some((version, annotations.get(ANNOTATION_IMAGE)?.clone()))
     }
 
-    fn go_live(&self, target: &Target) -> Deployment {
+    /// Sends all of `target.model`'s traffic to its main Service and records it live.
+    async fn go_live(&self, target: &Target) -> Deployment {
         let url = manifests::service_url(&self.config.cluster, &target.model);
         self.routes
             .switch(&target.model, target.version, url.clone());
-        Deployment {
+        let deployment = Deployment {
             target: target.clone(),
             endpoint: url,
-        }
+        };
+        self.live
+            .lock()
+            .await
+            .insert(target.model.clone(), deployment.clone());
+        deployment
     }
+}
+
+/// Whether two Deployments have the same spec, by their spec hashes.
+fn same_spec(a: &KubeDeployment, b: &KubeDeployment) -> bool {
+    let hash = |d: &KubeDeployment| {
+        d.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_SPEC_HASH).cloned())
+    };
+    hash(a).is_some() && hash(a) == hash(b)
 }
 
 fn image_of(target: &Target) -> Result<&str> {
@@ -295,10 +428,10 @@ fn image_of(target: &Target) -> Result<&str> {
     }
 }
 
-#[async_trait::async_trait]
-impl Rollout for KubeRollout {
-    async fn deploy(&self, target: &Target, events: &Events) -> Result<Deployment> {
-        let _one_at_a_time = self.locks.lock(&target.model).await;
+impl KubeRollout {
+    /// Rolls the model's main Deployment to `target` (nothing to apply if it runs it,
+    /// complete); on failure rolls it back to what it ran. The caller switches the routes.
+    async fn deploy_main(&self, target: &Target, events: &Events) -> Result<()> {
         let (model, version) = (&target.model, target.version);
         let image = image_of(target)?;
         let name = manifests::model_object_name(model);
@@ -309,22 +442,11 @@ impl Rollout for KubeRollout {
             .map_err(|e| api_error(&format!("reading Deployment {name}"), e))?;
         let desired = manifests::deployment(&self.config.cluster, model, version, image)?;
         if let Some(current) = &current {
-            let hash = |d: &KubeDeployment| {
-                d.metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(ANNOTATION_SPEC_HASH).cloned())
-            };
-            if hash(current) == hash(&desired) && progress(current) == Progress::Complete {
+            if same_spec(current, &desired) && progress(current) == Progress::Complete {
                 events.progress(format!(
                     "Deployment {name} already runs {version} ({image}): nothing to apply"
                 ));
-                let deployment = self.go_live(target);
-                self.live
-                    .lock()
-                    .await
-                    .insert(model.clone(), deployment.clone());
-                return Ok(deployment);
+                return Ok(());
             }
         }
         let previous = current.as_ref().and_then(KubeRollout::running);
@@ -337,15 +459,10 @@ impl Rollout for KubeRollout {
             "following the rollout (generation {generation}, deadline {} s)",
             self.config.cluster.progress_deadline.as_secs()
         ));
-        match self.wait(model, version, events).await {
+        match self.wait(Track::Main, model, version, events).await {
             Ok(()) => {
                 events.progress(format!("rollout of {model} {version} complete"));
-                let deployment = self.go_live(target);
-                self.live
-                    .lock()
-                    .await
-                    .insert(model.clone(), deployment.clone());
-                Ok(deployment)
+                Ok(())
             }
             Err(failure) => {
                 match previous {
@@ -372,6 +489,84 @@ impl Rollout for KubeRollout {
             }
         }
     }
+}
+
+#[async_trait::async_trait]
+impl Rollout for KubeRollout {
+    async fn deploy(&self, target: &Target, events: &Events) -> Result<Deployment> {
+        let model = &target.model;
+        let _one_at_a_time = self.locks.lock(model).await;
+        self.deploy_main(target, events).await?;
+        let was_split = self.routes.split(model).is_some_and(|s| s.is_split());
+        let deployment = self.go_live(target).await;
+        if was_split {
+            self.remove_canary(model, events).await?;
+        }
+        Ok(deployment)
+    }
+
+    /// Two versions at most (nginx takes one canary Ingress per path): the one the main
+    /// Deployment runs stays there (else the heavier goes there), the other runs as the
+    /// canary with its weight on the canary Ingress; the gateway splits by the same weights.
+    async fn split(
+        &self,
+        model: &ModelName,
+        arms: &[Arm],
+        events: &Events,
+    ) -> Result<Vec<Deployment>> {
+        let split = split_of(arms)?;
+        let [a, b] = arms else {
+            if let [one] = arms {
+                return Ok(vec![self.deploy(&one.target, events).await?]);
+            }
+            return Err(Error::Conflict(format!(
+                "on Kubernetes a split holds two versions (nginx takes one canary Ingress per \
+                 path), not {}",
+                arms.len()
+            )));
+        };
+        let _one_at_a_time = self.locks.lock(model).await;
+        let name = manifests::model_object_name(model);
+        let running = self
+            .api::<KubeDeployment>()
+            .get_opt(&name)
+            .await
+            .map_err(|e| api_error(&format!("reading Deployment {name}"), e))?
+            .as_ref()
+            .and_then(KubeRollout::running)
+            .map(|(version, _)| version);
+        let (main, canary) = match running {
+            Some(version) if version == b.target.version => (b, a),
+            Some(version) if version == a.target.version => (a, b),
+            _ if b.weight > a.weight => (b, a),
+            _ => (a, b),
+        };
+        self.deploy_main(&main.target, events).await?;
+        self.apply_canary(&canary.target, canary.weight, events)
+            .await?;
+        let settings = &self.config.cluster;
+        let url_of = |version: VersionId| match version == canary.target.version {
+            true => manifests::service_url_on(Track::Canary, settings, model),
+            false => manifests::service_url(settings, model),
+        };
+        self.routes
+            .set(model, &split, |version| Some(url_of(version)));
+        let deployments: Vec<Deployment> = arms
+            .iter()
+            .map(|arm| Deployment {
+                target: arm.target.clone(),
+                endpoint: url_of(arm.target.version),
+            })
+            .collect();
+        let primary = deployments
+            .iter()
+            .find(|d| d.target.version == main.target.version)
+            .cloned()
+            .expect("the main version is an arm");
+        self.live.lock().await.insert(model.clone(), primary);
+        events.progress(format!("split {model} traffic: {}", split.describe()));
+        Ok(deployments)
+    }
 
     async fn resume(&self, target: &Target, events: &Events) -> Result<Deployment> {
         // A Deployment keeps running without the api server: `deploy` finds it complete and
@@ -397,8 +592,13 @@ impl Rollout for KubeRollout {
 
     async fn undeploy(&self, model: &ModelName) -> Result<()> {
         let _one_at_a_time = self.locks.lock(model).await;
+        let was_split = self.routes.split(model).is_some_and(|s| s.is_split());
         self.routes.remove(model);
         self.live.lock().await.remove(model);
+        if was_split {
+            self.remove_canary(model, &Events::discard(crate::events::Stage::Rollout))
+                .await?;
+        }
         let name = manifests::model_object_name(model);
         match self
             .api::<KubeDeployment>()

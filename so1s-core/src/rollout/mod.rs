@@ -16,6 +16,7 @@ mod kubernetes;
 mod live;
 mod process;
 mod routes;
+pub mod traffic;
 
 #[cfg(feature = "docker")]
 pub use container::DockerRolloutConfig;
@@ -25,7 +26,8 @@ pub use health::{CrashLoopRule, Health, HealthStatus, Incident, Incidents};
 #[cfg(feature = "kubernetes")]
 pub use kubernetes::{KubeRollout, KubeRolloutConfig};
 pub use process::{ProcessRollout, ProcessRolloutConfig};
-pub use routes::{InFlight, Routes, Upstream};
+pub use routes::{InFlight, Pick, Routes, Upstream};
+pub use traffic::Split;
 
 use crate::build::Artifact;
 use crate::events::Events;
@@ -57,6 +59,35 @@ pub struct Deployment {
     pub endpoint: String,
 }
 
+/// A version to serve and its share (percent) of the model's requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arm {
+    /// The version.
+    pub target: Target,
+    /// Its weight in the split.
+    pub weight: u32,
+}
+
+/// The split `arms` make, checked.
+pub fn split_of(arms: &[Arm]) -> Result<Split> {
+    Split::new(arms.iter().map(|arm| (arm.target.version, arm.weight)))
+}
+
+/// Deploys `target` as a split of one version with all the requests: how the backends that
+/// run several versions side by side (process, container) implement [`Rollout::deploy`].
+pub(crate) async fn deploy_alone(
+    rollout: &(impl Rollout + ?Sized),
+    target: &Target,
+    events: &Events,
+) -> Result<Deployment> {
+    let arm = Arm {
+        target: target.clone(),
+        weight: traffic::TOTAL_WEIGHT,
+    };
+    let mut deployments = rollout.split(&target.model, &[arm], events).await?;
+    Ok(deployments.remove(0))
+}
+
 /// Runs model versions and switches traffic between them.
 #[async_trait::async_trait]
 pub trait Rollout: Send + Sync {
@@ -64,13 +95,35 @@ pub trait Rollout: Send + Sync {
     /// previous version of the same model. On failure the previous version keeps serving.
     async fn deploy(&self, target: &Target, events: &Events) -> Result<Deployment>;
 
+    /// Serves `model` from the versions of `arms` side by side, each taking its weight of the
+    /// requests that name no version ([`Split`]): each is started (ready, smoke-tested) if it
+    /// does not run yet, then traffic switches to the split at once, then the versions left
+    /// out are drained and stopped. On failure nothing changes. Returns the arms' deployments,
+    /// in version order.
+    ///
+    /// The default serves a single arm with [`Rollout::deploy`] and refuses a real split.
+    async fn split(
+        &self,
+        model: &ModelName,
+        arms: &[Arm],
+        events: &Events,
+    ) -> Result<Vec<Deployment>> {
+        split_of(arms)?;
+        match arms {
+            [one] => Ok(vec![self.deploy(&one.target, events).await?]),
+            _ => Err(crate::Error::Conflict(format!(
+                "this backend cannot split {model}'s traffic between versions"
+            ))),
+        }
+    }
+
     /// Brings a version that was live before a restart of the api server back: adopts it if
     /// it still runs, deploys it otherwise.
     async fn resume(&self, target: &Target, events: &Events) -> Result<Deployment> {
         self.deploy(target, events).await
     }
 
-    /// The live deployment of `model`, if any.
+    /// The live deployment of `model`, if any (while a split is set: its heaviest version's).
     async fn status(&self, model: &ModelName) -> Option<Deployment>;
 
     /// How the live version of `model` is doing after its rollout: restarts, readiness,

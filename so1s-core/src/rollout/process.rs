@@ -4,8 +4,8 @@
 use super::health::ExitHistory;
 use super::live::LiveSet;
 use super::{
-    check, CrashLoopRule, Deployment, Health, HealthStatus, Incident, Incidents, ModelLocks,
-    Rollout, Routes, Target,
+    check, deploy_alone, split_of, Arm, CrashLoopRule, Deployment, Health, HealthStatus, Incident,
+    Incidents, ModelLocks, Rollout, Routes, Target,
 };
 use crate::build::Artifact;
 use crate::events::Events;
@@ -477,31 +477,56 @@ fn die_with_parent(command: &mut Command) {
 #[async_trait::async_trait]
 impl Rollout for ProcessRollout {
     async fn deploy(&self, target: &Target, events: &Events) -> Result<Deployment> {
-        let _one_at_a_time = self.locks.lock(&target.model).await;
-        let (child, url) = self.shared.start(target, events).await?;
-        crate::fault::point("rollout-instance-started");
-        let pid = child.id().unwrap_or(0);
-        let supervised = Supervised::spawn(
-            self.shared.clone(),
-            target.clone(),
-            events.clone(),
-            child,
-            url.clone(),
-        );
+        deploy_alone(self, target, events).await
+    }
+
+    async fn split(
+        &self,
+        model: &ModelName,
+        arms: &[Arm],
+        events: &Events,
+    ) -> Result<Vec<Deployment>> {
+        let split = split_of(arms)?;
+        let _one_at_a_time = self.locks.lock(model).await;
         let drain = self.shared.config.drain_timeout;
-        let (deployment, old) = self
-            .live
-            .switch(target, url, supervised, drain, events)
-            .await;
-        self.shared.incidents.set_health(
-            &target.model,
-            Health::started(target.version, format!("pid {pid}")),
-        );
-        if let Some((old, supervised)) = old {
+        let mut started = Vec::new();
+        for Arm { target, .. } in arms {
+            if self.live.running(model, target.version).await.is_some() {
+                continue;
+            }
+            let (child, url) = match self.shared.start(target, events).await {
+                Ok(started) => started,
+                Err(e) => {
+                    for (_, supervised) in started {
+                        Supervised::stop(supervised, drain).await;
+                    }
+                    return Err(e);
+                }
+            };
+            crate::fault::point("rollout-instance-started");
+            let pid = child.id().unwrap_or(0);
+            self.shared
+                .incidents
+                .set_health(model, Health::started(target.version, format!("pid {pid}")));
+            let supervised = Supervised::spawn(
+                self.shared.clone(),
+                target.clone(),
+                events.clone(),
+                child,
+                url.clone(),
+            );
+            let deployment = Deployment {
+                target: target.clone(),
+                endpoint: url,
+            };
+            started.push((deployment, supervised));
+        }
+        let (deployments, left_out) = self.live.place(model, &split, started, drain, events).await;
+        for (old, supervised) in left_out {
             supervised.stop(drain).await;
             events.progress(format!("stopped {}", old.target.version));
         }
-        Ok(deployment)
+        Ok(deployments)
     }
 
     async fn status(&self, model: &ModelName) -> Option<Deployment> {
@@ -509,7 +534,8 @@ impl Rollout for ProcessRollout {
     }
 
     async fn health(&self, model: &ModelName) -> Option<Health> {
-        self.shared.incidents.health(model)
+        let live = self.live.status(model).await?;
+        self.shared.incidents.health(model, live.target.version)
     }
 
     fn incidents(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Incident>> {
@@ -519,7 +545,7 @@ impl Rollout for ProcessRollout {
     async fn undeploy(&self, model: &ModelName) -> Result<()> {
         let _one_at_a_time = self.locks.lock(model).await;
         let drain = self.shared.config.drain_timeout;
-        if let Some(supervised) = self.live.remove(model, drain).await {
+        for supervised in self.live.remove(model, drain).await {
             supervised.stop(drain).await;
         }
         Ok(())

@@ -1,11 +1,13 @@
-//! [`Routes`]: where the gateway sends each model's requests, switched atomically by rollouts.
+//! [`Routes`]: where the gateway sends each model's requests, switched atomically by rollouts
+//! and shared among versions by weight while a split is set.
 //!
 //! Each upstream counts the requests in flight to it, so a rollout can switch traffic to the
 //! new version and then wait for the old one to drain before stopping it.
 
+use super::traffic::{self, Split};
 use crate::model::{ModelName, VersionId};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -57,8 +59,19 @@ impl Drop for InFlight {
     }
 }
 
-/// The gateway's routing table: model → live upstream, plus the default model that
-/// `/inference/predict` serves.
+/// Which of a model's upstreams a request goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick<'a> {
+    /// By weight, spread evenly.
+    Any,
+    /// By weight, the same version for the same session key.
+    Session(&'a [u8]),
+    /// This version only.
+    Version(VersionId),
+}
+
+/// The gateway's routing table: model → its live upstreams with their weights ([`Split`]),
+/// plus the default model that `/inference/predict` serves.
 #[derive(Debug, Clone, Default)]
 pub struct Routes {
     inner: Arc<RwLock<Table>>,
@@ -66,83 +79,179 @@ pub struct Routes {
 
 #[derive(Debug, Default)]
 struct Table {
-    upstreams: HashMap<ModelName, Arc<Upstream>>,
+    models: HashMap<ModelName, Arc<Traffic>>,
     default_model: Option<ModelName>,
 }
 
+/// One model's upstreams, in the split's order, and the count of requests picked by weight.
+#[derive(Debug)]
+struct Traffic {
+    split: Split,
+    upstreams: Vec<Arc<Upstream>>,
+    picked: AtomicU64,
+}
+
+impl Traffic {
+    fn upstream(&self, version: VersionId) -> Option<&Arc<Upstream>> {
+        self.upstreams.iter().find(|u| u.version == version)
+    }
+}
+
+fn upstream(version: VersionId, url: String) -> Arc<Upstream> {
+    Arc::new(Upstream {
+        url,
+        version,
+        in_flight: AtomicUsize::new(0),
+    })
+}
+
 impl Routes {
-    /// Sends `model`'s traffic to `url` from now on; returns the upstream it replaces.
-    pub fn switch(
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Table> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Table> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends all of `model`'s traffic to `url` from now on; returns the upstreams it replaces.
+    pub fn switch(&self, model: &ModelName, version: VersionId, url: String) -> Vec<Arc<Upstream>> {
+        self.set(model, &Split::single(version), |_| Some(url.clone()))
+    }
+
+    /// Shares `model`'s traffic by `split` from now on, each version at the URL `url_of`
+    /// gives (`None`: where it is routed now). An upstream kept at its URL keeps counting its
+    /// requests in flight; the upstreams replaced or left out are returned, for draining.
+    ///
+    /// # Panics
+    /// If `url_of` gives `None` for a version that is not routed now.
+    pub fn set(
         &self,
         model: &ModelName,
-        version: VersionId,
-        url: String,
-    ) -> Option<Arc<Upstream>> {
-        let upstream = Arc::new(Upstream {
-            url,
-            version,
-            in_flight: AtomicUsize::new(0),
-        });
-        let mut table = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        table.upstreams.insert(model.clone(), upstream)
+        split: &Split,
+        url_of: impl Fn(VersionId) -> Option<String>,
+    ) -> Vec<Arc<Upstream>> {
+        let mut table = self.write();
+        let old = table.models.get(model).cloned();
+        let kept = |version: VersionId, url: Option<&String>| {
+            let current = old.as_ref()?.upstream(version)?;
+            (url.is_none_or(|url| *url == current.url)).then(|| current.clone())
+        };
+        let upstreams: Vec<Arc<Upstream>> = split
+            .versions()
+            .map(|version| {
+                let url = url_of(version);
+                kept(version, url.as_ref()).unwrap_or_else(|| {
+                    upstream(
+                        version,
+                        url.expect("a version not routed yet comes with its URL"),
+                    )
+                })
+            })
+            .collect();
+        let replaced = old
+            .map(|old| {
+                old.upstreams
+                    .iter()
+                    .filter(|u| !upstreams.iter().any(|new| Arc::ptr_eq(new, u)))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let traffic = Traffic {
+            split: split.clone(),
+            upstreams,
+            picked: AtomicU64::new(0),
+        };
+        table.models.insert(model.clone(), Arc::new(traffic));
+        replaced
     }
 
-    /// Points `model`'s traffic at `url` if it goes to `version` (whose instance was started
-    /// again, on another address); changes nothing if it goes to another version or already
-    /// to `url`. Returns whether it changed.
+    /// Points `model` `version`'s traffic at `url` (its instance was started again, on
+    /// another address); changes nothing if the version is not routed or already goes to
+    /// `url`. Returns whether it changed.
     pub fn repoint(&self, model: &ModelName, version: VersionId, url: &str) -> bool {
-        let mut table = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        match table.upstreams.get(model) {
-            Some(upstream) if upstream.version == version && upstream.url != url => {
-                let upstream = Arc::new(Upstream {
-                    url: url.to_owned(),
-                    version,
-                    in_flight: AtomicUsize::new(0),
-                });
-                table.upstreams.insert(model.clone(), upstream);
-                true
-            }
-            _ => false,
+        let mut table = self.write();
+        let Some(traffic) = table.models.get(model) else {
+            return false;
+        };
+        match traffic.upstream(version) {
+            Some(current) if current.url != url => {}
+            _ => return false,
         }
+        let upstreams = traffic
+            .upstreams
+            .iter()
+            .map(|u| match u.version == version {
+                true => upstream(version, url.to_owned()),
+                false => u.clone(),
+            })
+            .collect();
+        let traffic = Traffic {
+            split: traffic.split.clone(),
+            upstreams,
+            picked: AtomicU64::new(traffic.picked.load(Ordering::Relaxed)),
+        };
+        table.models.insert(model.clone(), Arc::new(traffic));
+        true
     }
 
-    /// The URL `model`'s traffic goes to.
-    pub fn url(&self, model: &ModelName) -> Option<String> {
-        let table = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        table.upstreams.get(model).map(|u| u.url.clone())
+    /// The URL `model` `version`'s traffic goes to.
+    pub fn url(&self, model: &ModelName, version: VersionId) -> Option<String> {
+        let traffic = self.read().models.get(model)?.clone();
+        traffic.upstream(version).map(|u| u.url.clone())
     }
 
-    /// Stops routing `model`; returns the upstream it had.
-    pub fn remove(&self, model: &ModelName) -> Option<Arc<Upstream>> {
-        let mut table = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        table.upstreams.remove(model)
+    /// Stops routing `model`; returns the upstreams it had.
+    pub fn remove(&self, model: &ModelName) -> Vec<Arc<Upstream>> {
+        self.write()
+            .models
+            .remove(model)
+            .map(|traffic| traffic.upstreams.clone())
+            .unwrap_or_default()
     }
 
-    /// The upstream of `model`, counted as in flight until the guard drops.
-    pub fn acquire(&self, model: &ModelName) -> Option<InFlight> {
-        let table = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        let upstream = table.upstreams.get(model)?.clone();
+    /// The upstream of `model` that `pick` chooses, counted as in flight until the guard
+    /// drops; `None` if the model is not routed or the version picked is not in its split.
+    pub fn acquire(&self, model: &ModelName, pick: Pick<'_>) -> Option<InFlight> {
+        let table = self.read();
+        let traffic = table.models.get(model)?;
+        let version = match pick {
+            Pick::Version(version) => version,
+            Pick::Session(key) => traffic.split.pick(traffic::point_of_session(key)),
+            Pick::Any if !traffic.split.is_split() => traffic.upstreams[0].version,
+            Pick::Any => {
+                let n = traffic.picked.fetch_add(1, Ordering::Relaxed);
+                traffic.split.pick(traffic::point_of_request(n))
+            }
+        };
+        let upstream = traffic.upstream(version)?.clone();
         // Counted while the table is locked: a switch cannot slip between lookup and count.
         upstream.in_flight.fetch_add(1, Ordering::SeqCst);
         Some(InFlight { upstream })
     }
 
-    /// The version `model`'s traffic goes to.
+    /// How `model`'s traffic is split, if it is routed.
+    pub fn split(&self, model: &ModelName) -> Option<Split> {
+        self.read()
+            .models
+            .get(model)
+            .map(|traffic| traffic.split.clone())
+    }
+
+    /// The version that counts as `model`'s live one: its split's heaviest.
     pub fn version(&self, model: &ModelName) -> Option<VersionId> {
-        let table = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        table.upstreams.get(model).map(|u| u.version)
+        self.split(model).map(|split| split.primary(&[]))
     }
 
     /// Sets the model `/inference/predict` serves.
     pub fn set_default(&self, model: Option<ModelName>) {
-        let mut table = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        table.default_model = model;
+        self.write().default_model = model;
     }
 
     /// The model `/inference/predict` serves.
     pub fn default_model(&self) -> Option<ModelName> {
-        let table = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        table.default_model.clone()
+        self.read().default_model.clone()
     }
 }
 
@@ -150,41 +259,84 @@ impl Routes {
 mod tests {
     use super::*;
 
+    fn v(n: u32) -> VersionId {
+        VersionId::parse(&n.to_string()).unwrap()
+    }
+
     #[tokio::test]
     async fn switching_keeps_the_old_upstream_counting_until_its_requests_finish() {
         let routes = Routes::default();
         let model = ModelName::parse("m").unwrap();
-        assert!(routes.acquire(&model).is_none());
-        routes.switch(&model, VersionId::FIRST, "http://old".into());
-        let request = routes.acquire(&model).unwrap();
+        assert!(routes.acquire(&model, Pick::Any).is_none());
+        routes.switch(&model, v(1), "http://old".into());
+        let request = routes.acquire(&model, Pick::Any).unwrap();
         assert_eq!(request.upstream().url, "http://old");
 
-        let old = routes
-            .switch(&model, VersionId::FIRST.next(), "http://new".into())
-            .unwrap();
-        assert_eq!(routes.acquire(&model).unwrap().upstream().url, "http://new");
-        assert_eq!(old.in_flight(), 1);
-        assert!(!old.drained(Duration::from_millis(30)).await);
+        let old = routes.switch(&model, v(2), "http://new".into());
+        assert_eq!(old.len(), 1);
+        let new = routes.acquire(&model, Pick::Any).unwrap();
+        assert_eq!(new.upstream().url, "http://new");
+        assert_eq!(old[0].in_flight(), 1);
+        assert!(!old[0].drained(Duration::from_millis(30)).await);
         drop(request);
-        assert!(old.drained(Duration::from_millis(30)).await);
-        assert_eq!(routes.version(&model), Some(VersionId::FIRST.next()));
+        assert!(old[0].drained(Duration::from_millis(30)).await);
+        assert_eq!(routes.split(&model), Some(Split::single(v(2))));
+        assert!(routes.acquire(&model, Pick::Version(v(1))).is_none());
+    }
+
+    #[test]
+    fn a_split_shares_requests_by_weight_and_keeps_the_upstreams_it_keeps() {
+        let routes = Routes::default();
+        let model = ModelName::parse("m").unwrap();
+        routes.switch(&model, v(1), "http://one".into());
+        let in_flight = routes.acquire(&model, Pick::Any).unwrap();
+        let split = Split::new([(v(1), 70), (v(2), 30)]).unwrap();
+        let urls = |version: VersionId| (version == v(2)).then(|| "http://two".to_owned());
+        assert!(routes.set(&model, &split, urls).is_empty(), "v1 is kept");
+        assert_eq!(in_flight.upstream().in_flight(), 1, "and still counts");
+        let picked: Vec<VersionId> = (0..400)
+            .map(|_| {
+                routes
+                    .acquire(&model, Pick::Any)
+                    .unwrap()
+                    .upstream()
+                    .version
+            })
+            .collect();
+        let to_v1 = picked.iter().filter(|version| **version == v(1)).count();
+        assert!((278..=282).contains(&to_v1), "{to_v1} of 400 to v1");
+        let session = |key: &str| {
+            let pick = Pick::Session(key.as_bytes());
+            routes.acquire(&model, pick).unwrap().upstream().version
+        };
+        assert!((0..10).all(|_| session("alice") == session("alice")));
+        let named = routes.acquire(&model, Pick::Version(v(2))).unwrap();
+        assert_eq!(named.upstream().url, "http://two");
+        assert!(routes.acquire(&model, Pick::Version(v(3))).is_none());
+
+        let replaced = routes.switch(&model, v(2), "http://two".into());
+        let replaced: Vec<VersionId> = replaced.iter().map(|u| u.version).collect();
+        assert_eq!(replaced, [v(1)], "v2 stays, v1 goes");
+        assert_eq!(named.upstream().in_flight(), 1);
+        assert_eq!(routes.remove(&model).len(), 1);
+        assert!(routes.split(&model).is_none());
     }
 
     #[test]
     fn a_restarted_instance_is_followed_only_while_its_version_is_live() {
         let routes = Routes::default();
         let model = ModelName::parse("m").unwrap();
-        let (v1, v2) = (VersionId::FIRST, VersionId::FIRST.next());
+        let (v1, v2) = (v(1), v(2));
         assert!(!routes.repoint(&model, v1, "http://nowhere"));
         routes.switch(&model, v1, "http://a".into());
         assert!(routes.repoint(&model, v1, "http://b"));
         assert!(!routes.repoint(&model, v1, "http://b"));
-        assert_eq!(routes.url(&model).as_deref(), Some("http://b"));
+        assert_eq!(routes.url(&model, v1).as_deref(), Some("http://b"));
         routes.switch(&model, v2, "http://c".into());
         assert!(
             !routes.repoint(&model, v1, "http://d"),
             "v1 is not live any more"
         );
-        assert_eq!(routes.url(&model).as_deref(), Some("http://c"));
+        assert_eq!(routes.url(&model, v2).as_deref(), Some("http://c"));
     }
 }

@@ -11,4 +11,5 @@ mod minilm;
 mod platform;
 mod predict_server;
 mod support;
+mod traffic;
 mod transformers_fixtures;

@@ -1,9 +1,10 @@
 //! A version's events as server-sent events: its history, then what follows until it
-//! settles. Each version has a bounded number of subscribers.
+//! settles (live, failed, retired, or left `built` by its rollout). Each version has a bounded number of subscribers.
 
-use crate::events::{Event, EventKind};
+use crate::events::{Event, EventKind, Stage};
 use crate::model::{ModelName, VersionId};
 use crate::platform::Platform;
+use crate::registry::VersionState;
 use crate::{Error, Result};
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -66,6 +67,16 @@ impl Drop for Subscription {
     }
 }
 
+/// Whether `event` ends a version's pipeline: it goes live, fails or is retired, or its
+/// rollout decides it stays `built` (a newer version is live, or a traffic split stands).
+fn settles(event: &Event) -> bool {
+    match event.state {
+        Some(VersionState::Built) => event.stage == Stage::Rollout,
+        Some(state) => state.ends_pipeline(),
+        None => false,
+    }
+}
+
 /// The event stream of one version.
 pub fn stream(
     name: ModelName,
@@ -80,7 +91,8 @@ pub fn stream(
     let settled_now = registry
         .version(&name, version)
         .map(|r| r.state.ends_pipeline())
-        .unwrap_or(true);
+        .unwrap_or(true)
+        || history.last().is_some_and(settles);
     let history = futures::stream::iter(history);
     // A state change arrives as an event carrying that state: the stream ends with the one
     // that settles the version.
@@ -91,7 +103,7 @@ pub fn stream(
         loop {
             match live.recv().await {
                 Ok(event) => {
-                    let done = event.state.is_some_and(|state| state.ends_pipeline());
+                    let done = settles(&event);
                     return Some((event, (live, done)));
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,

@@ -1,4 +1,5 @@
-//! The gateway: a predict request forwarded to the model's live version, streamed both ways,
+//! The gateway: a predict request forwarded to the model's live version (while a split is set,
+//! to one of its versions by weight, the same one for the same `x-so1s-session`), streamed both ways,
 //! with bounds on how long the upstream may take. `/inference/{name}/predict` goes to the
 //! predict server's `/predict`; the Open Inference Protocol's `/v2/models/{name}/...` to the
 //! same path there.
@@ -7,6 +8,8 @@ use crate::http::ApiError;
 use crate::model::{ModelName, VersionId};
 use crate::platform::Platform;
 use crate::predict::oip;
+use crate::rollout::traffic::SESSION_HEADER;
+use crate::rollout::Pick;
 use crate::store::ByteStream;
 use crate::{Error, Result};
 use bytes::Bytes;
@@ -117,22 +120,30 @@ pub async fn proxy(
     let Some(name) = name.or_else(|| routes.default_model()) else {
         return not_live("no model is deployed yet: upload one to /v1/models/{name}/versions");
     };
-    let Some(in_flight) = routes.acquire(&name) else {
+    let session = headers.get(SESSION_HEADER).map(|value| value.as_bytes());
+    let pick = match (forward.version, session) {
+        (Some(version), _) => Pick::Version(version),
+        (None, Some(key)) => Pick::Session(key),
+        (None, None) => Pick::Any,
+    };
+    let Some(in_flight) = routes.acquire(&name, pick) else {
         if platform.registry().versions(&name).is_err() {
             return ApiError::from(Error::NotFound(format!("unknown model {name}")))
                 .into_response();
         }
-        return not_live(&format!("model {name} has no live version"));
+        return match (forward.version, routes.split(&name)) {
+            (Some(version), Some(split)) => {
+                let serving: Vec<String> = split.versions().map(|v| v.to_string()).collect();
+                let verb = if serving.len() == 1 { "is" } else { "are" };
+                ApiError::from(Error::NotFound(format!(
+                    "model {name} version {version} is not serving: {} {verb}",
+                    serving.join(" and ")
+                )))
+                .into_response()
+            }
+            _ => not_live(&format!("model {name} has no live version")),
+        };
     };
-    if let Some(version) = forward.version {
-        let live = in_flight.upstream().version;
-        if version != live {
-            return ApiError::from(Error::NotFound(format!(
-                "model {name} version {version} is not serving: {live} is"
-            )))
-            .into_response();
-        }
-    }
     let url = format!("{}{}", in_flight.upstream().url, forward.path);
     let mut request = if forward.post {
         client.post(url).body(reqwest::Body::wrap_stream(body))

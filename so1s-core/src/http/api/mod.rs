@@ -9,10 +9,12 @@
 //! | `GET /v1/models/{name}/versions/{version}/events` | viewer | build and rollout progress (server-sent events) |
 //! | `POST /v1/models/{name}/rollback` | deployer | back to the previous good version |
 //! | `POST /v1/models/{name}/versions/{version}/promote` | deployer | roll out a built or retired version |
+//! | `GET /v1/models/{name}/traffic` | viewer | each live version's share of requests: `{"v1": 70, "v2": 30}` |
+//! | `PUT /v1/models/{name}/traffic` | deployer | split requests between built versions by weight (percent); one version: promote it |
 //! | `DELETE /v1/models/{name}/versions/{version}` | deployer | delete a version that is not serving |
 //! | `GET /v1/tokens`, `POST /v1/tokens`, `DELETE /v1/tokens/{name}` | admin | list, create, revoke api tokens |
 //! | `GET /v1/whoami` | viewer | the caller's token name and role |
-//! | `POST /inference/{name}/predict` | open (or any token) | the model's live version (gateway) |
+//! | `POST /inference/{name}/predict` | open (or any token) | the model's live version (gateway; while split, one by weight, the same for the same `x-so1s-session`) |
 //! | `POST /inference/predict` | open (or any token) | the default model (the seed's path) |
 //! | `GET /v2`, `GET /v2/health/live`, `GET /v2/health/ready` | open | Open Inference Protocol: the gateway's metadata, alive, a model is live |
 //! | `/v2/models/{name}[/versions/{version}]`, `.../ready`, `POST .../infer` | open (or any token) | Open Inference Protocol, forwarded to the model's live version (the one named must be it) |
@@ -40,6 +42,7 @@ use crate::registry::{VersionRecord, VersionState};
 use crate::resources::{
     CreatedToken, LatestVersion, ModelList, ModelSummary, ModelView, TokenList, VersionView,
 };
+use crate::rollout::Split;
 use crate::Result;
 use bytes::Bytes;
 use serde::Deserialize;
@@ -208,7 +211,9 @@ pub fn routes(
         .and(deployer.clone())
         .and(with.clone())
         .then(|name: ModelName, platform: Arc<Platform>| {
-            to_the_end("rollback", async move { platform.rollback(&name).await })
+            to_the_end("rollback", async move {
+                platform.rollback(&name).await.map(VersionView::new)
+            })
         });
     let promote = version_path
         .and(warp::path("promote"))
@@ -218,12 +223,39 @@ pub fn routes(
         .and(with.clone())
         .then(
             |name: ModelName, version: VersionId, platform: Arc<Platform>| {
-                to_the_end(
-                    "promote",
-                    async move { platform.promote(&name, version).await },
-                )
+                to_the_end("promote", async move {
+                    platform.promote(&name, version).await.map(VersionView::new)
+                })
             },
         );
+    let traffic_path = model_path.and(warp::path("traffic")).and(warp::path::end());
+    let get_traffic = traffic_path
+        .and(warp::get())
+        .and(viewer.clone())
+        .and(with.clone())
+        .map(|name: ModelName, platform: Arc<Platform>| {
+            reply(platform.traffic(&name).map(traffic_body))
+        });
+    let put_traffic = traffic_path
+        .and(warp::put())
+        .and(deployer.clone())
+        .and(with.clone())
+        .and(body_limited(MAX_JSON_BODY))
+        .then(
+            |name: ModelName, platform: Arc<Platform>, body: Bytes| async move {
+                let split: Split = match serde_json::from_slice(&body) {
+                    Ok(split) => split,
+                    Err(e) => return super::error::json_error(&e).into_response(),
+                };
+                to_the_end("traffic split", async move {
+                    platform.set_traffic(&name, &split).await?;
+                    platform.traffic(&name).map(traffic_body)
+                })
+                .await
+            },
+        );
+    // Boxed, as the /v2 routes are: each `or` adds to the compiler's work.
+    let traffic = get_traffic.or(put_traffic).unify().boxed();
     let delete = version_path
         .and(warp::path::end())
         .and(warp::delete())
@@ -345,6 +377,8 @@ pub fn routes(
         .unify()
         .or(promote)
         .unify()
+        .or(traffic)
+        .unify()
         .or(delete)
         .unify()
         .or(tokens_api)
@@ -419,16 +453,24 @@ fn reply(result: Result<impl serde::Serialize>) -> Response {
     }
 }
 
-/// Runs a rollout (rollback, promote) to its end in a task of its own, even if the client
-/// goes away, and answers with the version record it leaves live.
-async fn to_the_end(
+/// Runs a rollout (rollback, promote, a traffic split) to its end in a task of its own, even
+/// if the client goes away, and answers with what it leaves live.
+async fn to_the_end<T: serde::Serialize + Send + 'static>(
     what: &str,
-    rollout: impl Future<Output = Result<VersionRecord>> + Send + 'static,
+    rollout: impl Future<Output = Result<T>> + Send + 'static,
 ) -> Response {
     match tokio::spawn(rollout).await {
-        Ok(result) => reply(result.map(VersionView::new)),
+        Ok(result) => reply(result),
         Err(e) => internal(format!("the {what} task failed: {e}")),
     }
+}
+
+/// What `GET /v1/models/{name}/traffic` answers: each live version's weight (`{}` when none
+/// is live).
+fn traffic_body(split: Option<Split>) -> serde_json::Value {
+    split
+        .and_then(|split| serde_json::to_value(split).ok())
+        .unwrap_or_else(|| json!({}))
 }
 
 fn internal(message: String) -> Response {
@@ -467,6 +509,7 @@ async fn model_view(platform: &Platform, name: &ModelName) -> Result<ModelView> 
         live_version: live_version(&versions),
         health,
         default: platform.routes().default_model().as_ref() == Some(name),
+        traffic: platform.registry().split(name).filter(Split::is_split),
         predict: format!("/inference/{name}/predict"),
         versions: versions.into_iter().map(VersionView::new).collect(),
     })

@@ -29,6 +29,7 @@ pub(super) fn api_role(metadata: ObjectMeta) -> Role {
             rule(&["apps"], &["deployments"], WRITE),
             rule(&[""], &["services"], WRITE),
             rule(&["networking.k8s.io"], &["ingresses"], WRITE),
+            rule(&["autoscaling"], &["horizontalpodautoscalers"], WRITE),
             rule(&[""], &["pods"], &["get", "list", "watch"]),
             rule(&[""], &["pods/log"], &["get"]),
         ]),
@@ -122,6 +123,7 @@ mod tests {
                 "/pods/log",
                 "/services",
                 "apps/deployments",
+                "autoscaling/horizontalpodautoscalers",
                 "batch/jobs",
                 "networking.k8s.io/ingresses"
             ]

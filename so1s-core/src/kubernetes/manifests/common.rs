@@ -85,6 +85,55 @@ pub struct ClusterSettings {
     pub progress_deadline: Duration,
     /// Secret to pull images with.
     pub image_pull_secret: Option<String>,
+    /// Scale each model's Deployment with a HorizontalPodAutoscaler (instead of `replicas`).
+    pub autoscale: Option<Autoscale>,
+}
+
+/// How a model's Deployment scales: `MIN:MAX[:CPU%]` replicas, aiming at a CPU utilization
+/// (of the pods' CPU request; 70% unless given).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Autoscale {
+    /// Fewest replicas.
+    pub min: u32,
+    /// Most replicas.
+    pub max: u32,
+    /// The average CPU utilization aimed at, in percent of the request.
+    pub cpu_percent: u32,
+}
+
+impl Autoscale {
+    /// The CPU utilization aimed at when none is given.
+    pub const DEFAULT_CPU_PERCENT: u32 = 70;
+
+    /// Parses `MIN:MAX` or `MIN:MAX:CPU%` (`2:10`, `1:4:60`, `1:4:60%`).
+    pub fn parse(text: &str) -> crate::Result<Self> {
+        let invalid = |why: &str| {
+            crate::Error::InvalidInput(format!(
+                "autoscale `{text}`: {why} (give MIN:MAX or MIN:MAX:CPU%, as in 1:4:70)"
+            ))
+        };
+        let parts: Vec<&str> = text.split(':').collect();
+        let number = |part: &str| part.trim().trim_end_matches('%').parse::<u32>().ok();
+        let (min, max, cpu) = match parts.as_slice() {
+            [min, max] => (number(min), number(max), Some(Self::DEFAULT_CPU_PERCENT)),
+            [min, max, cpu] => (number(min), number(max), number(cpu)),
+            _ => return Err(invalid("two or three numbers")),
+        };
+        let (Some(min), Some(max), Some(cpu_percent)) = (min, max, cpu) else {
+            return Err(invalid("not whole numbers"));
+        };
+        if min == 0 || min > max {
+            return Err(invalid("replicas go from at least 1 up to MAX ≥ MIN"));
+        }
+        if !(1..=100).contains(&cpu_percent) {
+            return Err(invalid("the CPU target is a percent from 1 to 100"));
+        }
+        Ok(Self {
+            min,
+            max,
+            cpu_percent,
+        })
+    }
 }
 
 impl Default for ClusterSettings {
@@ -99,6 +148,7 @@ impl Default for ClusterSettings {
             threads: None,
             progress_deadline: Duration::from_secs(180),
             image_pull_secret: None,
+            autoscale: None,
         }
     }
 }

@@ -1,10 +1,12 @@
-//! A model's objects: its Deployment (with the spec hash that tells a repeated apply), and
-//! the Service and Ingress owned by it.
+//! A model's objects: its Deployment (with the spec hash that tells a repeated apply), the
+//! Service and Ingresses owned by it (predict, and the Open Inference Protocol's `/v2`), its
+//! HorizontalPodAutoscaler when it autoscales, and while its traffic is split the canary's
+//! Deployment, Service and nginx canary Ingress ([`Track::Canary`]).
 
 use super::common::{
     env, http_probe, http_service_spec, meta, model_labels, model_object_name, model_selector,
-    pod_security, quantities, restricted, tmp_volume, ClusterSettings, ANNOTATION_IMAGE,
-    ANNOTATION_SPEC_HASH, ANNOTATION_VERSION,
+    object_name, pod_security, quantities, restricted, tmp_volume, Autoscale, ClusterSettings,
+    ANNOTATION_IMAGE, ANNOTATION_SPEC_HASH, ANNOTATION_VERSION, APP_INSTANCE,
 };
 use super::yaml::{serialize_error, to_value};
 use crate::build::image::{LABEL_VERSION, PREDICT_PORT};
@@ -12,6 +14,10 @@ use crate::model::{ModelName, VersionId};
 use crate::Result;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
+    MetricTarget, ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, LocalObjectReference, PodSpec, PodTemplateSpec, Probe,
@@ -28,6 +34,47 @@ use std::collections::BTreeMap;
 
 /// The nginx ingress controller's rewrite annotation.
 pub const NGINX_REWRITE: &str = "nginx.ingress.kubernetes.io/rewrite-target";
+/// The nginx ingress controller's annotation that makes an Ingress a canary of another.
+pub const NGINX_CANARY: &str = "nginx.ingress.kubernetes.io/canary";
+/// The percent of requests nginx sends to a canary Ingress.
+pub const NGINX_CANARY_WEIGHT: &str = "nginx.ingress.kubernetes.io/canary-weight";
+
+/// Which of a model's Deployments: the main one, or the canary beside it while its traffic is
+/// split between two versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Track {
+    /// `so1s-{model}`: the Deployment, Service and Ingresses of the model.
+    Main,
+    /// `so1s-{model}-canary`: the second version of a split, with its own Service and the
+    /// nginx canary Ingress that sends it its weight of the requests.
+    Canary,
+}
+
+impl Track {
+    /// The name of the track's Deployment and Service (and the canary's Ingress).
+    pub fn object_name(self, model: &ModelName) -> String {
+        match self {
+            Track::Main => model_object_name(model),
+            Track::Canary => object_name(&["so1s", model.as_str(), "canary"]),
+        }
+    }
+
+    /// The labels that select the track's pods: the main Service never selects the canary's
+    /// pods, nor the other way round.
+    pub fn selector(self, model: &ModelName) -> BTreeMap<String, String> {
+        let mut selector = model_selector(model);
+        if self == Track::Canary {
+            selector.insert(APP_INSTANCE.to_owned(), self.object_name(model));
+        }
+        selector
+    }
+
+    fn labels(self, model: &ModelName) -> BTreeMap<String, String> {
+        let mut labels = model_labels(model);
+        labels.extend(self.selector(model));
+        labels
+    }
+}
 
 /// A model's Deployment running `image` (version `version`): rolling updates that never go
 /// below the wanted replicas, readiness on `/readyz`, liveness on `/healthz`.
@@ -37,7 +84,19 @@ pub fn deployment(
     version: VersionId,
     image: &str,
 ) -> Result<Deployment> {
-    let mut pod_labels = model_labels(model);
+    deployment_on(Track::Main, settings, model, version, image)
+}
+
+/// [`deployment`] on a track. With autoscaling the main Deployment leaves its replicas to the
+/// HorizontalPodAutoscaler (an apply would reset them otherwise).
+pub fn deployment_on(
+    track: Track,
+    settings: &ClusterSettings,
+    model: &ModelName,
+    version: VersionId,
+    image: &str,
+) -> Result<Deployment> {
+    let mut pod_labels = track.labels(model);
     pod_labels.insert(LABEL_VERSION.to_owned(), version.to_string());
     let mut env_vars = vec![
         env("SO1S_MODEL_NAME", model.as_str()),
@@ -80,17 +139,21 @@ pub fn deployment(
         volume_mounts: Some(vec![tmp_mount]),
         ..Default::default()
     };
+    let replicas = match (track, &settings.autoscale) {
+        (Track::Main, Some(_)) => None,
+        _ => Some(settings.replicas),
+    };
     let mut deployment = Deployment {
         metadata: meta(
-            model_object_name(model),
+            track.object_name(model),
             settings,
-            model_labels(model),
+            track.labels(model),
             None,
         ),
         spec: Some(DeploymentSpec {
-            replicas: Some(settings.replicas),
+            replicas,
             selector: LabelSelector {
-                match_labels: Some(model_selector(model)),
+                match_labels: Some(track.selector(model)),
                 ..Default::default()
             },
             strategy: Some(DeploymentStrategy {
@@ -163,23 +226,38 @@ pub fn service(
     model: &ModelName,
     owner: Option<&OwnerReference>,
 ) -> Service {
+    service_on(Track::Main, settings, model, owner)
+}
+
+/// [`service`] on a track: it selects that track's pods only.
+pub fn service_on(
+    track: Track,
+    settings: &ClusterSettings,
+    model: &ModelName,
+    owner: Option<&OwnerReference>,
+) -> Service {
     Service {
         metadata: meta(
-            model_object_name(model),
+            track.object_name(model),
             settings,
-            model_labels(model),
+            track.labels(model),
             owner,
         ),
-        spec: Some(http_service_spec(model_selector(model))),
+        spec: Some(http_service_spec(track.selector(model))),
         ..Default::default()
     }
 }
 
 /// The URL of a model's Service inside the cluster.
 pub fn service_url(settings: &ClusterSettings, model: &ModelName) -> String {
+    service_url_on(Track::Main, settings, model)
+}
+
+/// The URL of a track's Service inside the cluster.
+pub fn service_url_on(track: Track, settings: &ClusterSettings, model: &ModelName) -> String {
     format!(
         "http://{}.{}.svc:80",
-        model_object_name(model),
+        track.object_name(model),
         settings.namespace
     )
 }
@@ -191,9 +269,98 @@ pub fn ingress(
     model: &ModelName,
     owner: Option<&OwnerReference>,
 ) -> Ingress {
+    let paths = predict_paths(settings, model)
+        .into_iter()
+        .map(|path| (path, "Exact"));
+    let annotations = [(NGINX_REWRITE, "/predict".to_owned())];
+    ingress_of(
+        model_object_name(model),
+        settings,
+        model,
+        Track::Main,
+        paths,
+        annotations,
+        owner,
+    )
+}
+
+/// The name of a model's Open Inference Protocol Ingress.
+pub fn oip_ingress_name(model: &ModelName) -> String {
+    object_name(&["so1s", model.as_str(), "v2"])
+}
+
+/// A model's Open Inference Protocol Ingress: `/v2/models/{model}` and below, to the same
+/// paths on its predict servers (no rewrite: the protocol's paths are the server's).
+pub fn oip_ingress(
+    settings: &ClusterSettings,
+    model: &ModelName,
+    owner: Option<&OwnerReference>,
+) -> Ingress {
+    let paths = [(oip_path(model), "Prefix")];
+    ingress_of(
+        oip_ingress_name(model),
+        settings,
+        model,
+        Track::Main,
+        paths,
+        [],
+        owner,
+    )
+}
+
+/// The nginx canary Ingress of a split: the main Ingresses' paths (predict and the Open
+/// Inference Protocol) to the canary's Service for `weight` percent of the requests. nginx
+/// takes one canary Ingress per path, and takes the rewrite from the main Ingress.
+pub fn canary_ingress(
+    settings: &ClusterSettings,
+    model: &ModelName,
+    weight: u32,
+    owner: Option<&OwnerReference>,
+) -> Ingress {
+    let paths = predict_paths(settings, model)
+        .into_iter()
+        .map(|path| (path, "Exact"))
+        .chain([(oip_path(model), "Prefix")]);
+    let annotations = [
+        (NGINX_CANARY, "true".to_owned()),
+        (NGINX_CANARY_WEIGHT, weight.to_string()),
+    ];
+    ingress_of(
+        Track::Canary.object_name(model),
+        settings,
+        model,
+        Track::Canary,
+        paths,
+        annotations,
+        owner,
+    )
+}
+
+fn predict_paths(settings: &ClusterSettings, model: &ModelName) -> Vec<String> {
+    let mut paths = vec![format!("/inference/{model}/predict")];
+    if settings.default_model.as_ref() == Some(model) {
+        paths.push("/inference/predict".into());
+    }
+    paths
+}
+
+fn oip_path(model: &ModelName) -> String {
+    format!("/v2/models/{model}")
+}
+
+/// An Ingress named `name` sending `paths` (path, path type) to `track`'s Service.
+fn ingress_of<P: Into<String>>(
+    name: String,
+    settings: &ClusterSettings,
+    model: &ModelName,
+    track: Track,
+    paths: impl IntoIterator<Item = (P, &'static str)>,
+    annotations: impl IntoIterator<Item = (&'static str, String)>,
+    owner: Option<&OwnerReference>,
+) -> Ingress {
     let backend = IngressBackend {
         service: Some(IngressServiceBackend {
-            name: model_object_name(model),
+            name: track.object_name(model),
             port: Some(ServiceBackendPort {
                 name: Some("http".into()),
                 ..Default::default()
@@ -201,20 +368,12 @@ pub fn ingress(
         }),
         ..Default::default()
     };
-    let mut paths = vec![format!("/inference/{model}/predict")];
-    if settings.default_model.as_ref() == Some(model) {
-        paths.push("/inference/predict".into());
-    }
-    let mut metadata = meta(
-        model_object_name(model),
-        settings,
-        model_labels(model),
-        owner,
-    );
-    metadata.annotations = Some(BTreeMap::from([(
-        NGINX_REWRITE.to_owned(),
-        "/predict".to_owned(),
-    )]));
+    let mut metadata = meta(name, settings, track.labels(model), owner);
+    let annotations: BTreeMap<String, String> = annotations
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value))
+        .collect();
+    metadata.annotations = (!annotations.is_empty()).then_some(annotations);
     Ingress {
         metadata,
         spec: Some(IngressSpec {
@@ -224,13 +383,54 @@ pub fn ingress(
                 http: Some(HTTPIngressRuleValue {
                     paths: paths
                         .into_iter()
-                        .map(|path| HTTPIngressPath {
-                            path: Some(path),
-                            path_type: "Exact".into(),
+                        .map(|(path, path_type)| HTTPIngressPath {
+                            path: Some(path.into()),
+                            path_type: path_type.into(),
                             backend: backend.clone(),
                         })
                         .collect(),
                 }),
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The HorizontalPodAutoscaler of a model's main Deployment: between `min` and `max`
+/// replicas, aiming at `cpu_percent` of the pods' CPU request (which the Deployment sets).
+pub fn autoscaler(
+    settings: &ClusterSettings,
+    model: &ModelName,
+    autoscale: &Autoscale,
+    owner: Option<&OwnerReference>,
+) -> HorizontalPodAutoscaler {
+    HorizontalPodAutoscaler {
+        metadata: meta(
+            model_object_name(model),
+            settings,
+            model_labels(model),
+            owner,
+        ),
+        spec: Some(HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".into()),
+                kind: "Deployment".into(),
+                name: model_object_name(model),
+            },
+            min_replicas: Some(autoscale.min as i32),
+            max_replicas: autoscale.max as i32,
+            metrics: Some(vec![MetricSpec {
+                type_: "Resource".into(),
+                resource: Some(ResourceMetricSource {
+                    name: "cpu".into(),
+                    target: MetricTarget {
+                        type_: "Utilization".into(),
+                        average_utilization: Some(autoscale.cpu_percent as i32),
+                        ..Default::default()
+                    },
+                }),
+                ..Default::default()
             }]),
             ..Default::default()
         }),
@@ -246,10 +446,37 @@ pub fn model_objects(
     version: VersionId,
     image: &str,
 ) -> Result<Vec<serde_json::Value>> {
-    Ok(vec![
+    let mut objects = vec![
         to_value(&deployment(settings, model, version, image)?)?,
         to_value(&service(settings, model, None))?,
         to_value(&ingress(settings, model, None))?,
+        to_value(&oip_ingress(settings, model, None))?,
+    ];
+    if let Some(autoscale) = &settings.autoscale {
+        objects.push(to_value(&autoscaler(settings, model, autoscale, None))?);
+    }
+    Ok(objects)
+}
+
+/// The canary's objects of a split, beside [`model_objects`]: its Deployment of `version`
+/// running `image`, its Service, and the canary Ingress with its `weight`.
+pub fn canary_objects(
+    settings: &ClusterSettings,
+    model: &ModelName,
+    version: VersionId,
+    image: &str,
+    weight: u32,
+) -> Result<Vec<serde_json::Value>> {
+    Ok(vec![
+        to_value(&deployment_on(
+            Track::Canary,
+            settings,
+            model,
+            version,
+            image,
+        )?)?,
+        to_value(&service_on(Track::Canary, settings, model, None))?,
+        to_value(&canary_ingress(settings, model, weight, None))?,
     ])
 }
 
@@ -395,5 +622,177 @@ mod tests {
             .map(|p| p.path.unwrap())
             .collect();
         assert_eq!(paths, ["/inference/minilm/predict", "/inference/predict"]);
+    }
+
+    fn paths_of(ingress: &Ingress) -> Vec<(String, String, String)> {
+        let spec = ingress.spec.clone().unwrap();
+        spec.rules.unwrap()[0]
+            .http
+            .clone()
+            .unwrap()
+            .paths
+            .into_iter()
+            .map(|p| {
+                let backend = p.backend.service.unwrap().name;
+                (p.path.unwrap(), p.path_type, backend)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_open_inference_protocol_has_an_ingress_without_the_rewrite() {
+        let settings = ClusterSettings::default();
+        let i = oip_ingress(&settings, &minilm(), None);
+        assert_eq!(i.metadata.name.as_deref(), Some("so1s-minilm-v2"));
+        assert!(i.metadata.annotations.is_none(), "no rewrite");
+        assert_eq!(
+            paths_of(&i),
+            [(
+                "/v2/models/minilm".to_owned(),
+                "Prefix".to_owned(),
+                "so1s-minilm".to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn a_split_runs_the_canary_beside_the_main_deployment_and_weighs_it_on_its_ingress() {
+        let settings = ClusterSettings {
+            default_model: Some(minilm()),
+            ..ClusterSettings::default()
+        };
+        let main = deployment(&settings, &minilm(), v(1), "img:1").unwrap();
+        let canary = deployment_on(Track::Canary, &settings, &minilm(), v(2), "img:2").unwrap();
+        assert_eq!(canary.metadata.name.as_deref(), Some("so1s-minilm-canary"));
+        // Neither Service selects the other's pods, and each Deployment owns its own.
+        let pods = |d: &Deployment| {
+            d.spec
+                .clone()
+                .unwrap()
+                .template
+                .metadata
+                .unwrap()
+                .labels
+                .unwrap()
+        };
+        let selects = |selector: &BTreeMap<String, String>, pods: &BTreeMap<String, String>| {
+            selector.iter().all(|(k, v)| pods.get(k) == Some(v))
+        };
+        let main_service = service(&settings, &minilm(), None)
+            .spec
+            .unwrap()
+            .selector
+            .unwrap();
+        let canary_service = service_on(Track::Canary, &settings, &minilm(), None)
+            .spec
+            .unwrap()
+            .selector
+            .unwrap();
+        assert!(selects(&main_service, &pods(&main)));
+        assert!(!selects(&main_service, &pods(&canary)));
+        assert!(selects(&canary_service, &pods(&canary)));
+        assert!(!selects(&canary_service, &pods(&main)));
+        let canary_selector = canary.spec.clone().unwrap().selector.match_labels.unwrap();
+        assert!(
+            selects(&canary_selector, &pods(&canary)) && !selects(&canary_selector, &pods(&main))
+        );
+        assert_eq!(pods(&canary)[LABEL_VERSION], "v2");
+        assert_eq!(
+            service_url_on(Track::Canary, &settings, &minilm()),
+            "http://so1s-minilm-canary.so1s.svc:80"
+        );
+
+        let i = canary_ingress(&settings, &minilm(), 30, None);
+        let annotations = i.metadata.annotations.clone().unwrap();
+        assert_eq!(annotations[NGINX_CANARY], "true");
+        assert_eq!(annotations[NGINX_CANARY_WEIGHT], "30");
+        let canary_paths: Vec<String> = paths_of(&i)
+            .into_iter()
+            .map(|(path, _, backend)| {
+                assert_eq!(backend, "so1s-minilm-canary");
+                path
+            })
+            .collect();
+        // The same paths as the main Ingresses, which nginx pairs it with.
+        let mut main_paths: Vec<String> = paths_of(&ingress(&settings, &minilm(), None))
+            .into_iter()
+            .chain(paths_of(&oip_ingress(&settings, &minilm(), None)))
+            .map(|(path, _, _)| path)
+            .collect();
+        main_paths.sort();
+        let mut sorted = canary_paths.clone();
+        sorted.sort();
+        assert_eq!(sorted, main_paths);
+        assert_eq!(
+            canary_objects(&settings, &minilm(), v(2), "img:2", 30)
+                .unwrap()
+                .len(),
+            3
+        );
+    }
+
+    #[test]
+    fn autoscaling_adds_the_hpa_and_leaves_the_replicas_to_it() {
+        let autoscale = Autoscale::parse("2:6:60").unwrap();
+        let settings = ClusterSettings {
+            autoscale: Some(autoscale),
+            ..ClusterSettings::default()
+        };
+        let d = deployment(&settings, &minilm(), v(1), "img").unwrap();
+        assert_eq!(d.spec.unwrap().replicas, None);
+        let canary = deployment_on(Track::Canary, &settings, &minilm(), v(2), "img").unwrap();
+        assert_eq!(canary.spec.unwrap().replicas, Some(1));
+        let hpa = autoscaler(&settings, &minilm(), &autoscale, None);
+        let spec = hpa.spec.unwrap();
+        assert_eq!((spec.min_replicas, spec.max_replicas), (Some(2), 6));
+        assert_eq!(spec.scale_target_ref.kind, "Deployment");
+        assert_eq!(spec.scale_target_ref.name, "so1s-minilm");
+        let metric = spec.metrics.unwrap()[0].resource.clone().unwrap();
+        assert_eq!(metric.name, "cpu");
+        assert_eq!(metric.target.average_utilization, Some(60));
+        let kinds: Vec<String> = model_objects(&settings, &minilm(), v(1), "img")
+            .unwrap()
+            .iter()
+            .map(|o| o["kind"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "Deployment",
+                "Service",
+                "Ingress",
+                "Ingress",
+                "HorizontalPodAutoscaler"
+            ]
+        );
+        // The CPU request the utilization is measured against is set.
+        let d = deployment(&settings, &minilm(), v(1), "img").unwrap();
+        let resources = d.spec.unwrap().template.spec.unwrap().containers[0]
+            .resources
+            .clone();
+        assert!(resources.unwrap().requests.unwrap().contains_key("cpu"));
+    }
+
+    #[test]
+    fn autoscale_reads_min_max_and_a_cpu_target() {
+        assert_eq!(
+            Autoscale::parse("1:4").unwrap(),
+            Autoscale {
+                min: 1,
+                max: 4,
+                cpu_percent: 70
+            }
+        );
+        assert_eq!(Autoscale::parse("2:10:55%").unwrap().cpu_percent, 55);
+        for (text, says) in [
+            ("4", "two or three numbers"),
+            ("a:4", "not whole numbers"),
+            ("0:4", "at least 1"),
+            ("5:4", "MAX ≥ MIN"),
+            ("1:4:150", "from 1 to 100"),
+        ] {
+            let err = Autoscale::parse(text).unwrap_err().to_string();
+            assert!(err.contains(says), "{text}: {err}");
+        }
     }
 }

@@ -58,7 +58,7 @@ mod tests {
     fn yaml_has_one_document_per_object() {
         let objects = model_objects(&ClusterSettings::default(), &minilm(), v(1), "img").unwrap();
         let yaml = to_yaml(&objects).unwrap();
-        assert_eq!(yaml.matches("---\n").count(), 3);
+        assert_eq!(yaml.matches("---\n").count(), 4);
         let back: Vec<serde_json::Value> = yaml
             .split("---\n")
             .filter(|d| !d.trim().is_empty())

@@ -12,8 +12,11 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
 use so1s_core::build::{Artifact, ImageBuilder, KubeBuildConfig, KubeImageBuilder};
 use so1s_core::events::{EventLog, Events, Stage};
+use so1s_core::kubernetes::manifests::Autoscale;
 use so1s_core::kubernetes::manifests::{BuildMode, BuildSettings, ClusterSettings};
-use so1s_core::rollout::{KubeRollout, KubeRolloutConfig, Rollout, Routes, Target};
+use so1s_core::rollout::{
+    Arm, KubeRollout, KubeRolloutConfig, Pick, Rollout, Routes, Split, Target,
+};
 use so1s_core::store::{ArchiveFormat, StoredVersion};
 use so1s_core::{ModelName, VersionId};
 use std::time::Duration;
@@ -64,8 +67,8 @@ enum Pods {
     NeverReady,
 }
 
-/// Plays the Deployment controller for the model's Deployment: each new generation gets a
-/// pod of its version and a status according to `behaviour(image)`.
+/// Plays the Deployment controller for the model's Deployments (main and canary): each new
+/// generation gets a pod of its version and a status according to `behaviour(image)`.
 fn deployment_controller(
     cluster: &Cluster,
     behaviour: impl Fn(&str) -> Pods + Send + 'static,
@@ -73,36 +76,37 @@ fn deployment_controller(
     let deployments: Api<Deployment> = Api::namespaced(cluster.fake.clone(), NS);
     let pods: Api<Pod> = Api::namespaced(cluster.fake.clone(), NS);
     tokio::spawn(async move {
-        let mut handled = 0;
+        let mut handled = std::collections::HashMap::new();
         loop {
             tokio::time::sleep(Duration::from_millis(5)).await;
-            let Ok(Some(deployment)) = deployments.get_opt("so1s-minilm").await else {
-                continue;
-            };
-            let generation = deployment.metadata.generation.unwrap_or(0);
-            if generation == handled {
-                continue;
-            }
-            handled = generation;
-            let template = deployment.spec.as_ref().unwrap().template.clone();
-            let labels = template.metadata.as_ref().unwrap().labels.clone().unwrap();
-            let image = template.spec.as_ref().unwrap().containers[0]
-                .image
-                .clone()
-                .unwrap();
-            let version = labels["io.so1s.version"].clone();
-            let behaviour = behaviour(&image);
-            let pod_name = format!("so1s-minilm-{version}-{generation}");
-            let (container_state, ready) = match behaviour {
-                Pods::Ready => (json!({"running": {}}), "True"),
-                Pods::ImagePullFails => (
-                    json!({"waiting": {"reason": "ImagePullBackOff",
+            for name in ["so1s-minilm", "so1s-minilm-canary"] {
+                let Ok(Some(deployment)) = deployments.get_opt(name).await else {
+                    continue;
+                };
+                let generation = deployment.metadata.generation.unwrap_or(0);
+                if handled.get(name) == Some(&generation) {
+                    continue;
+                }
+                handled.insert(name, generation);
+                let template = deployment.spec.as_ref().unwrap().template.clone();
+                let labels = template.metadata.as_ref().unwrap().labels.clone().unwrap();
+                let image = template.spec.as_ref().unwrap().containers[0]
+                    .image
+                    .clone()
+                    .unwrap();
+                let version = labels["io.so1s.version"].clone();
+                let behaviour = behaviour(&image);
+                let pod_name = format!("{name}-{version}-{generation}");
+                let (container_state, ready) = match behaviour {
+                    Pods::Ready => (json!({"running": {}}), "True"),
+                    Pods::ImagePullFails => (
+                        json!({"waiting": {"reason": "ImagePullBackOff",
                         "message": format!("Back-off pulling image \"{image}\"")}}),
-                    "False",
-                ),
-                Pods::NeverReady => (json!({"running": {}}), "False"),
-            };
-            let pod: Pod = serde_json::from_value(json!({
+                        "False",
+                    ),
+                    Pods::NeverReady => (json!({"running": {}}), "False"),
+                };
+                let pod: Pod = serde_json::from_value(json!({
                 "apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": pod_name, "namespace": NS, "labels": labels},
                 "spec": {"containers": [{"name": "predict", "image": image}]},
@@ -115,31 +119,32 @@ fn deployment_controller(
                 }
             }))
             .unwrap();
-            let _ = pods.create(&PostParams::default(), &pod).await;
-            let status = match behaviour {
-                Pods::Ready => json!({"observedGeneration": generation, "replicas": 1,
+                let _ = pods.create(&PostParams::default(), &pod).await;
+                let status = match behaviour {
+                    Pods::Ready => json!({"observedGeneration": generation, "replicas": 1,
                     "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1,
                     "conditions": [
                         {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
                         {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
                          "message": "ReplicaSet has successfully progressed."}]}),
-                Pods::ImagePullFails => json!({"observedGeneration": generation, "replicas": 2,
+                    Pods::ImagePullFails => json!({"observedGeneration": generation, "replicas": 2,
                     "updatedReplicas": 1, "availableReplicas": 1, "unavailableReplicas": 1,
                     "conditions": [{"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}]}),
-                Pods::NeverReady => json!({"observedGeneration": generation, "replicas": 2,
+                    Pods::NeverReady => json!({"observedGeneration": generation, "replicas": 2,
                     "updatedReplicas": 1, "availableReplicas": 1, "unavailableReplicas": 1,
                     "conditions": [{"type": "Progressing", "status": "False",
                         "reason": "ProgressDeadlineExceeded",
                         "message": "ReplicaSet \"so1s-minilm-abc\" has timed out progressing."}]}),
-            };
-            deployments
-                .patch_status(
-                    "so1s-minilm",
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"status": status})),
-                )
-                .await
-                .unwrap();
+                };
+                deployments
+                    .patch_status(
+                        name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"status": status})),
+                    )
+                    .await
+                    .unwrap();
+            }
         }
     })
 }
@@ -185,6 +190,7 @@ async fn a_rollout_applies_deployment_service_and_ingress_and_completes() {
             "PATCH /apis/apps/v1/namespaces/so1s/deployments/so1s-minilm",
             "PATCH /api/v1/namespaces/so1s/services/so1s-minilm",
             "PATCH /apis/networking.k8s.io/v1/namespaces/so1s/ingresses/so1s-minilm",
+            "PATCH /apis/networking.k8s.io/v1/namespaces/so1s/ingresses/so1s-minilm-v2",
         ]
     );
     for write in &writes {
@@ -657,4 +663,208 @@ async fn an_archive_outside_the_store_claim_is_refused_before_any_request() {
         .to_string();
     assert!(error.contains("not in the store claim"), "{error}");
     assert!(cluster.requests().is_empty());
+}
+
+fn arm(n: u32, weight: u32) -> Arm {
+    Arm {
+        target: target(n),
+        weight,
+    }
+}
+
+/// The writes' `METHOD path` lines.
+fn lines(cluster: &Cluster) -> Vec<String> {
+    cluster
+        .writes()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_split_runs_a_canary_beside_the_main_deployment_and_promote_removes_it() {
+    let cluster = Cluster::new().await;
+    let controller = deployment_controller(&cluster, |_| Pods::Ready);
+    let routes = Routes::default();
+    let rollout = rollout(&cluster, &routes);
+    let recorded = EventLog::default();
+    let events = recorded.events(Stage::Rollout);
+    rollout.deploy(&target(1), &events).await.unwrap();
+    cluster.clear();
+
+    // v2 joins as the canary with 30%: v1 stays on the main Deployment, untouched.
+    let deployed = rollout
+        .split(&minilm(), &[arm(1, 70), arm(2, 30)], &events)
+        .await
+        .unwrap_or_else(|e| panic!("{}\n{}", e.chain(), recorded.text()));
+    let endpoints: Vec<&str> = deployed.iter().map(|d| d.endpoint.as_str()).collect();
+    assert_eq!(
+        endpoints,
+        [
+            "http://so1s-minilm.so1s.svc:80",
+            "http://so1s-minilm-canary.so1s.svc:80"
+        ]
+    );
+    assert_eq!(
+        lines(&cluster),
+        [
+            "PATCH /apis/apps/v1/namespaces/so1s/deployments/so1s-minilm-canary",
+            "PATCH /api/v1/namespaces/so1s/services/so1s-minilm-canary",
+            "PATCH /apis/networking.k8s.io/v1/namespaces/so1s/ingresses/so1s-minilm-canary",
+        ]
+    );
+    let writes = cluster.writes();
+    assert_eq!(image_of(&writes[0]), "registry.test/so1s/minilm:v2");
+    let ingress = &writes[2].body;
+    let annotations = &ingress["metadata"]["annotations"];
+    assert_eq!(annotations["nginx.ingress.kubernetes.io/canary"], "true");
+    assert_eq!(
+        annotations["nginx.ingress.kubernetes.io/canary-weight"],
+        "30"
+    );
+    let backend = &ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"];
+    assert_eq!(backend["name"], "so1s-minilm-canary");
+    let canary_uid = Api::<Deployment>::namespaced(cluster.fake.clone(), NS)
+        .get("so1s-minilm-canary")
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    assert_eq!(
+        ingress["metadata"]["ownerReferences"][0]["uid"],
+        canary_uid.as_str()
+    );
+    // The gateway splits by the same weights, to the two Services.
+    assert_eq!(
+        routes.split(&minilm()),
+        Some(Split::new([(v(1), 70), (v(2), 30)]).unwrap())
+    );
+    let canary = routes.acquire(&minilm(), Pick::Version(v(2))).unwrap();
+    assert_eq!(
+        canary.upstream().url,
+        "http://so1s-minilm-canary.so1s.svc:80"
+    );
+    drop(canary);
+
+    // New weights, even with v2 the heavier: only the canary Ingress changes.
+    cluster.clear();
+    rollout
+        .split(&minilm(), &[arm(1, 40), arm(2, 60)], &events)
+        .await
+        .unwrap();
+    let changed: Vec<String> = lines(&cluster);
+    assert_eq!(
+        changed,
+        [
+            "PATCH /api/v1/namespaces/so1s/services/so1s-minilm-canary",
+            "PATCH /apis/networking.k8s.io/v1/namespaces/so1s/ingresses/so1s-minilm-canary",
+        ]
+    );
+    assert_eq!(
+        cluster.writes()[1].body["metadata"]["annotations"]
+            ["nginx.ingress.kubernetes.io/canary-weight"],
+        "60"
+    );
+    // Three versions do not fit nginx's one canary.
+    let err = rollout
+        .split(&minilm(), &[arm(1, 40), arm(2, 30), arm(3, 30)], &events)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("holds two versions"), "{err}");
+
+    // Promote v2: the main Deployment rolls to it, then the canary goes, Ingress first.
+    cluster.clear();
+    rollout.deploy(&target(2), &events).await.unwrap();
+    controller.abort();
+    assert_eq!(
+        lines(&cluster),
+        [
+            "PATCH /apis/apps/v1/namespaces/so1s/deployments/so1s-minilm",
+            "PATCH /api/v1/namespaces/so1s/services/so1s-minilm",
+            "PATCH /apis/networking.k8s.io/v1/namespaces/so1s/ingresses/so1s-minilm",
+            "PATCH /apis/networking.k8s.io/v1/namespaces/so1s/ingresses/so1s-minilm-v2",
+            "DELETE /apis/networking.k8s.io/v1/namespaces/so1s/ingresses/so1s-minilm-canary",
+            "DELETE /api/v1/namespaces/so1s/services/so1s-minilm-canary",
+            "DELETE /apis/apps/v1/namespaces/so1s/deployments/so1s-minilm-canary",
+        ]
+    );
+    assert_eq!(
+        image_of(&cluster.writes()[0]),
+        "registry.test/so1s/minilm:v2"
+    );
+    assert_eq!(routes.split(&minilm()), Some(Split::single(v(2))));
+}
+
+#[tokio::test]
+async fn a_canary_that_cannot_start_is_removed_and_the_main_version_keeps_all_traffic() {
+    let cluster = Cluster::new().await;
+    let controller = deployment_controller(&cluster, |image| match image.ends_with(":v2") {
+        true => Pods::ImagePullFails,
+        false => Pods::Ready,
+    });
+    let routes = Routes::default();
+    let rollout = rollout(&cluster, &routes);
+    let recorded = EventLog::default();
+    let events = recorded.events(Stage::Rollout);
+    rollout.deploy(&target(1), &events).await.unwrap();
+    let err = rollout
+        .split(&minilm(), &[arm(1, 90), arm(2, 10)], &events)
+        .await
+        .unwrap_err();
+    controller.abort();
+    assert!(err.to_string().contains("ImagePullBackOff"), "{err}");
+    assert!(
+        recorded
+            .text()
+            .contains("removing the canary Deployment so1s-minilm-canary"),
+        "{}",
+        recorded.text()
+    );
+    let canary = Api::<Deployment>::namespaced(cluster.fake.clone(), NS)
+        .get_opt("so1s-minilm-canary")
+        .await
+        .unwrap();
+    assert!(canary.is_none());
+    assert_eq!(routes.split(&minilm()), Some(Split::single(v(1))));
+}
+
+#[tokio::test]
+async fn autoscaling_applies_a_horizontal_pod_autoscaler_for_the_deployment() {
+    let cluster = Cluster::new().await;
+    let controller = deployment_controller(&cluster, |_| Pods::Ready);
+    let mut config = KubeRolloutConfig::new(ClusterSettings {
+        autoscale: Some(Autoscale::parse("2:5:60").unwrap()),
+        ..settings()
+    });
+    config.poll_interval = Duration::from_millis(10);
+    let rollout = KubeRollout::new(cluster.client.clone(), config, Routes::default());
+    let recorded = EventLog::default();
+    rollout
+        .deploy(&target(1), &recorded.events(Stage::Rollout))
+        .await
+        .unwrap_or_else(|e| panic!("{}\n{}", e.chain(), recorded.text()));
+    controller.abort();
+    let writes = cluster.writes();
+    let hpa = writes
+        .iter()
+        .find(|w| w.path.ends_with("/horizontalpodautoscalers/so1s-minilm"))
+        .unwrap_or_else(|| panic!("{:?}", lines(&cluster)));
+    assert_eq!(
+        hpa.path,
+        "/apis/autoscaling/v2/namespaces/so1s/horizontalpodautoscalers/so1s-minilm"
+    );
+    assert_eq!(hpa.body["spec"]["minReplicas"], 2);
+    assert_eq!(hpa.body["spec"]["maxReplicas"], 5);
+    assert_eq!(hpa.body["spec"]["scaleTargetRef"]["name"], "so1s-minilm");
+    assert_eq!(
+        hpa.body["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+        60
+    );
+    // The Deployment leaves its replicas to the autoscaler.
+    assert!(
+        writes[0].body["spec"].get("replicas").is_none(),
+        "{}",
+        writes[0].body
+    );
 }

@@ -232,15 +232,40 @@ pub fn settings(name: &str) -> ServerSettings {
     }
 }
 
-/// A value from Prometheus text, by its full series name (with labels).
+/// A value from Prometheus text, by its series: a name and the labels it must carry
+/// (`so1s_requests_total{route="/predict",status="200"}`); the server adds the model's and
+/// version's labels to every series, which the series need not name. Each series of a server
+/// must be `model` and `version` labelled.
 pub fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        line.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
+    let (name, labels) = split_series(series);
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (line_series, value) = line.rsplit_once(' ')?;
+            let (line_name, line_labels) = split_series(line_series);
+            assert!(
+                line_labels.iter().any(|l| l.starts_with("model="))
+                    && line_labels.iter().any(|l| l.starts_with("version=")),
+                "{line}: not labelled with the model and version"
+            );
+            let wanted = line_name == name && labels.iter().all(|l| line_labels.contains(l));
+            wanted.then(|| value.trim().parse().ok()).flatten()
+        })
+}
+
+/// `name{a="1",b="2"}` → (`name`, [`a="1"`, `b="2"`]).
+fn split_series(series: &str) -> (&str, Vec<&str>) {
+    match series.split_once('{') {
+        Some((name, labels)) => (
+            name,
+            labels
+                .trim_end_matches('}')
+                .split(',')
+                .filter(|l| !l.is_empty())
+                .collect(),
+        ),
+        None => (series, Vec::new()),
+    }
 }
 
 /// Writes a small BERT sequence classifier with random weights (from `seed`) to `dir`, the

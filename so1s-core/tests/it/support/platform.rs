@@ -164,8 +164,9 @@ impl TestPlatform {
             .map(|r| r.stored.version.to_string())
     }
 
-    /// Where the gateway sends the model's traffic.
+    /// Where the gateway sends the model's traffic (its split's heaviest version's).
     pub fn routed(&self, model: &str) -> Option<String> {
-        self.platform.routes().url(&name(model))
+        let routes = self.platform.routes();
+        routes.url(&name(model), routes.version(&name(model))?)
     }
 }

@@ -5,7 +5,9 @@
 use super::record::{Calls, Gates};
 use so1s_core::events::Events;
 use so1s_core::model::{ModelName, VersionId};
-use so1s_core::rollout::{Deployment, Health, Incident, Incidents, Rollout, Routes, Target};
+use so1s_core::rollout::{
+    split_of, Arm, Deployment, Health, Incident, Incidents, Rollout, Routes, Target,
+};
 use so1s_core::{Error, Result};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -95,7 +97,7 @@ impl FakeRollout {
         let replaced = self
             .routes
             .switch(&target.model, target.version, endpoint.clone());
-        if let Some(old) = replaced.filter(|old| old.version != target.version) {
+        for old in replaced.iter().filter(|old| old.version != target.version) {
             self.calls
                 .push(format!("stop {} {}", target.model, old.version));
         }
@@ -134,8 +136,63 @@ impl Rollout for FakeRollout {
         self.live.lock().unwrap().get(model).cloned()
     }
 
+    async fn split(
+        &self,
+        model: &ModelName,
+        arms: &[Arm],
+        events: &Events,
+    ) -> Result<Vec<Deployment>> {
+        let split = split_of(arms)?;
+        let pairs: Vec<String> = split
+            .arms()
+            .iter()
+            .map(|(version, weight)| format!("{version}={weight}"))
+            .collect();
+        self.calls
+            .push(format!("split {model} {}", pairs.join(" ")));
+        for arm in arms {
+            let name = format!("{model} {}", arm.target.version);
+            events.progress(format!("fake: starting {name}"));
+            let failure = self.failing.lock().unwrap().get(&name).cloned();
+            if let Some(message) = failure {
+                self.calls.push(format!("failed {name}"));
+                return Err(Error::Backend(message));
+            }
+        }
+        let replaced = self
+            .routes
+            .set(model, &split, |version| Some(fake_endpoint(model, version)));
+        for old in replaced {
+            self.calls.push(format!("stop {model} {}", old.version));
+            self.incidents.forget(model, old.version);
+        }
+        let deployments: Vec<Deployment> = arms
+            .iter()
+            .map(|arm| Deployment {
+                target: arm.target.clone(),
+                endpoint: fake_endpoint(model, arm.target.version),
+            })
+            .collect();
+        for deployment in &deployments {
+            let version = deployment.target.version;
+            if self.incidents.health(model, version).is_none() {
+                let health = Health::started(version, format!("fake {version}"));
+                self.incidents.set_health(model, health);
+            }
+        }
+        let primary = split.primary(&[]);
+        let live = deployments.iter().find(|d| d.target.version == primary);
+        self.live
+            .lock()
+            .unwrap()
+            .insert(model.clone(), live.cloned().expect("the primary is an arm"));
+        self.calls.push(format!("live {model} {}", pairs.join(" ")));
+        Ok(deployments)
+    }
+
     async fn health(&self, model: &ModelName) -> Option<Health> {
-        self.incidents.health(model)
+        let version = self.live.lock().unwrap().get(model)?.target.version;
+        self.incidents.health(model, version)
     }
 
     fn incidents(&self) -> Option<UnboundedReceiver<Incident>> {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: set up (libtorch + the bundled MiniLM model), build,
 # start the so1s api server, deploy MiniLM as a model, and show a prediction through the
-# seed's path POST /inference/predict. Stops the server at the end.
+# seed's path POST /inference/predict. Stops the server at the end, unless SO1S_DEMO_KEEP is
+# set: then it keeps serving (the dashboard at /) until Ctrl-C.
 #   scripts/demo.sh [TEXT]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -44,3 +45,9 @@ curl -fsS "$base/inference/predict" -H 'content-type: application/json' -d "$bod
 echo
 echo "\$ so1s status"
 target/release/so1s status --server "$base"
+
+if [ -n "${SO1S_DEMO_KEEP:-}" ]; then
+  echo
+  echo "the dashboard: $base/ (sign in with the token in $work/data/admin.token); Ctrl-C stops"
+  wait "$server"
+fi

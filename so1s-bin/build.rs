@@ -2,7 +2,7 @@
 //! without `LD_LIBRARY_PATH`. The examples and benches crates use this script too.
 //!
 //! Also turns on the tests that need something outside cargo, each by what is set in the
-//! environment at build time (scripts/test.sh sets the first three). Without it they are
+//! environment at build time (scripts/test.sh sets the first four). Without it they are
 //! ignored, with the reason in their `#[ignore]`; with it they run, and fail if the thing is
 //! missing when they run:
 //!
@@ -15,6 +15,10 @@
 //!   the venv that has it (absolute, or relative to the workspace), or to `1` for the one
 //!   scripts/setup.sh makes in `.cache/venv-oip`; the tests read the path from
 //!   `SO1S_OIP_PYTHON`;
+//! - `cfg(so1s_browser)`: headless Chromium and its WebDriver, `SO1S_CHROMEDRIVER` set to
+//!   the path of `chromedriver` (or `1` for Debian's `/usr/bin/chromedriver`, which
+//!   scripts/browser.sh installs); the dashboard's test reads it from
+//!   `SO1S_CHROMEDRIVER_BIN`;
 //! - `cfg(so1s_e2e_kube)`: a Kubernetes cluster, `KUBECONFIG` or `SO1S_E2E_KUBE` set.
 //!
 //! Only environment variables are watched (`rerun-if-env-changed`), never a path that may be
@@ -30,6 +34,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(so1s_docker)");
     println!("cargo::rustc-check-cfg=cfg(so1s_k8s_validate)");
     println!("cargo::rustc-check-cfg=cfg(so1s_oip_client)");
+    println!("cargo::rustc-check-cfg=cfg(so1s_browser)");
     println!("cargo:rerun-if-env-changed=KUBECONFIG");
     println!("cargo:rerun-if-env-changed=SO1S_E2E_KUBE");
     if std::env::var_os("KUBECONFIG").is_some() || std::env::var_os("SO1S_E2E_KUBE").is_some() {
@@ -47,6 +52,15 @@ fn main() {
         let path = tool(&client, ".cache/venv-oip/bin/python");
         println!("cargo:rustc-cfg=so1s_oip_client");
         println!("cargo:rustc-env=SO1S_OIP_PYTHON={}", path.display());
+    }
+    if let Some(driver) = set("SO1S_CHROMEDRIVER") {
+        let path = if driver == "1" {
+            PathBuf::from("/usr/bin/chromedriver")
+        } else {
+            tool(&driver, "")
+        };
+        println!("cargo:rustc-cfg=so1s_browser");
+        println!("cargo:rustc-env=SO1S_CHROMEDRIVER_BIN={}", path.display());
     }
 }
 

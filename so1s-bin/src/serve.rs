@@ -60,6 +60,10 @@ pub struct ServeArgs {
     /// `SO1S_ADMIN_TOKEN` (environment only).
     #[arg(long, env = "SO1S_INFERENCE_AUTH")]
     pub inference_auth: bool,
+    /// Do not serve the dashboard at `/` (it is on by default: a page over the same `/v1`
+    /// api and tokens).
+    #[arg(long, env = "SO1S_NO_DASHBOARD")]
+    pub no_dashboard: bool,
     /// The api server's bounds.
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -110,6 +114,7 @@ impl ServeArgs {
         config.max_concurrent_builds = self.limits.max_concurrent_builds;
         config.build_memory_mib = self.limits.build_memory_mib;
         config.inference_auth = self.inference_auth;
+        config.dashboard = !self.no_dashboard;
         config.admin_token = std::env::var("SO1S_ADMIN_TOKEN").ok().map(Token::new);
         config.limits = self.limits.api_limits();
         Ok(config)

@@ -79,6 +79,8 @@ pub struct ServeConfig {
     pub admin_token: Option<Token>,
     /// The api server's bounds.
     pub limits: ApiLimits,
+    /// Whether `/` serves the dashboard.
+    pub dashboard: bool,
 }
 
 impl ServeConfig {
@@ -96,6 +98,7 @@ impl ServeConfig {
             inference_auth: false,
             admin_token: None,
             limits: ApiLimits::default(),
+            dashboard: true,
         }
     }
 
@@ -126,6 +129,7 @@ impl ServeConfig {
                 tokens,
                 inference_auth: self.inference_auth,
                 limits: self.limits,
+                dashboard: self.dashboard,
             },
             _lock: lock,
         })

@@ -67,6 +67,10 @@ impl TestApi {
     }
 
     async fn with_limits(limits: ApiLimits) -> Self {
+        Self::with_config(limits, true).await
+    }
+
+    async fn with_config(limits: ApiLimits, dashboard: bool) -> Self {
         let t = TestPlatform::start().await;
         // The tokens live in the registry's database, as in `so1s serve`.
         let store = TokenStore::open(&registry_path(&t.data)).unwrap();
@@ -77,6 +81,7 @@ impl TestApi {
             tokens,
             inference_auth: false,
             limits,
+            dashboard,
         };
         let routes = api::routes(t.platform.clone(), config)
             .unwrap()
@@ -456,6 +461,44 @@ async fn unknown_routes_and_methods_answer_the_json_error_shape() {
         TestApi::request("POST", "/inference/m/predict", None).json(&json!({"text": "hi"}));
     let error = api.send(predict).await.error(404, "not_found");
     assert_eq!(error, "not found: unknown model m");
+}
+
+#[tokio::test]
+async fn the_dashboard_is_served_without_a_token_under_a_strict_policy_and_can_be_turned_off() {
+    let api = TestApi::start().await;
+    let page = api.call("GET", "/", None).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("content-type"), "text/html; charset=utf-8");
+    let policy = page.header("content-security-policy");
+    assert!(policy.contains("script-src 'self'"), "{policy}");
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    assert_eq!(page.header("x-frame-options"), "DENY");
+    let html = String::from_utf8_lossy(&page.body);
+    assert!(html.contains(r#"<script src="/ui/app.js" defer></script>"#));
+    assert!(html.contains(r#"type="password""#), "no token field");
+    let script = api.call("GET", "/ui/app.js", None).await;
+    assert_eq!(script.status, 200);
+    assert_eq!(
+        script.header("content-type"),
+        "text/javascript; charset=utf-8"
+    );
+    assert!(String::from_utf8_lossy(&script.body).contains("/v1/whoami"));
+    api.call("GET", "/ui/nope.js", None)
+        .await
+        .error(404, "not_found");
+    api.call("POST", "/", None)
+        .await
+        .error(405, "method_not_allowed");
+    // The page holds no data: what it shows still needs a token.
+    api.call("GET", "/v1/models", None)
+        .await
+        .error(401, "unauthorized");
+
+    let off = TestApi::with_config(ApiLimits::default(), false).await;
+    off.call("GET", "/", None).await.error(404, "not_found");
+    off.call("GET", "/ui/app.js", None)
+        .await
+        .error(404, "not_found");
 }
 
 #[tokio::test]

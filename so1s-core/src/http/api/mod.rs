@@ -19,10 +19,12 @@
 //! | `GET /v2`, `GET /v2/health/live`, `GET /v2/health/ready` | open | Open Inference Protocol: the gateway's metadata, alive, a model is live |
 //! | `/v2/models/{name}[/versions/{version}]`, `.../ready`, `POST .../infer` | open (or any token) | Open Inference Protocol, forwarded to the model's live version (the one named must be it) |
 //! | `GET /healthz` | open | alive |
+//! | `GET /`, `GET /ui/...` | open (the page signs in with a token) | the dashboard (`ApiConfig::dashboard`) |
 //!
 //! Every `/v1` route wants `Authorization: Bearer <token>`: `401` without one or with an
 //! unknown or revoked one, `403` when its role is too small, checked before a body is read.
 
+pub mod dashboard;
 mod events;
 mod gateway;
 mod guard;
@@ -91,6 +93,8 @@ pub struct ApiConfig {
     pub inference_auth: bool,
     /// The bounds.
     pub limits: ApiLimits,
+    /// Whether `/` serves the dashboard.
+    pub dashboard: bool,
 }
 
 /// Largest JSON body of a management call (`POST /v1/tokens`).
@@ -363,8 +367,11 @@ pub fn routes(
     let healthz = warp::path!("healthz")
         .and(warp::get())
         .map(|| warp::reply::json(&json!({"status": "alive"})).into_response());
+    let dashboard = dashboard::routes(config.dashboard).boxed();
 
-    Ok(upload
+    // The management routes as one boxed filter: the whole chain in one type is past the
+    // compiler's recursion limit in the crates that name it.
+    let management = upload
         .or(list)
         .unify()
         .or(model)
@@ -385,11 +392,15 @@ pub fn routes(
         .unify()
         .or(whoami)
         .unify()
+        .boxed();
+    Ok(management
         .or(gateway)
         .unify()
         .or(v2)
         .unify()
         .or(healthz)
+        .unify()
+        .or(dashboard)
         .unify()
         .recover(recover)
         .unify()

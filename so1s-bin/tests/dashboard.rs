@@ -14,6 +14,7 @@ use fantoccini::key::Key;
 use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
+use so1s_core::auth::Role;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -221,19 +222,22 @@ async fn screenshot(browser: &Client, name: &str) {
     }
 }
 
-/// A new api token with `role`, made with the admin token.
-async fn token(api: &Api, name: &str, role: &str) -> String {
-    let created: Value = api
-        .client
-        .post(format!("{}/v1/tokens", api.base))
-        .json(&json!({"name": name, "role": role}))
-        .send()
+/// A new api token with `role`, made through the api with the admin token.
+async fn token(api: &Api, name: &str, role: Role) -> String {
+    api.typed.create_token(name, role).await.unwrap().token
+}
+
+/// Whether the element `css` finds is shown.
+async fn displayed(browser: &Client, css: &str) -> bool {
+    find(browser, css).await.is_displayed().await.unwrap()
+}
+
+/// The token this tab keeps in its sessionStorage (null when there is none).
+async fn kept_token(browser: &Client) -> Value {
+    browser
+        .execute("return sessionStorage.getItem('so1s.token')", vec![])
         .await
         .unwrap()
-        .json()
-        .await
-        .unwrap();
-    created["token"].as_str().unwrap().to_owned()
 }
 
 /// The fact `fact` (live, latest, traffic, health...) of the model's card.
@@ -279,8 +283,8 @@ async fn the_dashboard_signs_in_uploads_follows_events_predicts_and_hides_action
     let api = Api::start(&tmp.path().join("data"));
     api.upload("minilm", minilm_archive()).await;
     assert_eq!(api.settle("minilm", "v1").await["state"], "live");
-    let deployer = token(&api, "ui-deployer", "deployer").await;
-    let viewer = token(&api, "ui-viewer", "viewer").await;
+    let deployer = token(&api, "ui-deployer", Role::Deployer).await;
+    let viewer = token(&api, "ui-viewer", Role::Viewer).await;
     let archive = tmp.path().join("minilm.tar.gz");
     std::fs::write(&archive, minilm_archive()).unwrap();
 
@@ -296,16 +300,12 @@ async fn the_dashboard_signs_in_uploads_follows_events_predicts_and_hides_action
     })
     .await;
     text_until(&browser, &fact("minilm", "live"), PATIENCE, |t| t == "v1").await;
-    assert!(find(&browser, "#upload-panel")
-        .await
-        .is_displayed()
-        .await
-        .unwrap());
-    let kept = browser
-        .execute("return sessionStorage.getItem('so1s.token')", vec![])
-        .await
-        .unwrap();
-    assert_eq!(kept, json!(deployer), "the token is kept in sessionStorage");
+    assert!(displayed(&browser, "#upload-panel").await);
+    assert_eq!(
+        kept_token(&browser).await,
+        json!(deployer),
+        "the token is kept in sessionStorage"
+    );
 
     // Upload v2 through the file input; its events arrive live until it is live.
     type_into(&browser, "#upload-name", "minilm").await;
@@ -416,16 +416,8 @@ async fn the_dashboard_signs_in_uploads_follows_events_predicts_and_hides_action
 
     // Sign out: the token is gone from the tab.
     click(&browser, "#sign-out").await;
-    assert!(find(&browser, "#sign-in")
-        .await
-        .is_displayed()
-        .await
-        .unwrap());
-    let kept = browser
-        .execute("return sessionStorage.getItem('so1s.token')", vec![])
-        .await
-        .unwrap();
-    assert_eq!(kept, Value::Null);
+    assert!(displayed(&browser, "#sign-in").await);
+    assert_eq!(kept_token(&browser).await, Value::Null);
 
     // A viewer (signing in with Enter) sees the models but nothing that acts.
     sign_in(&browser, &viewer, true).await;
@@ -434,11 +426,7 @@ async fn the_dashboard_signs_in_uploads_follows_events_predicts_and_hides_action
         t == "v1 70% · v2 30%"
     })
     .await;
-    assert!(!find(&browser, "#upload-panel")
-        .await
-        .is_displayed()
-        .await
-        .unwrap());
+    assert!(!displayed(&browser, "#upload-panel").await);
     for element in browser
         .find_all(Locator::Css("#upload-panel input"))
         .await

@@ -173,34 +173,39 @@ async fn text_until(
     }
 }
 
-/// Clicks `css`, finding it again if the page redrew it (its 5 s refresh) meanwhile.
-async fn click(browser: &Client, css: &str) {
+/// Runs `act` until it succeeds, at most `PATIENCE` long: an element found by css goes stale
+/// when the page redraws it (its 5 s refresh), and `act` finds it again each time.
+async fn retried<F, Fut>(what: &str, mut act: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), fantoccini::error::CmdError>>,
+{
     let started = Instant::now();
     loop {
-        match find(browser, css).await.click().await {
+        match act().await {
             Ok(()) => return,
-            Err(e) => assert!(started.elapsed() < PATIENCE, "cannot click {css}: {e}"),
+            Err(e) => assert!(started.elapsed() < PATIENCE, "cannot {what}: {e}"),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
+/// Clicks `css`, finding it again if the page redrew it meanwhile.
+async fn click(browser: &Client, css: &str) {
+    retried(&format!("click {css}"), || async {
+        find(browser, css).await.click().await
+    })
+    .await;
+}
+
 /// Types `text` into the field `css` (emptied first), again if it was redrawn meanwhile.
 async fn type_into(browser: &Client, css: &str, text: &str) {
-    let started = Instant::now();
-    loop {
+    retried(&format!("type into {css}"), || async {
         let field = find(browser, css).await;
-        match async {
-            field.clear().await?;
-            field.send_keys(text).await
-        }
-        .await
-        {
-            Ok(()) => return,
-            Err(e) => assert!(started.elapsed() < PATIENCE, "cannot type into {css}: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        field.clear().await?;
+        field.send_keys(text).await
+    })
+    .await;
 }
 
 /// Where this run's screenshots go.

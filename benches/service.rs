@@ -14,8 +14,10 @@ mod corpus;
 
 use corpus::TEXTS;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use so1s_core::predict::{CpuFeatures, EncoderPipeline, ForwardPass, Precision, ServiceOptions};
-use so1s_core::{ModelLayout, TransformerService};
+use so1s_core::predict::{CpuFeatures, ForwardPass, Precision};
+use so1s_core::ModelLayout;
+use so1s_inference::TransformerService;
+use so1s_inference::{EncoderPipeline, ServiceOptions};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -30,7 +32,7 @@ fn minilm_dir() -> PathBuf {
 fn bench(c: &mut Criterion) {
     let tuned = std::env::var_os("SO1S_NO_MALLOC_TUNING").is_none();
     if tuned {
-        so1s_core::alloc::tune_for_inference();
+        so1s_inference::alloc::tune_for_inference();
     }
     let threads = std::env::var("SO1S_THREADS")
         .ok()

@@ -10,7 +10,7 @@
 
 use anyhow::Context;
 use so1s_core::build::{
-    archive, BundleBuilder, DockerBuildConfig, DockerImageBuilder, ImageBuilder,
+    archive, BundleBuilder, DockerBuildConfig, DockerImageBuilder, ImageBuilder, SmokeTest,
 };
 use so1s_core::platform::{Platform, PlatformOptions};
 use so1s_core::registry::{Registry, VersionState};
@@ -55,7 +55,11 @@ async fn main() -> anyhow::Result<()> {
             (builder, rollout)
         } else {
             (
-                Arc::new(BundleBuilder::new(data.join("bundles"))),
+                // Each build's smoke test loads the model in this process.
+                Arc::new(BundleBuilder::new(
+                    data.join("bundles"),
+                    SmokeTest::in_process(so1s_inference::InProcessSmokeTest),
+                )),
                 Arc::new(ProcessRollout::new(
                     ProcessRolloutConfig::new(&predict_bin),
                     routes.clone(),

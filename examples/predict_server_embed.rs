@@ -6,7 +6,7 @@
 //! curl -s localhost:8080/predict -d '{"text": "Hello world"}'
 //! ```
 
-use so1s_core::http::predict::{run, PredictServerConfig};
+use so1s_inference::server::{run, PredictServerConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

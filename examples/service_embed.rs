@@ -4,8 +4,9 @@
 //! cargo run --release -p so1s-examples --example service_embed -- [MODEL_DIR]
 //! ```
 
-use so1s_core::predict::ServiceOptions;
-use so1s_core::{ModelLayout, Prediction, TransformerService};
+use so1s_core::{ModelLayout, Prediction};
+use so1s_inference::ServiceOptions;
+use so1s_inference::TransformerService;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -44,5 +44,12 @@ else
   echo "no Docker engine: the docker backend's tests will be ignored (DOCKER_HOST unset)" >&2
 fi
 cargo fmt --all -- --check
+# so1s-core is the control plane: nothing it builds with (its tests included) may link
+# libtorch. so1s-inference is where libtorch comes in.
+core_tree=$(cargo tree -p so1s-core --all-features -e normal,build,dev --prefix none)
+if grep -E '^(torch-sys|tch|rust-bert) ' <<<"$core_tree"; then
+  echo "so1s-core depends on libtorch (above): it must build without it" >&2
+  exit 1
+fi
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --features so1s-bin/fault-injection "$@"

@@ -1,5 +1,6 @@
-//! Adds an rpath to libtorch (found by so1s-core's build script) so these binaries run
-//! without `LD_LIBRARY_PATH`. The examples and benches crates use this script too.
+//! Adds an rpath to libtorch (torch-sys, a direct dependency with the `inference` feature,
+//! says where it is) so these binaries run without `LD_LIBRARY_PATH`. The examples and
+//! benches crates use this script too.
 //!
 //! Also turns on the tests that need something outside cargo, each by what is set in the
 //! environment at build time (scripts/test.sh sets the first four). Without it they are
@@ -19,7 +20,10 @@
 //!   the path of `chromedriver` (or `1` for Debian's `/usr/bin/chromedriver`, which
 //!   scripts/browser.sh installs); the dashboard's test reads it from
 //!   `SO1S_CHROMEDRIVER_BIN`;
-//! - `cfg(so1s_e2e_kube)`: a Kubernetes cluster, `KUBECONFIG` or `SO1S_E2E_KUBE` set.
+//! - `cfg(so1s_e2e_kube)`: a Kubernetes cluster, `SO1S_E2E_KUBE` set to the name of the
+//!   kubeconfig context to test against (the test reads it from `SO1S_E2E_KUBE_CONTEXT`).
+//!   Only that variable turns it on: `KUBECONFIG`, set on most developers' machines, never
+//!   does, and the test never uses whatever context happens to be current.
 //!
 //! Only environment variables are watched (`rerun-if-env-changed`), never a path that may be
 //! missing: cargo reruns a build script on every build while a watched path does not exist,
@@ -27,7 +31,7 @@
 use std::path::{Path, PathBuf};
 
 fn main() {
-    if let Ok(lib) = std::env::var("DEP_SO1S_RPATH_LIBTORCH_LIB") {
+    if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
     }
     println!("cargo::rustc-check-cfg=cfg(so1s_e2e_kube)");
@@ -35,10 +39,9 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(so1s_k8s_validate)");
     println!("cargo::rustc-check-cfg=cfg(so1s_oip_client)");
     println!("cargo::rustc-check-cfg=cfg(so1s_browser)");
-    println!("cargo:rerun-if-env-changed=KUBECONFIG");
-    println!("cargo:rerun-if-env-changed=SO1S_E2E_KUBE");
-    if std::env::var_os("KUBECONFIG").is_some() || std::env::var_os("SO1S_E2E_KUBE").is_some() {
+    if let Some(context) = set("SO1S_E2E_KUBE") {
         println!("cargo:rustc-cfg=so1s_e2e_kube");
+        println!("cargo:rustc-env=SO1S_E2E_KUBE_CONTEXT={context}");
     }
     if set("DOCKER_HOST").is_some() {
         println!("cargo:rustc-cfg=so1s_docker");

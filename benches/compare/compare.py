@@ -34,7 +34,7 @@ ISA_CAPS = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"
                      "MKL_ENABLE_INSTRUCTIONS": "AVX2", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}}
 if ISA and ISA not in ISA_CAPS:
     raise SystemExit(f"SO1S_COMPARE_ISA={ISA}: only avx2 is known")
-REFERENCE = json.load(open(os.path.join(ROOT, "so1s-core/tests/it/fixtures/minilm-reference.json")))
+REFERENCE = json.load(open(os.path.join(ROOT, "so1s-inference/tests/fixtures/minilm-reference.json")))
 TEXTS = [item["text"] for item in REFERENCE["items"]]
 
 

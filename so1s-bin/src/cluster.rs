@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use so1s_core::auth::Token;
-use so1s_core::build::{JobContext, SmokeProcess, SmokeTest};
+use so1s_core::build::{JobContext, SmokeTest};
 use so1s_core::events::{Events, Stage};
 use so1s_core::kubernetes::manifests::{
     self, AdminTokenSecret, Autoscale, BuildMode, BuildSettings, ClusterSettings, InstallSettings,
@@ -320,12 +320,13 @@ impl ContextArgs {
             base_image: self.base_image.clone(),
             out: self.out.clone(),
         };
-        let smoke = if cfg!(feature = "inference") {
-            SmokeTest::InProcess
-        } else {
+        #[cfg(feature = "inference")]
+        let smoke = SmokeTest::in_process(so1s_inference::InProcessSmokeTest);
+        #[cfg(not(feature = "inference"))]
+        let smoke = {
             let predict = so1s_core::server::next_to_this_executable("so1s-predict")
                 .map_err(|e| anyhow::anyhow!(e.chain()))?;
-            SmokeTest::Child(SmokeProcess::new(predict))
+            SmokeTest::Child(so1s_core::build::SmokeProcess::new(predict))
         };
         let events = Events::new(Stage::Build, |event| println!("{}", event.message));
         context

@@ -1,7 +1,9 @@
 //! The Kubernetes rollout against a real cluster: a model image goes live as a Deployment,
 //! answers a prediction through its Service, runs a second version as the canary of a split
-//! and back, and a version whose image cannot be pulled is rolled back to it. Runs when `KUBECONFIG` or `SO1S_E2E_KUBE` is set when building the
-//! tests, ignored otherwise; README "Run on Kubernetes" shows how to run it with kind.
+//! and back, and a version whose image cannot be pulled is rolled back to it. Runs when
+//! `SO1S_E2E_KUBE` names the kubeconfig context to use when building the tests (never the
+//! current context by default), ignored otherwise; README "Run on Kubernetes" shows how to
+//! run it with kind.
 //!
 //! `SO1S_E2E_IMAGE` names a model image of MiniLM the cluster can run (with kind: build one
 //! with `so1s serve --backend docker` and `kind load docker-image` it); `SO1S_E2E_NAMESPACE`
@@ -13,6 +15,12 @@ use so1s_core::kubernetes::manifests::{self, ClusterSettings, Track};
 use so1s_core::rollout::{Arm, KubeRollout, KubeRolloutConfig, Rollout, Routes, Split, Target};
 use so1s_core::{ModelName, VersionId};
 use std::time::Duration;
+
+/// The kubeconfig context to test against (so1s-bin/build.rs, from `SO1S_E2E_KUBE`).
+#[cfg(so1s_e2e_kube)]
+const CONTEXT: &str = env!("SO1S_E2E_KUBE_CONTEXT");
+#[cfg(not(so1s_e2e_kube))]
+const CONTEXT: &str = "built without SO1S_E2E_KUBE: no context";
 
 fn target(version: &str, image: &str) -> Target {
     Target {
@@ -28,12 +36,15 @@ fn target(version: &str, image: &str) -> Target {
 #[tokio::test]
 #[cfg_attr(
     not(so1s_e2e_kube),
-    ignore = "needs a Kubernetes cluster: set KUBECONFIG or SO1S_E2E_KUBE (and SO1S_E2E_IMAGE) when building the tests"
+    ignore = "needs a Kubernetes cluster: set SO1S_E2E_KUBE to its kubeconfig context (and SO1S_E2E_IMAGE) when building the tests"
 )]
 async fn a_model_goes_live_on_a_real_cluster_and_a_bad_image_is_rolled_back() {
     let image = std::env::var("SO1S_E2E_IMAGE").expect("SO1S_E2E_IMAGE: a MiniLM model image");
     let namespace = std::env::var("SO1S_E2E_NAMESPACE").unwrap_or_else(|_| "so1s-e2e".into());
-    let client = so1s_core::kubernetes::connect().await.unwrap();
+    let context = CONTEXT;
+    let client = so1s_core::kubernetes::connect_to(context)
+        .await
+        .unwrap_or_else(|e| panic!("the kubeconfig context {context}: {}", e.chain()));
     let settings = ClusterSettings {
         namespace: namespace.clone(),
         progress_deadline: Duration::from_secs(120),

@@ -9,35 +9,10 @@
 mod common;
 
 use common::api::{minilm_archive, Api};
-use common::{minilm_dir, spawn_listening, wait_ready};
+use common::{cosine, minilm_dir, reference, spawn_listening, wait_ready};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-
-/// The six reference texts and sentence-transformers' embeddings of them.
-fn reference() -> Vec<(String, Vec<f64>)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../so1s-core/tests/it/fixtures/minilm-reference.json");
-    let reference: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    reference["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|item| {
-            let text = item["text"].as_str().unwrap().to_owned();
-            (
-                text,
-                serde_json::from_value(item["embedding"].clone()).unwrap(),
-            )
-        })
-        .collect()
-}
-
-fn cosine(a: &[f64], b: &[f64]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
-    dot / (norm(a) * norm(b))
-}
 
 /// The python of the client's venv (so1s-bin/build.rs).
 #[cfg(so1s_oip_client)]
@@ -124,7 +99,7 @@ fn predict_server(model_dir: &Path, name: &str, version: &str, extra: &[&str]) -
     )
 }
 
-fn texts(reference: &[(String, Vec<f64>)]) -> Vec<&str> {
+fn texts(reference: &[(String, Vec<f32>)]) -> Vec<&str> {
     reference.iter().map(|(t, _)| t.as_str()).collect()
 }
 
@@ -235,6 +210,6 @@ async fn tritons_client_talks_to_so1s_predict_and_the_gateway() {
 
 fn fixture_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../so1s-core/tests/fixtures")
+        .join("../so1s-inference/tests/fixtures")
         .join(name)
 }

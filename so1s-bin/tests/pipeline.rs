@@ -237,7 +237,7 @@ async fn cli_deploys_a_directory_and_fails_loudly_on_a_bad_build() {
 /// The shared ELECTRA fixture shaped like the seed's model (KoELECTRA-NSMC).
 fn seed_fixture() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../so1s-core/tests/fixtures/electra-nsmc-tiny")
+        .join("../so1s-inference/tests/fixtures/electra-nsmc-tiny")
 }
 
 /// The exact forward pass: transformers' scores are f32 ones (the default, precision auto,

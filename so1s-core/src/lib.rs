@@ -1,15 +1,16 @@
 //! # so1s-core
 //!
 //! Turn an uploaded model into a live inference endpoint: upload → store → build → roll out →
-//! serve. This crate is the library; `so1s-bin` holds thin binaries over it.
+//! serve. This crate is the control plane and links no libtorch; `so1s-inference` is the
+//! data plane (the model on its own thread, the pipelines, the predict server) and
+//! `so1s-bin` holds thin binaries wiring the two.
 //!
 //! # Layout
 //!
 //! - [`model`]: what a model directory holds — task, architecture, weights, tokenizer files,
 //!   the `so1s.toml` manifest — read without loading weights.
-//! - [`predict`]: the request and reply types; with the `inference` feature (default on)
-//!   the rust-bert pipelines, so1s's own encoder and `TransformerService`, the batching
-//!   handle to a model running on its own thread.
+//! - [`predict`]: predictions as plain data: the request and reply types, the Open Inference
+//!   Protocol's messages, the serving choices (precision, forward pass) and CPU features.
 //! - [`build`]: [`build::ImageBuilder`], safe archive unpacking, the embedded bundle
 //!   builder that validates and smoke-tests a model, the inference image layout and the
 //!   Docker image builder.
@@ -35,21 +36,20 @@
 //! - [`lock`]: the data directory's lock: one api server per data directory.
 //! - [`store`]: [`store::ModelStore`], immutable checksummed versions, and its filesystem
 //!   implementation.
-//! - [`http`] (feature `http`): the warp servers; today the predict server.
+//! - [`http`] (feature `http`): the warp servers of the control plane (the api server and the
+//!   gateway), their connection loop and the one JSON error shape.
 //! - [`metrics`]: Prometheus metrics, `so1s_` prefix, buckets in one place.
-//! - [`alloc`]: allocator settings for inference processes.
 //! - [`Error`]: the crate's one error type.
 //!
 //! # Features
 //!
-//! `inference` (rust-bert, tch, libtorch), `http` (the servers and the api client), `docker`
-//! (bollard) and `kubernetes` (kube, k8s-openapi); all on by default. Without `inference`
-//! nothing links libtorch: an api server whose builds and models run in Docker or
-//! Kubernetes needs only `http` with `docker` and/or `kubernetes`.
+//! `http` (the servers and the api client), `docker` (bollard) and `kubernetes` (kube,
+//! k8s-openapi); all on by default, none links libtorch. A build's smoke test runs in a
+//! child `so1s-predict` ([`build::SmokeTest::Child`]) or by a runner the caller supplies
+//! ([`build::SmokeRunner`]; so1s-inference has the in-process one).
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 
-pub mod alloc;
 pub mod auth;
 pub mod build;
 #[cfg(feature = "http")]
@@ -80,6 +80,4 @@ pub mod store;
 
 pub use error::{Error, Result};
 pub use model::{ModelLayout, ModelName, Task, VersionId};
-#[cfg(feature = "inference")]
-pub use predict::TransformerService;
 pub use predict::{LabelScore, Prediction};

@@ -4,8 +4,8 @@
 
 use anyhow::Context;
 use clap::Parser;
-use so1s_core::http::predict::{self, PredictServerConfig};
 use so1s_core::predict::InputLimits;
+use so1s_inference::server::{self as predict, PredictServerConfig};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -109,17 +109,17 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     so1s_bin::init_tracing();
     if let Some(mib) = args.memory_limit_mib {
-        if !so1s_core::alloc::limit_address_space(mib << 20) {
+        if !so1s_inference::alloc::limit_address_space(mib << 20) {
             tracing::warn!("the memory limit of {mib} MiB could not be set");
         }
     }
     if !args.no_malloc_tuning {
-        so1s_core::alloc::tune_for_inference();
+        so1s_inference::alloc::tune_for_inference();
     }
     if args.smoke_test {
         let layout = so1s_core::ModelLayout::inspect(&args.model_dir)
             .map_err(|e| anyhow::anyhow!(e.chain()))?;
-        let answer = so1s_core::build::smoke::in_process(layout)
+        let answer = so1s_inference::smoke::smoke_test(layout)
             .await
             .map_err(|e| anyhow::anyhow!(e.chain()))?;
         println!("{answer}");

@@ -3,43 +3,25 @@
 #![allow(dead_code)]
 
 pub mod api;
+#[path = "../../../so1s-inference/tests/common/minilm.rs"]
+mod minilm;
 
+pub use minilm::{cosine, minilm_dir, reference};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-/// The MiniLM model `scripts/setup.sh` installs.
-pub fn minilm_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/models/all-MiniLM-L6-v2");
-    assert!(
-        dir.is_dir(),
-        "run scripts/setup.sh first: {} is missing",
-        dir.display()
-    );
-    dir
-}
-
-/// MiniLM's embedding of "Hello world" as Python's sentence-transformers computes it (the
-/// reference file of so1s-core's tests).
-pub fn hello_world_reference() -> Vec<f64> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../so1s-core/tests/it/fixtures/minilm-reference.json");
-    let reference: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    let item = &reference["items"][0];
-    assert_eq!(item["text"], "Hello world");
-    serde_json::from_value(item["embedding"].clone()).unwrap()
+/// MiniLM's embedding of "Hello world" as Python's sentence-transformers computes it.
+pub fn hello_world_reference() -> Vec<f32> {
+    let (text, vector) = reference().swap_remove(0);
+    assert_eq!(text, "Hello world");
+    vector
 }
 
 /// The cosine of a prediction reply's `result` to MiniLM's "Hello world": at least 0.9999
 /// for MiniLM in f32 or bf16 (the defaults), about 0.99 in int8, far less for another model.
 pub fn hello_world_cosine_of(body: &serde_json::Value) -> f64 {
     let vector: Vec<f64> = serde_json::from_value(body["result"].clone()).unwrap();
-    let reference = hello_world_reference();
-    assert_eq!(vector.len(), reference.len(), "not MiniLM's width");
-    let dot: f64 = vector.iter().zip(&reference).map(|(a, b)| a * b).sum();
-    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
-    dot / (norm(&vector) * norm(&reference))
+    cosine(&vector, &hello_world_reference())
 }
 
 /// Asks the predict server at `base` for "Hello world", which must succeed.

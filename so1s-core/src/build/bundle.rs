@@ -21,19 +21,14 @@ pub struct BundleBuilder {
 }
 
 impl BundleBuilder {
-    /// A builder that keeps bundles under `root`.
-    pub fn new(root: impl Into<PathBuf>) -> Self {
+    /// A builder that keeps bundles under `root` and runs each build's smoke test where
+    /// `smoke` says.
+    pub fn new(root: impl Into<PathBuf>, smoke: SmokeTest) -> Self {
         Self {
             root: root.into(),
             limits: UnpackLimits::default(),
-            smoke: SmokeTest::default(),
+            smoke,
         }
-    }
-
-    /// Runs the smoke test where `smoke` says (default: in this process).
-    pub fn with_smoke_test(mut self, smoke: SmokeTest) -> Self {
-        self.smoke = smoke;
-        self
     }
 
     /// Sets the unpacking limits.

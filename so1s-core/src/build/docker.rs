@@ -57,21 +57,22 @@ pub struct DockerBuildConfig {
     pub registry_auth: Option<RegistryAuth>,
     /// Scratch space for unpacking archives before they become image layers.
     pub work_dir: PathBuf,
-    /// Where each build's smoke test runs (default: in this process).
+    /// Where each build's smoke test runs (default: in a child `predict_bin`).
     pub smoke: super::SmokeTest,
 }
 
 impl DockerBuildConfig {
     /// Defaults: `FROM scratch`, no push, the binaries next to each other in `bin_dir`.
     pub fn new(bin_dir: &Path, work_dir: impl Into<PathBuf>) -> Self {
+        let predict_bin = bin_dir.join("so1s-predict");
         Self {
-            predict_bin: bin_dir.join("so1s-predict"),
+            smoke: super::SmokeTest::Child(super::SmokeProcess::new(&predict_bin)),
+            predict_bin,
             probe_bin: bin_dir.join("so1s-probe"),
             base_image: "scratch".into(),
             push_to: None,
             registry_auth: None,
             work_dir: work_dir.into(),
-            smoke: super::SmokeTest::InProcess,
         }
     }
 }
@@ -91,8 +92,7 @@ impl DockerImageBuilder {
     /// A builder on `docker`.
     pub fn new(docker: Docker, config: DockerBuildConfig) -> Self {
         Self {
-            bundles: BundleBuilder::new(config.work_dir.clone())
-                .with_smoke_test(config.smoke.clone()),
+            bundles: BundleBuilder::new(config.work_dir.clone(), config.smoke.clone()),
             docker,
             config,
             runtime: Mutex::new(None),

@@ -43,7 +43,7 @@ impl JobContext {
         }
         let stored = StoredVersion::new(self.model.clone(), self.version, summary, 0);
         let scratch = self.out.join(".bundle");
-        let bundles = BundleBuilder::new(&scratch).with_smoke_test(smoke);
+        let bundles = BundleBuilder::new(&scratch, smoke);
         let artifact = bundles.build(&stored, &self.archive, events).await?;
         let Artifact::Bundle { dir } = &artifact else {
             return Err(Error::Backend("the bundle builder made no bundle".into()));

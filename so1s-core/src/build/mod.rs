@@ -23,7 +23,7 @@ pub use docker::{DockerBuildConfig, DockerImageBuilder, RegistryAuth};
 pub use job_context::JobContext;
 #[cfg(feature = "kubernetes")]
 pub use kubernetes::{KubeBuildConfig, KubeImageBuilder};
-pub use smoke::{SmokeProcess, SmokeTest};
+pub use smoke::{SmokeProcess, SmokeRunner, SmokeTest};
 
 use crate::events::Events;
 use crate::store::StoredVersion;

@@ -1,28 +1,46 @@
 //! The smoke test of a build: load the model and run one prediction before anything is
-//! switched. In this process, or in a child `so1s-predict --smoke-test` whose address space
-//! is capped, so a model that asks for too much memory fails its version, not the api
-//! server.
+//! switched. In this process (by a [`SmokeRunner`] the caller supplies), or in a child
+//! `so1s-predict --smoke-test` whose address space is capped, so a model that asks for too
+//! much memory fails its version, not the api server.
 
 use crate::events::Events;
 use crate::model::ModelLayout;
 use crate::{Error, Result};
+use async_trait::async_trait;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
 /// The text of the smoke prediction.
 pub const SMOKE_TEXT: &str = "so1s smoke test: does this model answer?";
 
+/// Loads a model and runs one prediction in the calling process: what
+/// [`SmokeTest::InProcess`] runs. so1s-core runs no model itself (it links no libtorch);
+/// so1s-inference's `InProcessSmokeTest` is the one binaries with inference supply.
+#[async_trait]
+pub trait SmokeRunner: Send + Sync + std::fmt::Debug {
+    /// Loads the model of `layout` with the forward pass it will be served with, runs one
+    /// prediction of [`SMOKE_TEXT`], and says what the model answered, in words (`a
+    /// 384-value embedding`, ``label `positive` (0.973)``).
+    async fn run(&self, layout: ModelLayout) -> Result<String>;
+}
+
 /// Where the smoke test runs.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone)]
 pub enum SmokeTest {
-    /// In the calling process (a build Job's own container, tests). Needs the `inference`
-    /// feature: without it every smoke test in process fails, saying so.
-    #[default]
-    InProcess,
+    /// In the calling process (a build Job's own container, tests), by the runner given.
+    InProcess(Arc<dyn SmokeRunner>),
     /// In a child process with a memory limit.
     Child(SmokeProcess),
+}
+
+impl SmokeTest {
+    /// In the calling process, by `runner`.
+    pub fn in_process(runner: impl SmokeRunner + 'static) -> Self {
+        SmokeTest::InProcess(Arc::new(runner))
+    }
 }
 
 /// A smoke test in a child process.
@@ -55,7 +73,7 @@ impl SmokeTest {
     /// what the model answered, in words.
     pub async fn run(&self, dir: &Path, layout: ModelLayout, events: &Events) -> Result<String> {
         match self {
-            SmokeTest::InProcess => in_process(layout).await,
+            SmokeTest::InProcess(runner) => runner.run(layout).await,
             SmokeTest::Child(child) => {
                 events.log(format!(
                     "in a child process limited to {} MiB",
@@ -65,47 +83,6 @@ impl SmokeTest {
             }
         }
     }
-}
-
-/// Loads the model here and runs one prediction, with the forward pass it will be served
-/// with (its so1s.toml may choose the forward pass and precision): one the model cannot run
-/// fails here, before any rollout.
-#[cfg(feature = "inference")]
-pub async fn in_process(layout: ModelLayout) -> Result<String> {
-    use crate::predict::{Prediction, ServiceOptions};
-    use crate::TransformerService;
-    let options = ServiceOptions {
-        max_batch_size: 1,
-        queue_capacity: 1,
-        threads: Some(1),
-        precision: layout.manifest.serving.precision.unwrap_or_default(),
-        forward_pass: layout.manifest.serving.forward_pass.unwrap_or_default(),
-        ..ServiceOptions::default()
-    };
-    let service = TransformerService::load(layout, options).await?;
-    Ok(match service.predict_one(SMOKE_TEXT).await? {
-        Prediction::Embedding(vector) => {
-            if vector.iter().any(|x| !x.is_finite()) {
-                return Err(Error::InvalidModel(
-                    "the smoke prediction contains NaN or infinite values".into(),
-                ));
-            }
-            format!("a {}-value embedding", vector.len())
-        }
-        Prediction::Label { label, score, .. } => format!("label `{label}` ({score:.3})"),
-    })
-}
-
-/// Without the `inference` feature no model runs in this process: the smoke test must run
-/// in a child `so1s-predict` ([`SmokeTest::Child`]).
-#[cfg(not(feature = "inference"))]
-pub async fn in_process(layout: ModelLayout) -> Result<String> {
-    let _ = layout;
-    Err(Error::InvalidModel(
-        "this so1s was built without the `inference` feature: the smoke test must run in a \
-         child so1s-predict (SmokeTest::Child)"
-            .into(),
-    ))
 }
 
 /// Runs `so1s-predict --smoke-test` on `dir` under the limits; its last line of stdout is

@@ -23,6 +23,20 @@ pub async fn connect() -> Result<Client> {
         .map_err(|e| api_error("connecting to the Kubernetes API", e))
 }
 
+/// A client of the cluster that the kubeconfig context `context` names (whatever context is
+/// current is not used): for tests and tools that must not touch another cluster.
+pub async fn connect_to(context: &str) -> Result<Client> {
+    let options = kube::config::KubeConfigOptions {
+        context: Some(context.to_owned()),
+        ..Default::default()
+    };
+    let config = kube::Config::from_kubeconfig(&options)
+        .await
+        .map_err(|e| Error::Backend(format!("reading the kubeconfig context {context}: {e}")))?;
+    Client::try_from(config)
+        .map_err(|e| api_error(&format!("connecting to the context {context}"), e))
+}
+
 /// The HTTP status of an API error, if the API server answered one.
 pub fn status_of(error: &kube::Error) -> Option<u16> {
     match error {

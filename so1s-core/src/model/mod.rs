@@ -69,7 +69,7 @@ impl FromStr for Task {
 /// Reads a JSON file of a model directory (`config.json`, `modules.json`, ...) into `T`: a
 /// file that cannot be read is an [`Error::ModelFile`], one that does not parse into `T` an
 /// [`Error::ModelJson`].
-pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let bytes = std::fs::read(path).map_err(|source| Error::ModelFile {
         path: path.to_owned(),
         source,

@@ -1,36 +1,15 @@
-//! Predictions: the request and reply types, the pipelines (so1s's own encoder, rust-bert's),
-//! the choice of forward pass and precision, and `TransformerService`, the batching handle
-//! the servers call. The request and reply types, [`Precision`], [`ForwardPass`] and
-//! [`CpuFeatures`] are plain data; the pipelines, so1s's own encoder and the service need the
-//! `inference` feature (rust-bert and libtorch).
-//!
-//! The model lives on one OS thread of its own; the async side holds a cheap [`Clone`] handle
-//! that queues texts and awaits a oneshot reply. The thread drains the queue into batches
-//! (up to `max_batch_size` texts; an idle model waits at most `max_batch_wait` for a batch to
-//! fill, and only while requests keep coming, `max_batch_gap` apart at most), so concurrent
-//! requests share one forward pass. A full queue is a fast
-//! [`Error::Overloaded`](crate::Error::Overloaded), not a pile-up.
+//! Predictions as plain data, shared by the predict server (so1s-inference), the gateway and
+//! the api client: the request and reply types, the Open Inference Protocol's messages
+//! ([`oip`]), and the serving choices a model's `so1s.toml` may make ([`Precision`],
+//! [`ForwardPass`]) with the CPU features `auto` reads ([`CpuFeatures`]). Running a model is
+//! so1s-inference's: this module links no libtorch.
 
-#[cfg(feature = "inference")]
-mod classifier;
-#[cfg(feature = "inference")]
-pub mod encoder;
-#[cfg(feature = "inference")]
-mod encoder_pipeline;
 pub mod oip;
-#[cfg(feature = "inference")]
-mod pipeline;
 mod precision;
 mod request;
-#[cfg(feature = "inference")]
-mod service;
 
-#[cfg(feature = "inference")]
-pub use pipeline::{EncoderPipeline, EncoderPlan, ModelInfo, Pipeline, RustBertClassifier};
 pub use precision::{CpuFeatures, ForwardPass, Precision};
 pub use request::{InputLimits, PredictRequest};
-#[cfg(feature = "inference")]
-pub use service::{Predictor, ServiceOptions, TransformerService};
 
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};

@@ -145,8 +145,10 @@ impl ServeConfig {
                 let predict_bin = self.predict_bin()?;
                 let mut rollout = ProcessRolloutConfig::new(predict_bin.clone());
                 rollout.threads = self.predict_threads;
-                let bundles = BundleBuilder::new(self.data_dir.join("bundles"))
-                    .with_smoke_test(self.smoke_test(&predict_bin));
+                let bundles = BundleBuilder::new(
+                    self.data_dir.join("bundles"),
+                    self.smoke_test(&predict_bin),
+                );
                 Ok((
                     Arc::new(bundles),
                     Arc::new(ProcessRollout::new(rollout, routes.clone())),

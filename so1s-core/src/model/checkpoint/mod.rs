@@ -314,7 +314,7 @@ mod tests {
 
     const FIXTURE: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/electra-nsmc-tiny"
+        "/../so1s-inference/tests/fixtures/electra-nsmc-tiny"
     );
 
     /// The tensors of a safetensors file, read back.

@@ -56,8 +56,8 @@ pub fn run_in_passes<T: Default + Clone>(
     encoded: &[Vec<i64>],
     pad_id: i64,
     cost: PassCost,
-    forward: impl Fn(&Tensor, &Tensor) -> crate::Result<Vec<T>>,
-) -> crate::Result<Vec<T>> {
+    forward: impl Fn(&Tensor, &Tensor) -> so1s_core::Result<Vec<T>>,
+) -> so1s_core::Result<Vec<T>> {
     let mut order: Vec<usize> = (0..encoded.len()).collect();
     order.sort_by_key(|&i| encoded[i].len());
     let lengths: Vec<usize> = order.iter().map(|&i| encoded[i].len()).collect();

@@ -7,17 +7,20 @@
 //! | `GET /readyz` | 200 once the model loaded and a warm-up pass ran, 503 before |
 //! | `GET /metrics` | Prometheus (OpenMetrics) text, `so1s_` prefix |
 //! | `GET /v1/model` | name, version, task, output shape, labels, forward pass, batching options |
-//! | `/v2/...` | the Open Inference Protocol ([`super::oip`]): health, metadata, infer |
+//! | `/v2/...` | the Open Inference Protocol ([`oip`]): health, metadata, infer |
 
-use super::error::{body_limited, json_error, recover, ApiError};
-use crate::metrics::{render, HttpMetrics};
-use crate::model::{Manifest, ModelLayout, Task};
-use crate::predict::{ForwardPass, Precision};
-use crate::predict::{InputLimits, PredictRequest, ServiceOptions, TransformerService};
-use crate::{Error, Prediction, Result};
+mod oip;
+
+use crate::{ServiceOptions, TransformerService};
 use bytes::Bytes;
 use prometheus_client::registry::Registry;
 use serde_json::json;
+use so1s_core::http::error::{body_limited, json_error, recover, ApiError};
+use so1s_core::metrics::{render, HttpMetrics};
+use so1s_core::model::{Manifest, ModelLayout, Task};
+use so1s_core::predict::{ForwardPass, Precision};
+use so1s_core::predict::{InputLimits, PredictRequest};
+use so1s_core::{Error, Prediction, Result};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -295,7 +298,7 @@ fn routes(
         .and(warp::get())
         .and(with_state)
         .map(|state: Arc<State>| model_info(&state));
-    let v2 = super::oip::routes(state.clone(), body_limit);
+    let v2 = oip::routes(state.clone(), body_limit);
 
     let observe = state.http_metrics.clone();
     predict
@@ -327,7 +330,7 @@ fn route_name(path: &str) -> &'static str {
         "/readyz" => "/readyz",
         "/metrics" => "/metrics",
         "/v1/model" => "/v1/model",
-        _ => super::oip::route_name(path),
+        _ => oip::route_name(path),
     }
 }
 

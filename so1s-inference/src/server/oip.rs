@@ -12,14 +12,14 @@
 //! Errors are `{"error": "..."}` with 400 (a bad request), 404 (another model or version),
 //! 503 (loading) and the statuses `/predict` has for overload and timeouts.
 
-use super::error::{body_limited, ApiError};
-use super::predict::TIMEOUT_HEADER;
-use super::predict::{json_response as json_reply, State};
-use crate::predict::oip::{self, Infer};
-use crate::predict::TransformerService;
-use crate::Error;
+use super::TIMEOUT_HEADER;
+use super::{json_response as json_reply, State};
+use crate::TransformerService;
 use bytes::Bytes;
 use serde_json::json;
+use so1s_core::http::error::{body_limited, ApiError};
+use so1s_core::predict::oip::{self, Infer};
+use so1s_core::Error;
 use std::sync::Arc;
 use std::time::Duration;
 use warp::filters::BoxedFilter;

@@ -268,7 +268,7 @@ mod tests {
             .is_none());
         // Twice the weight levels halve the weights' rounding, where the kernel cannot
         // saturate (VNNI).
-        if crate::predict::CpuFeatures::detect().vnni() {
+        if so1s_core::predict::CpuFeatures::detect().vnni() {
             let eight_bits = error(
                 &f32()
                     .quantized(Some(&input_max), WEIGHT_LEVELS_VNNI)

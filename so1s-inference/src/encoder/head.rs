@@ -3,8 +3,8 @@
 
 use super::layers::Linear;
 use super::weights::Weights;
-use crate::model::Architecture;
-use crate::{Error, Result};
+use so1s_core::model::Architecture;
+use so1s_core::{Error, Result};
 use tch::Tensor;
 
 /// The head of a `*ForSequenceClassification` model.

@@ -2,21 +2,19 @@
 //! WordPiece tokenizer, the encoder, then mean pooling (sentence embeddings) or a
 //! classification head and a softmax over the labels (sequence classifiers).
 
-use super::encoder::{
+use crate::encoder::{
     mean_pool, normalize, run_in_passes, ClassifierHead, CpuFeatures, Encoder, EncoderShape,
     PassCost, Precision, Weights,
 };
-use super::pipeline::loading;
-use super::{LabelScore, Prediction};
-use crate::model::read_json;
-use crate::model::{Architecture, ModelLayout, Task};
-use crate::{Error, Result};
-use rust_bert::pipelines::common::{ModelType, TokenizerOption};
-use rust_tokenizers::tokenizer::TruncationStrategy;
+use crate::guard::loading;
+use crate::output::{label_prediction, rows};
+use crate::tokenize::{encode, wordpiece};
+use rust_bert::pipelines::common::TokenizerOption;
 use serde::Deserialize;
-use std::borrow::Cow;
+use so1s_core::model::read_json;
+use so1s_core::model::{Architecture, ModelLayout, Task};
+use so1s_core::{Error, Prediction, Result};
 use tch::{Kind, Tensor};
-use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
 
 /// A BERT or ELECTRA model whose forward pass so1s runs. A batch is cut into passes of
 /// similar lengths ([`run_in_passes`]).
@@ -303,88 +301,6 @@ fn vocabulary_samples(first: &[Vec<i64>], vocab_size: Option<i64>) -> Vec<Vec<i6
         .collect()
 }
 
-/// `texts` as token ids, `[CLS] … [SEP]`, truncated at `max_len`; with `compose`,
-/// NFC-normalized first, as Hugging Face's BERT (WordPiece) tokenizer does.
-pub(super) fn encode(
-    tokenizer: &TokenizerOption,
-    texts: &[String],
-    max_len: usize,
-    compose: bool,
-) -> Vec<Vec<i64>> {
-    let texts: Vec<Cow<str>> = texts
-        .iter()
-        .map(|t| match compose {
-            true => nfc(t),
-            false => Cow::Borrowed(t.as_str()),
-        })
-        .collect();
-    tokenizer
-        .encode_list(&texts, max_len, &TruncationStrategy::LongestFirst, 0)
-        .into_iter()
-        .map(|encoded| encoded.token_ids)
-        .collect()
-}
-
-/// The most likely of `labels` and every label's score.
-pub(super) fn label_prediction(labels: &[String], scores: &[f64]) -> Prediction {
-    let top = scores
-        .iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map_or(0, |(i, _)| i);
-    Prediction::Label {
-        label: labels.get(top).cloned().unwrap_or_default(),
-        score: scores.get(top).copied().unwrap_or(0.0),
-        scores: Some(
-            labels
-                .iter()
-                .zip(scores)
-                .map(|(label, &score)| LabelScore {
-                    label: label.clone(),
-                    score,
-                })
-                .collect(),
-        ),
-    }
-}
-
-/// A `[rows, n]` tensor as rows.
-pub(super) fn rows<T>(tensor: Tensor, what: &str) -> Result<Vec<Vec<T>>>
-where
-    Vec<Vec<T>>: TryFrom<Tensor, Error = tch::TchError>,
-{
-    Vec::try_from(tensor).map_err(|e| Error::Inference(format!("reading {what}: {e}")))
-}
-
-/// `text` in Unicode normalization form C (composed): what Hugging Face's BERT tokenizer
-/// reads, so that a decomposed `é` or a Hangul syllable typed as jamo finds its vocabulary
-/// entry. Borrowed when already composed (the common case).
-fn nfc(text: &str) -> Cow<'_, str> {
-    match is_nfc_quick(text.chars()) {
-        IsNormalized::Yes => Cow::Borrowed(text),
-        _ => Cow::Owned(text.nfc().collect()),
-    }
-}
-
-/// rust-bert's BERT WordPiece tokenizer for the model's `vocab.txt`. Accents are stripped
-/// only when the model says so or lower-cases (Hugging Face's rule): stripping decomposes
-/// Hangul syllables into jamo, which a Korean vocabulary does not hold.
-fn wordpiece(
-    layout: &ModelLayout,
-    lower_case: bool,
-    strip_accents: Option<bool>,
-) -> Result<TokenizerOption> {
-    TokenizerOption::from_file(
-        ModelType::Bert,
-        &layout.tokenizer.vocab.to_string_lossy(),
-        None,
-        lower_case,
-        strip_accents,
-        None,
-    )
-    .map_err(|e| Error::Load(format!("loading the tokenizer: {e}")))
-}
-
 #[derive(Deserialize)]
 struct PoolingConfig {
     #[serde(default)]
@@ -420,35 +336,4 @@ struct SentenceBertConfig {
 struct ClassifierConfig {
     #[serde(default)]
     problem_type: Option<String>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decomposed_text_is_composed_and_composed_text_borrowed() {
-        assert!(matches!(nfc("이 영화 정말 재밌어요"), Cow::Borrowed(_)));
-        assert_eq!(nfc("e\u{301}cole"), "\u{e9}cole");
-        // 한 typed as its three jamo.
-        assert_eq!(nfc("\u{1112}\u{1161}\u{11ab}"), "한");
-    }
-
-    #[test]
-    fn the_top_label_comes_with_every_score() {
-        let labels = ["부정".to_owned(), "긍정".to_owned()];
-        let Prediction::Label {
-            label,
-            score,
-            scores,
-        } = label_prediction(&labels, &[0.25, 0.75])
-        else {
-            panic!("a label");
-        };
-        assert_eq!((label.as_str(), score), ("긍정", 0.75));
-        let scores = scores.unwrap();
-        assert_eq!(scores[0].label, "부정");
-        assert_eq!(scores[0].score, 0.25);
-        assert_eq!(scores.len(), 2);
-    }
 }

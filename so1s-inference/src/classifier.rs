@@ -8,16 +8,16 @@
 //! a mask and in passes of similar lengths, so that a batch answers exactly as each text
 //! alone.
 
-use super::encoder::{run_in_passes, PassCost};
-use super::encoder_pipeline::{encode, label_prediction, rows};
-use super::pipeline::{loading, local};
-use super::Prediction;
-use crate::model::{Architecture, ModelLayout};
-use crate::{Error, Result};
+use crate::encoder::{run_in_passes, PassCost};
+use crate::guard::{loading, local};
+use crate::output::{label_prediction, rows};
+use crate::tokenize::encode;
 use rust_bert::pipelines::common::{ModelResource, ModelType, TokenizerOption};
 use rust_bert::pipelines::sequence_classification::{
     SequenceClassificationConfig, SequenceClassificationOption,
 };
+use so1s_core::model::{Architecture, ModelLayout};
+use so1s_core::{Error, Prediction, Result};
 use tch::{Device, Kind, Tensor};
 
 /// A rust-bert sequence classifier, run with an attention mask.

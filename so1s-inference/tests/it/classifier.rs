@@ -29,7 +29,7 @@ async fn classify(dir: &std::path::Path) -> Vec<(String, f64)> {
 
 async fn classify_with(
     dir: &std::path::Path,
-    options: so1s_core::predict::ServiceOptions,
+    options: so1s_inference::ServiceOptions,
 ) -> Vec<(String, f64)> {
     let service = load(dir, options).await.unwrap();
     assert_eq!(service.info().task, Task::SequenceClassification);
@@ -105,7 +105,7 @@ async fn weights_that_do_not_fit_the_config_fail_with_a_load_error() {
         message.contains("config.json makes them 64 wide"),
         "{message}"
     );
-    let rust_bert = so1s_core::predict::ServiceOptions {
+    let rust_bert = so1s_inference::ServiceOptions {
         forward_pass: so1s_core::predict::ForwardPass::RustBert,
         ..test_options()
     };
@@ -127,14 +127,14 @@ fn use_relu(dir: &std::path::Path) {
 async fn a_classifier_runs_in_int8_close_to_rust_berts_and_what_it_cannot_run_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     tiny_classifier(dir.path(), &LABELS, 7, "model.safetensors").unwrap();
-    let int8 = so1s_core::predict::ServiceOptions {
+    let int8 = so1s_inference::ServiceOptions {
         precision: so1s_core::predict::Precision::Int8,
         ..test_options()
     };
     let quantized = load(dir.path(), int8.clone()).await.unwrap();
     assert_eq!(quantized.info().forward_pass, "so1s-int8");
     let texts: Vec<String> = TEXTS.iter().map(|t| t.to_string()).collect();
-    let rust_bert = so1s_core::predict::ServiceOptions {
+    let rust_bert = so1s_inference::ServiceOptions {
         forward_pass: so1s_core::predict::ForwardPass::RustBert,
         ..test_options()
     };
@@ -175,7 +175,7 @@ async fn build_bundle(
     work: &std::path::Path,
     model: &std::path::Path,
 ) -> (so1s_core::Result<so1s_core::build::Artifact>, EventLog) {
-    use so1s_core::build::{archive::pack_dir, BundleBuilder, ImageBuilder};
+    use so1s_core::build::{archive::pack_dir, BundleBuilder, ImageBuilder, SmokeTest};
     use so1s_core::store::{ArchiveFormat, StoredVersion};
 
     let archive = work.join("model.tar.gz");
@@ -189,7 +189,8 @@ async fn build_bundle(
         stored_at: 0,
     };
     let log = EventLog::default();
-    let built = BundleBuilder::new(work.join("bundles"))
+    let smoke = SmokeTest::in_process(so1s_inference::InProcessSmokeTest);
+    let built = BundleBuilder::new(work.join("bundles"), smoke)
         .build(&stored, &archive, &log.events(Stage::Build))
         .await;
     (built, log)

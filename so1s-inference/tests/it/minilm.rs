@@ -1,8 +1,9 @@
 //! The real MiniLM model through TransformerService, against Python's reference vectors.
 
 use crate::support::{cosine, load, minilm_dir, norm, reference, test_options};
-use so1s_core::predict::{CpuFeatures, ForwardPass, Precision, ServiceOptions};
+use so1s_core::predict::{CpuFeatures, ForwardPass, Precision};
 use so1s_core::{Prediction, Task};
+use so1s_inference::ServiceOptions;
 
 fn embedding(prediction: Prediction) -> Vec<f32> {
     match prediction {
@@ -191,8 +192,8 @@ async fn the_int8_forward_pass_stays_close_to_the_python_reference() {
 
 #[test]
 fn the_forward_pass_is_chosen_by_the_cpu_and_by_what_the_own_encoder_covers() {
-    use so1s_core::predict::Pipeline;
     use so1s_core::ModelLayout;
+    use so1s_inference::Pipeline;
     let avx512 = CpuFeatures::from_flags("avx2 avx512f avx512_bf16 avx512_vnni");
     let avx2 = CpuFeatures::from_flags("avx2 fma");
     let layout = ModelLayout::inspect(&minilm_dir()).unwrap();

@@ -6,8 +6,9 @@
 use crate::support::{load, test_options};
 use serde::Deserialize;
 use so1s_core::model::ModelLayout;
-use so1s_core::predict::{EncoderPipeline, ForwardPass, Precision, ServiceOptions};
+use so1s_core::predict::{ForwardPass, Precision};
 use so1s_core::Prediction;
+use so1s_inference::{EncoderPipeline, ServiceOptions};
 use std::path::{Path, PathBuf};
 
 #[derive(Deserialize)]

@@ -30,13 +30,13 @@ mod layers;
 mod passes;
 mod weights;
 
-pub use super::{CpuFeatures, Precision};
 pub use head::ClassifierHead;
 pub use passes::{mean_pool, normalize, plan_passes, run_in_passes, PassCost};
+pub use so1s_core::predict::{CpuFeatures, Precision};
 pub use weights::Weights;
 
-use crate::{Error, Result};
 use layers::{LayerNorm, Linear, WEIGHT_LEVELS_AVX2, WEIGHT_LEVELS_VNNI};
+use so1s_core::{Error, Result};
 use tch::{Kind, Tensor};
 
 /// One transformer layer.

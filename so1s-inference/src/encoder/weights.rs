@@ -1,6 +1,6 @@
 //! A checkpoint's tensors by name, taken one by one as the layers are built.
 
-use crate::{Error, Result};
+use so1s_core::{Error, Result};
 use std::collections::HashMap;
 use std::path::Path;
 use tch::{Kind, Tensor};

@@ -1,37 +1,16 @@
-//! [`TransformerService`]: the model on its own thread, fed in batches.
+//! [`TransformerService`]: the model on its own thread, fed in batches ([`crate::batch`]).
 
-use super::pipeline::{ModelInfo, Pipeline};
-use super::Prediction;
-use super::{ForwardPass, Precision};
+use crate::batch::{Job, Worker};
 use crate::metrics::ServiceMetrics;
-use crate::model::ModelLayout;
-use crate::{Error, Result};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use crate::pipeline::Pipeline;
+use crate::predictor::{ModelInfo, Predictor};
+use so1s_core::model::ModelLayout;
+use so1s_core::predict::{CpuFeatures, ForwardPass, Precision};
+use so1s_core::{Error, Prediction, Result};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-
-/// Something that turns a batch of texts into one prediction per text. [`Pipeline`] is the
-/// real one; tests plug in others.
-pub trait Predictor {
-    /// Runs one forward pass over `texts`, returning predictions in the same order.
-    fn predict(&mut self, texts: &[String]) -> Result<Vec<Prediction>>;
-
-    /// How many tokens each text takes in a forward pass (after truncation): what
-    /// `max_batch_tokens` counts. The default estimates from the words.
-    fn token_counts(&self, texts: &[String]) -> Vec<usize> {
-        texts.iter().map(|t| estimate_tokens(t, None)).collect()
-    }
-}
-
-/// A text's tokens estimated from its words and punctuation (WordPiece and BPE make at
-/// least one token of each), plus the two special tokens, at most `max_len`.
-pub fn estimate_tokens(text: &str, max_len: Option<usize>) -> usize {
-    let words = text.split_whitespace().count();
-    let punctuation = text.chars().filter(|c| c.is_ascii_punctuation()).count();
-    let estimate = words + words / 3 + punctuation + 2;
-    max_len.map_or(estimate, |max| estimate.min(max))
-}
 
 /// How the model thread batches and how much may wait.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,14 +59,6 @@ impl Default for ServiceOptions {
     }
 }
 
-/// One request waiting for the model.
-struct Job {
-    texts: Vec<String>,
-    reply: oneshot::Sender<Result<Vec<Prediction>>>,
-    queued_at: Instant,
-    deadline: Instant,
-}
-
 /// A cheap, cloneable handle to a model running on its own thread.
 ///
 /// The thread stops once every handle is dropped and the queue is drained.
@@ -134,7 +105,7 @@ impl TransformerService {
         tracing::info!(
             forward_pass = info.forward_pass,
             reason = %info.reason,
-            cpu = %super::CpuFeatures::detect().summary(),
+            cpu = %CpuFeatures::detect().summary(),
             "model loaded"
         );
         Ok(service)
@@ -150,15 +121,7 @@ impl TransformerService {
         let (queue, jobs) = mpsc::sync_channel(options.queue_capacity.max(1));
         let (started, ready) = oneshot::channel();
         let metrics = ServiceMetrics::default();
-        let worker = Worker {
-            jobs,
-            options: options.clone(),
-            metrics: metrics.clone(),
-            max_len: None,
-            company: true,
-            spell: 0,
-            last_pass_end: None,
-        };
+        let worker = Worker::new(jobs, options.clone(), metrics.clone());
         let threads = options.threads;
         let worker = std::thread::Builder::new()
             .name("so1s-model".into())
@@ -268,247 +231,11 @@ impl TransformerService {
     }
 }
 
-/// The model thread's loop.
-struct Worker {
-    jobs: mpsc::Receiver<Job>,
-    options: ServiceOptions,
-    metrics: ServiceMetrics,
-    max_len: Option<usize>,
-    /// Whether the last busy spell (from idle to idle) served more than one request: only
-    /// then does an idle model wait for company. It starts `true`, as configured.
-    company: bool,
-    /// Requests taken since the model was last idle.
-    spell: usize,
-    /// When the last forward pass ended.
-    last_pass_end: Option<Instant>,
-}
-
-/// A request the model thread has taken off the queue, part-way through its texts.
-struct Pending {
-    job: Job,
-    /// Tokens of each text.
-    tokens: Vec<usize>,
-    /// The next text to put in a pass.
-    next: usize,
-    /// Predictions of the texts run so far, in order.
-    done: Vec<Prediction>,
-}
-
-impl Pending {
-    fn left(&self) -> bool {
-        self.next < self.job.texts.len()
-    }
-}
-
-/// Picks the texts of the next forward pass from `pending` (in arrival order), round-robin:
-/// one text of each request in turn, until the pass holds `max_texts` texts or the next
-/// text would take it over `max_tokens` (a pass always takes one). Returns, per text, the
-/// request's index in `pending`, and the pass's tokens.
-pub fn plan_pass(
-    pending: &mut [(usize, &[usize])],
-    max_texts: usize,
-    max_tokens: usize,
-) -> (Vec<usize>, usize) {
-    let (mut pass, mut tokens) = (Vec::new(), 0);
-    loop {
-        let mut took = false;
-        for (i, (next, counts)) in pending.iter_mut().enumerate() {
-            let Some(&count) = counts.get(*next) else {
-                continue;
-            };
-            if pass.len() >= max_texts || (!pass.is_empty() && tokens + count > max_tokens) {
-                return (pass, tokens);
-            }
-            pass.push(i);
-            tokens += count;
-            *next += 1;
-            took = true;
-        }
-        if !took {
-            return (pass, tokens);
-        }
-    }
-}
-
-impl Worker {
-    /// Serves jobs until every handle is dropped. Token counts are capped at `max_len`, the
-    /// model's longest sequence (texts are truncated there).
-    fn run<P: Predictor>(mut self, mut predictor: P, max_len: Option<usize>) {
-        self.max_len = max_len;
-        let mut pending: Vec<Pending> = Vec::new();
-        loop {
-            if pending.is_empty() {
-                let job = match self.jobs.try_recv() {
-                    Ok(job) => job,
-                    Err(_) => match self.jobs.recv() {
-                        Ok(job) => job,
-                        Err(_) => return, // every handle dropped and the queue is empty
-                    },
-                };
-                // A job queued while the last pass ran continues the busy spell; one queued
-                // after it found the model idle: the spell ended there, and says whether
-                // others came along in it.
-                let idle_since = self.last_pass_end.filter(|end| job.queued_at > *end);
-                if idle_since.is_some() || self.last_pass_end.is_none() {
-                    if self.spell > 0 {
-                        self.company = self.spell > 1;
-                    }
-                    self.spell = 0;
-                }
-                self.take(&predictor, &mut pending, job);
-                // If others came along last time, give the batch a moment to fill, for as
-                // long as requests keep coming.
-                let deadline = Instant::now() + self.options.max_batch_wait;
-                while self.company && !self.full(&pending) {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match self.jobs.recv_timeout(left.min(self.options.max_batch_gap)) {
-                        Ok(job) => self.take(&predictor, &mut pending, job),
-                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-                    }
-                }
-            }
-            // Whatever queued meanwhile joins the next pass, so no request waits more than
-            // about one pass for its first texts to run.
-            while let Ok(job) = self.jobs.try_recv() {
-                self.take(&predictor, &mut pending, job);
-            }
-            self.drop_abandoned(&mut pending);
-            if !pending.is_empty() {
-                self.last_pass_end = Some(self.run_pass(&mut predictor, &mut pending));
-            }
-        }
-    }
-
-    /// Takes a job off the queue.
-    fn take<P: Predictor>(&mut self, predictor: &P, pending: &mut Vec<Pending>, job: Job) {
-        self.spell += 1;
-        self.metrics.queue_depth.dec();
-        self.metrics
-            .queue_seconds
-            .observe(job.queued_at.elapsed().as_secs_f64());
-        let mut tokens = predictor.token_counts(&job.texts);
-        if let Some(max) = self.max_len {
-            tokens.iter_mut().for_each(|t| *t = (*t).min(max));
-        }
-        let done = Vec::with_capacity(job.texts.len());
-        pending.push(Pending {
-            job,
-            tokens,
-            next: 0,
-            done,
-        });
-    }
-
-    /// Whether what is pending fills a pass already.
-    fn full(&self, pending: &[Pending]) -> bool {
-        let texts: usize = pending.iter().map(|p| p.job.texts.len() - p.next).sum();
-        let tokens: usize = pending
-            .iter()
-            .map(|p| p.tokens[p.next..].iter().sum::<usize>())
-            .sum();
-        texts >= self.options.max_batch_size || tokens >= self.options.max_batch_tokens
-    }
-
-    /// Drops the requests whose callers went away or whose deadline passed.
-    fn drop_abandoned(&self, pending: &mut Vec<Pending>) {
-        let now = Instant::now();
-        pending.retain_mut(|p| {
-            if p.job.reply.is_closed() {
-                return false;
-            }
-            if now >= p.job.deadline {
-                let waited = now.duration_since(p.job.queued_at);
-                self.metrics.timeouts.inc();
-                let reply = std::mem::replace(&mut p.job.reply, oneshot::channel().0);
-                let _ = reply.send(Err(Error::Timeout(format!(
-                    "the request's deadline passed after {} ms with {} of its {} texts run",
-                    waited.as_millis(),
-                    p.done.len(),
-                    p.job.texts.len()
-                ))));
-                return false;
-            }
-            true
-        });
-    }
-
-    /// Runs one forward pass and answers the requests it finished; returns when the pass
-    /// ended (before the answers went out).
-    fn run_pass<P: Predictor>(&self, predictor: &mut P, pending: &mut Vec<Pending>) -> Instant {
-        let mut cursors: Vec<(usize, &[usize])> = pending
-            .iter()
-            .map(|p| (p.next, p.tokens.as_slice()))
-            .collect();
-        let (pass, tokens) = plan_pass(
-            &mut cursors,
-            self.options.max_batch_size,
-            self.options.max_batch_tokens,
-        );
-        let texts: Vec<String> = pass
-            .iter()
-            .map(|&i| {
-                let p = &mut pending[i];
-                let text = std::mem::take(&mut p.job.texts[p.next]);
-                p.next += 1;
-                text
-            })
-            .collect();
-        let started = Instant::now();
-        let result = predictor.predict(&texts).and_then(|predictions| {
-            if predictions.len() == texts.len() {
-                Ok(predictions)
-            } else {
-                Err(Error::Inference(format!(
-                    "the model returned {} predictions for {} texts",
-                    predictions.len(),
-                    texts.len()
-                )))
-            }
-        });
-        let ended = Instant::now();
-        self.metrics
-            .forward_seconds
-            .observe(ended.duration_since(started).as_secs_f64());
-        self.metrics.batch_size.observe(texts.len() as f64);
-        self.metrics.batch_tokens.observe(tokens as f64);
-        if tokens as i64 > self.metrics.max_batch_tokens_seen.get() {
-            self.metrics.max_batch_tokens_seen.set(tokens as i64);
-        }
-        match result {
-            Ok(predictions) => {
-                for (&i, prediction) in pass.iter().zip(predictions) {
-                    pending[i].done.push(prediction);
-                }
-                let mut i = 0;
-                while i < pending.len() {
-                    if pending[i].left() {
-                        i += 1;
-                        continue;
-                    }
-                    let finished = pending.remove(i);
-                    let _ = finished.job.reply.send(Ok(finished.done));
-                }
-            }
-            Err(e) => {
-                let message = e.chain();
-                tracing::error!(error = %message, texts = texts.len(), "forward pass failed");
-                let mut failed: Vec<usize> = pass;
-                failed.sort_unstable();
-                failed.dedup();
-                for &i in failed.iter().rev() {
-                    let p = pending.remove(i);
-                    let _ = p.job.reply.send(Err(Error::Inference(message.clone())));
-                }
-            }
-        }
-        ended
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Task;
+    use crate::batch::plan_pass;
+    use so1s_core::model::Task;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
 
@@ -795,7 +522,7 @@ mod tests {
         let text = {
             let mut registry = prometheus_client::registry::Registry::default();
             service.metrics().register(&mut registry);
-            crate::metrics::render(&registry)
+            so1s_core::metrics::render(&registry)
         };
         text.lines()
             .find_map(|line| line.strip_prefix("so1s_queue_wait_seconds_count "))

@@ -1,45 +1,18 @@
 //! Loading a [`ModelLayout`] into a pipeline and running forward passes: by rust-bert's
 //! models, or by so1s's own encoder ([`EncoderPipeline`]) for BERT and ELECTRA.
 
-pub use super::classifier::RustBertClassifier;
-pub use super::encoder_pipeline::{EncoderPipeline, EncoderPlan};
-use super::precision::{CpuFeatures, ForwardPass, Precision};
-use super::service::Predictor;
-use super::Prediction;
-use crate::model::{Architecture, ModelLayout, Task};
-use crate::{Error, Result};
+use crate::classifier::RustBertClassifier;
+use crate::encoder_pipeline::EncoderPipeline;
+use crate::guard::{guard, loading, local};
+use crate::predictor::{estimate_tokens, ModelInfo, Predictor};
 use rust_bert::pipelines::common::ModelType;
 use rust_bert::pipelines::sentence_embeddings::{
     SentenceEmbeddingsConfig, SentenceEmbeddingsModel,
 };
-use rust_bert::resources::{LocalResource, ResourceProvider};
-use serde::Serialize;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::Path;
+use so1s_core::model::{Architecture, ModelLayout, Task};
+use so1s_core::predict::{CpuFeatures, ForwardPass, Precision};
+use so1s_core::{Error, Prediction, Result};
 use tch::Device;
-
-/// What a loaded model answers with, for clients and metadata endpoints.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ModelInfo {
-    /// The task.
-    pub task: Task,
-    /// The transformer architecture (`config.json`'s `model_type`).
-    pub architecture: &'static str,
-    /// The shape of one text's output: `[dim]` for embeddings, `[labels]` for classification
-    /// (the reply carries the most likely label of those).
-    pub output_shape: Vec<usize>,
-    /// The labels a classifier can answer, by id.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub labels: Vec<String>,
-    /// Longest input in tokens; longer inputs are truncated.
-    pub max_sequence_length: Option<usize>,
-    /// Who runs the forward pass: `rust-bert`, or so1s's own encoder (`so1s-f32`,
-    /// `so1s-bf16`, `so1s-int8`).
-    pub forward_pass: &'static str,
-    /// Why that forward pass and precision: what `auto` found (the CPU's bf16, what the
-    /// own encoder covers) or that they were asked for.
-    pub reason: String,
-}
 
 /// A loaded pipeline.
 pub enum Pipeline {
@@ -191,7 +164,7 @@ impl Predictor for Pipeline {
             // architectures so1s serves.
             Pipeline::Embeddings(_) => texts
                 .iter()
-                .map(|t| super::service::estimate_tokens(t, Some(512)))
+                .map(|t| estimate_tokens(t, Some(512)))
                 .collect(),
         }
     }
@@ -219,29 +192,4 @@ fn model_type(architecture: Architecture) -> ModelType {
         Architecture::Albert => ModelType::Albert,
         Architecture::Electra => ModelType::Electra,
     }
-}
-
-pub(super) fn local(path: &Path) -> Box<dyn ResourceProvider + Send> {
-    Box::new(LocalResource::from(path.to_owned()))
-}
-
-/// Runs a loading step, a panic in libtorch or rust-bert becoming a load error.
-pub(super) fn loading<T>(step: impl FnOnce() -> Result<T>) -> Result<T> {
-    guard("loading the model", step).map_err(|e| match e {
-        Error::Inference(message) => Error::Load(message),
-        other => other,
-    })
-}
-
-/// Runs rust-bert code that may panic on bad files or tensors, turning a panic into an error
-/// that names the step.
-pub(super) fn guard<T>(step: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
-        let message = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("unknown panic");
-        Err(Error::Inference(format!("{step} panicked: {message}")))
-    })
 }

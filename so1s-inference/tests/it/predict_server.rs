@@ -2,7 +2,7 @@
 
 use crate::support::{cosine, metric, minilm_config, minilm_dir, reference, settings, TestServer};
 use serde_json::{json, Value};
-use so1s_core::http::predict::{MODEL_HEADER, VERSION_HEADER};
+use so1s_inference::server::{MODEL_HEADER, VERSION_HEADER};
 use std::time::Duration;
 
 async fn error_of(response: reqwest::Response) -> (u16, Value) {
@@ -332,9 +332,9 @@ async fn shutdown_lets_requests_in_flight_finish_then_refuses_new_ones() {
 async fn a_model_that_fails_to_load_stops_the_server_with_the_cause() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("config.json"), r#"{"model_type": "bert"}"#).unwrap();
-    let config = so1s_core::http::predict::PredictServerConfig::new(dir.path());
+    let config = so1s_inference::server::PredictServerConfig::new(dir.path());
     let server = TestServer::spawn(move |listener, shutdown| {
-        so1s_core::http::predict::run(listener, config, shutdown)
+        so1s_inference::server::run(listener, config, shutdown)
     })
     .await
     .unwrap();

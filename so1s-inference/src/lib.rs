@@ -1,0 +1,65 @@
+//! # so1s-inference
+//!
+//! so1s's data plane: a transformer model loaded from a [`ModelLayout`](so1s_core::ModelLayout) and served in
+//! batches. [`so1s_core`] is the control plane (store, builds, rollouts, the api server and
+//! gateway) and links no libtorch; this crate is what runs the model: rust-bert, tch and
+//! libtorch.
+//!
+//! # Layout
+//!
+//! - [`predictor`]: the [`Predictor`] contract between the model thread and a model, token
+//!   estimates, and [`ModelInfo`], what a loaded model is and answers.
+//! - [`service`]: [`TransformerService`], the cheap [`Clone`] handle to a model on its own OS
+//!   thread; `batch` (private) is that thread's scheduler: requests drained from a bounded
+//!   queue into forward passes bounded in texts and tokens.
+//! - [`pipeline`]: [`Pipeline`], the loaded model the thread runs, and the choice of who runs
+//!   the forward pass ([`Pipeline::choose`]): so1s's own encoder ([`EncoderPipeline`] over
+//!   [`encoder`]) or rust-bert ([`RustBertClassifier`], rust-bert's sentence embeddings).
+//! - [`encoder`]: so1s's own forward pass of BERT-style encoders, in f32, bf16 or int8.
+//! - [`server`]: the predict server of one model version (`so1s-predict`): `POST /predict`,
+//!   health, readiness, metrics, model metadata and the Open Inference Protocol.
+//! - [`smoke`]: a build's smoke test in this process ([`InProcessSmokeTest`], the
+//!   [`so1s_core::build::SmokeRunner`] binaries with inference supply).
+//! - [`metrics`]: the model thread's Prometheus metrics.
+//! - [`alloc`]: allocator settings and the memory cap of processes that run models.
+//!
+//! Inside, the helpers the pipelines share are leaves (`guard`: panics to errors; `tokenize`:
+//! texts to ids; `output`: tensors to predictions), so no module imports one that imports it.
+//! Errors are [`so1s_core::Error`]'s kinds (`InvalidModel`, `Load`, `Inference`,
+//! `InvalidInput`, `Overloaded`, `NotReady`, `Timeout`): the servers map them to the one
+//! JSON error shape.
+//!
+//! ```no_run
+//! # async fn run() -> so1s_core::Result<()> {
+//! use so1s_core::ModelLayout;
+//! use so1s_inference::{ServiceOptions, TransformerService};
+//!
+//! let layout = ModelLayout::inspect(".cache/models/all-MiniLM-L6-v2")?;
+//! let service = TransformerService::load(layout, ServiceOptions::default()).await?;
+//! let prediction = service.predict_one("Hello world").await?;
+//! # let _ = prediction; Ok(()) }
+//! ```
+
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+pub mod alloc;
+mod batch;
+mod classifier;
+pub mod encoder;
+mod encoder_pipeline;
+mod guard;
+pub mod metrics;
+mod output;
+pub mod pipeline;
+pub mod predictor;
+pub mod server;
+pub mod service;
+pub mod smoke;
+mod tokenize;
+
+pub use classifier::RustBertClassifier;
+pub use encoder_pipeline::{EncoderPipeline, EncoderPlan};
+pub use pipeline::Pipeline;
+pub use predictor::{estimate_tokens, ModelInfo, Predictor};
+pub use service::{ServiceOptions, TransformerService};
+pub use smoke::InProcessSmokeTest;

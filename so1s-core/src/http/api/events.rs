@@ -1,7 +1,10 @@
 //! A version's events as server-sent events: its history, then what follows until it
 //! settles (live, failed, retired, or left `built` by its rollout). Each version has a bounded number of subscribers.
 
+use super::{guard, version_path, with_platform};
+use crate::auth::{Role, Tokens};
 use crate::events::{Event, EventKind, Stage};
+use crate::http::ApiError;
 use crate::model::{ModelName, VersionId};
 use crate::platform::Platform;
 use crate::registry::VersionState;
@@ -9,8 +12,32 @@ use crate::{Error, Result};
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use warp::filters::BoxedFilter;
 use warp::reply::Response;
-use warp::Reply;
+use warp::{Filter, Reply};
+
+/// `GET /v1/models/{name}/versions/{version}/events` (viewer), at most `max_per_version`
+/// streams per version at once.
+pub fn routes(
+    platform: &Arc<Platform>,
+    tokens: &Arc<Tokens>,
+    max_per_version: usize,
+) -> BoxedFilter<(Response,)> {
+    let subscribers = Subscribers::new(max_per_version);
+    version_path()
+        .and(warp::path("events"))
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(guard::require(tokens.clone(), Role::Viewer))
+        .and(with_platform(platform))
+        .map(
+            move |name: ModelName, version: VersionId, platform: Arc<Platform>| {
+                stream(name, version, platform, subscribers.clone())
+                    .unwrap_or_else(|e| ApiError::from(e).into_response())
+            },
+        )
+        .boxed()
+}
 
 /// Counts the subscribers of each version.
 #[derive(Debug, Default)]

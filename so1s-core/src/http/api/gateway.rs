@@ -4,6 +4,9 @@
 //! predict server's `/predict`; the Open Inference Protocol's `/v2/models/{name}/...` to the
 //! same path there.
 
+use super::upload::idle_body;
+use super::{guard, model_name, version_id, with_platform, ApiLimits};
+use crate::auth::Tokens;
 use crate::http::ApiError;
 use crate::model::{ModelName, VersionId};
 use crate::platform::Platform;
@@ -14,11 +17,13 @@ use crate::store::ByteStream;
 use crate::{Error, Result};
 use bytes::Bytes;
 use futures::StreamExt;
+use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
+use warp::filters::BoxedFilter;
 use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
-use warp::Reply;
+use warp::{Filter, Reply};
 
 /// Headers copied from a predict server's reply to the client.
 const FORWARDED_HEADERS: [&str; 4] = [
@@ -92,6 +97,106 @@ impl Default for GatewayTimeouts {
             response: Duration::from_secs(30),
         }
     }
+}
+
+/// The gateway's routes, open or (with `inference_auth`) for any token: `POST
+/// /inference/{name}/predict` and `POST /inference/predict`, then the Open Inference
+/// Protocol's (`/v2...`). Fails only if the HTTP client cannot be made.
+pub fn routes(
+    platform: &Arc<Platform>,
+    tokens: &Arc<Tokens>,
+    inference_auth: bool,
+    limits: ApiLimits,
+) -> Result<BoxedFilter<(Response,)>> {
+    let client = client(limits.gateway)?;
+    let client = warp::any().map(move || client.clone());
+    let inference_guard = guard::inference(tokens.clone(), inference_auth);
+    let with = with_platform(platform);
+    let body = idle_body(limits.body_idle_timeout);
+    let predict_named = warp::path("inference")
+        .and(model_name())
+        .and(warp::path("predict"))
+        .and(warp::path::end())
+        .and(warp::post())
+        .map(Some);
+    let predict_default = warp::path!("inference" / "predict")
+        .and(warp::post())
+        .map(|| None);
+    let predict = predict_named
+        .or(predict_default)
+        .unify()
+        .and(warp::any().map(Forward::predict))
+        .and(inference_guard.clone())
+        .and(with.clone())
+        .and(client.clone())
+        .and(warp::header::headers_cloned())
+        .and(body.clone())
+        .then(proxy);
+    // The Open Inference Protocol: the gateway answers for itself at /v2 and its health, and
+    // forwards a model's routes to its live version (only to the version named, if one is).
+    let v2_server = warp::path!("v2")
+        .and(warp::get())
+        .map(|| warp::reply::json(&oip::server_metadata("so1s")).into_response());
+    let v2_live = warp::path!("v2" / "health" / "live")
+        .and(warp::get())
+        .map(|| warp::reply::json(&json!({"live": true})).into_response());
+    let v2_ready = warp::path!("v2" / "health" / "ready")
+        .and(warp::get())
+        .and(with.clone())
+        .map(
+            |platform: Arc<Platform>| match platform.routes().default_model() {
+                Some(_) => warp::reply::json(&json!({"ready": true})).into_response(),
+                None => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_live",
+                    "no model is live yet",
+                )
+                .into_response(),
+            },
+        );
+    let v2_version = warp::path("versions")
+        .and(version_id())
+        .map(Some)
+        .or(warp::any().map(|| None))
+        .unify();
+    let v2_model = warp::path("v2")
+        .and(warp::path("models"))
+        .and(model_name())
+        .and(v2_version)
+        .and(warp::path::tail())
+        .and(warp::method())
+        .and_then(
+            |name: ModelName, version, tail: warp::path::Tail, method| async move {
+                let forward = Forward::v2(&name, version, tail.as_str())
+                    .ok_or_else(warp::reject::not_found)?;
+                if forward.post != (method == warp::http::Method::POST) {
+                    return Err(warp::reject::custom(ApiError::new(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "method_not_allowed",
+                        "this route does not take that method",
+                    )));
+                }
+                Ok((Some(name), forward))
+            },
+        )
+        .untuple_one()
+        .and(inference_guard)
+        .and(with)
+        .and(client)
+        .and(warp::header::headers_cloned())
+        .and(body)
+        .then(proxy);
+    // Boxed: warp's nested filter types grow with every `or`, and the compiler's time with
+    // them.
+    let v2 = v2_server
+        .or(v2_live)
+        .unify()
+        .or(v2_ready)
+        .unify()
+        .or(v2_model)
+        .unify()
+        .boxed();
+    Ok(predict.or(v2).unify().boxed())
 }
 
 /// The gateway's HTTP client.

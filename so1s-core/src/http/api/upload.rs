@@ -1,10 +1,18 @@
-//! Receiving an upload: the raw body, or the multipart field `model`, streamed to the store.
+//! The upload route, `POST /v1/models/{name}/versions`, and receiving an upload: the raw
+//! body, or the multipart field `model`, streamed to the store.
 //!
 //! Bounds: every body must make progress (an idle timeout per chunk); a multipart body may
 //! spend at most `max_head_bytes` (preamble, part headers, other fields) before its `model`
 //! part begins, and hold at most `max_parts` parts; the archive itself then streams to disk
 //! under the store's size limit.
 
+use super::{guard, model_path, with_platform, ApiLimits};
+use crate::auth::{Role, Tokens};
+use crate::http::ApiError;
+use crate::model::ModelName;
+use crate::platform::Platform;
+use crate::registry::VersionRecord;
+use crate::resources::VersionView;
 use crate::store::ByteStream;
 use crate::{Error, Result};
 use bytes::Buf;
@@ -12,6 +20,10 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use warp::filters::BoxedFilter;
+use warp::http::{header, HeaderValue, StatusCode};
+use warp::reply::Response;
+use warp::{Filter, Rejection, Reply};
 
 /// Bounds of a multipart upload before its archive part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +40,53 @@ impl Default for MultipartLimits {
             max_head_bytes: 1 << 20,
             max_parts: 8,
         }
+    }
+}
+
+/// `POST /v1/models/{name}/versions` (deployer): the archive as the raw body or the multipart
+/// field `model`, answered with `202` once it is stored.
+pub fn routes(
+    platform: &Arc<Platform>,
+    tokens: &Arc<Tokens>,
+    limits: ApiLimits,
+) -> BoxedFilter<(Response,)> {
+    model_path()
+        .and(warp::path("versions"))
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(guard::require(tokens.clone(), Role::Deployer))
+        .and(with_platform(platform))
+        .and(warp::header::optional::<String>("content-type"))
+        .and(idle_body(limits.body_idle_timeout))
+        .then(
+            move |name: ModelName,
+                  platform: Arc<Platform>,
+                  content_type: Option<String>,
+                  body| async move {
+                let received =
+                    archive_bytes(content_type.as_deref(), body, limits.multipart).await;
+                match received {
+                    Ok(bytes) => accepted(platform.upload(&name, bytes).await),
+                    Err(e) => ApiError::from(e).into_response(),
+                }
+            },
+        )
+        .boxed()
+}
+
+/// `202` with the stored version, its `Location` and links.
+fn accepted(result: Result<VersionRecord>) -> Response {
+    match result {
+        Ok(record) => {
+            let view = VersionView::new(record);
+            let mut response = warp::reply::json(&view).into_response();
+            *response.status_mut() = StatusCode::ACCEPTED;
+            if let Ok(location) = HeaderValue::from_str(&view.links.this) {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+            response
+        }
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
@@ -61,6 +120,13 @@ pub fn idle_limited(
             }
         },
     ))
+}
+
+/// The request body as [`idle_limited`] bytes.
+pub fn idle_body(
+    idle: Duration,
+) -> impl Filter<Extract = (ByteStream,), Error = Rejection> + Clone {
+    warp::body::stream().map(move |body| idle_limited(body, idle))
 }
 
 /// The archive's bytes: the multipart field `model` when the content type is multipart,

@@ -79,3 +79,7 @@ impl Transition {
         self
     }
 }
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}

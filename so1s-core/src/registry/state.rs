@@ -59,7 +59,3 @@ impl std::fmt::Display for VersionState {
         f.write_str(self.as_str())
     }
 }
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
-}

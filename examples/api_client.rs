@@ -27,7 +27,7 @@ async fn main() -> anyhow::Result<()> {
     let token = std::env::var("SO1S_TOKEN").ok().map(Token::new);
     let client = ApiClient::new(server, token);
 
-    let archive = so1s_core::build::archive::pack_dir(model_dir.as_ref())?;
+    let archive = so1s_core::build::pack_dir(model_dir.as_ref())?;
     let stored = client.upload("minilm", archive).await?;
     let version = stored.version().to_string();
     println!(

@@ -10,7 +10,7 @@
 
 use anyhow::Context;
 use so1s_core::build::{
-    archive, BundleBuilder, DockerBuildConfig, DockerImageBuilder, ImageBuilder, SmokeTest,
+    pack_dir, BundleBuilder, DockerBuildConfig, DockerImageBuilder, ImageBuilder, SmokeTest,
 };
 use so1s_core::platform::{Platform, PlatformOptions};
 use so1s_core::registry::{Registry, VersionState};
@@ -75,7 +75,7 @@ async fn main() -> anyhow::Result<()> {
         PlatformOptions::default(),
     );
 
-    let bytes = archive::pack_dir(model_dir.as_ref())?;
+    let bytes = pack_dir(model_dir.as_ref())?;
     let body = Box::pin(futures::stream::once(async move {
         Ok(bytes::Bytes::from(bytes))
     }));

@@ -51,5 +51,7 @@ if grep -E '^(torch-sys|tch|rust-bert) ' <<<"$core_tree"; then
   echo "so1s-core depends on libtorch (above): it must build without it" >&2
   exit 1
 fi
+# No import circle between modules (a parent and its own child aside).
+python3 scripts/module-cycles.py so1s-core/src so1s-inference/src
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --features so1s-bin/fault-injection "$@"

@@ -115,8 +115,7 @@ pub fn print_json(answer: so1s_core::Result<impl serde::Serialize>) -> anyhow::R
 pub async fn token(client: &ApiClient, command: TokenCommand) -> anyhow::Result<ExitCode> {
     match command {
         TokenCommand::Create { role, name } => {
-            let name =
-                name.unwrap_or_else(|| format!("{role}-{}", so1s_core::clock::now_ms() / 1000));
+            let name = name.unwrap_or_else(|| format!("{role}-{}", unix_seconds()));
             let created = client.create_token(&name, role).await?;
             eprintln!("created the {role} token `{name}`; it is shown this once:");
             println!("{}", created.token);
@@ -154,16 +153,16 @@ fn time_text(ms: Option<u64>) -> String {
 pub async fn deploy(client: &ApiClient, path: &Path, name: &str) -> anyhow::Result<ExitCode> {
     let body = if path.is_dir() {
         eprintln!("packing {}", path.display());
-        so1s_core::build::archive::pack_dir(path).map_err(|e| anyhow::anyhow!(e.chain()))?
+        so1s_core::build::pack_dir(path).map_err(|e| anyhow::anyhow!(e.chain()))?
     } else {
         std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
     };
     eprintln!("uploading {} bytes as {name}", body.len());
     let stored = match client.upload(name, body).await {
         Ok(stored) => stored,
-        Err(so1s_core::Error::Remote {
+        Err(so1s_core::Error::Client(so1s_core::ClientError::Remote {
             status, message, ..
-        }) => {
+        })) => {
             eprintln!("upload refused ({status}): {message}");
             return Ok(ExitCode::from(1));
         }
@@ -196,6 +195,13 @@ pub async fn deploy(client: &ApiClient, path: &Path, name: &str) -> anyhow::Resu
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// Seconds since the Unix epoch: a default token name that does not repeat.
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
 }
 
 #[cfg(test)]

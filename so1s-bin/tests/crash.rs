@@ -10,6 +10,13 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// The fault points (so1s-core makes them public in crash-test builds only; without the
+/// feature the tests that walk them are ignored).
+#[cfg(feature = "fault-injection")]
+use so1s_core::fault::POINTS;
+#[cfg(not(feature = "fault-injection"))]
+const POINTS: &[&str] = &[];
+
 /// Processes whose command line mentions `needle` (the test's data directory).
 fn processes_mentioning(needle: &str) -> Vec<String> {
     let mut found = Vec::new();
@@ -123,7 +130,7 @@ async fn kill_at_every_point(args: &[&str], model: &str, instance: Option<&str>)
     assert_eq!(api.settle(model, "v1").await["state"], "live");
     api.stop();
 
-    for point in so1s_core::fault::POINTS {
+    for point in POINTS {
         // The process backend brings the live version back at start by starting it, which
         // passes the rollout's own point once already: this upload's pass is the second.
         // (Docker adopts the running container instead.)

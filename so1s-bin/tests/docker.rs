@@ -45,13 +45,16 @@ async fn store_minilm(
     for n in 1..=count {
         let copy = tempfile::tempdir().unwrap();
         copy_tree(&minilm_dir(), copy.path());
-        let now = so1s_core::clock::now_ms();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
         std::fs::write(
             copy.path().join("NOTES.txt"),
             format!("{model} v{n} {now} ms"),
         )
         .unwrap();
-        let archive = so1s_core::build::archive::pack_dir(copy.path()).unwrap();
+        let archive = so1s_core::build::pack_dir(copy.path()).unwrap();
         let body = futures::stream::iter([Ok(bytes::Bytes::from(archive))]);
         versions.push(store.put(model, Box::pin(body)).await.unwrap());
     }
@@ -454,11 +457,7 @@ async fn the_cluster_build_path_makes_a_serving_model_image_on_the_so1s_image() 
     assert!(version.starts_with("so1s "), "{version}");
 
     let archive = tmp.path().join("v1.tar.gz");
-    std::fs::write(
-        &archive,
-        so1s_core::build::archive::pack_dir(&minilm_dir()).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(&archive, so1s_core::build::pack_dir(&minilm_dir()).unwrap()).unwrap();
     let sha256 = {
         use sha2::Digest;
         format!(

@@ -254,7 +254,7 @@ fn packed_with(dir: &std::path::Path, replaced: &[(&str, &[u8])]) -> Vec<u8> {
     for (name, bytes) in replaced {
         std::fs::write(copy.path().join(name), bytes).unwrap();
     }
-    so1s_core::build::archive::pack_dir(copy.path()).unwrap()
+    so1s_core::build::pack_dir(copy.path()).unwrap()
 }
 
 /// Every sentence of `expected.json` through the seed's path: transformers' label, its

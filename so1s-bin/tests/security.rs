@@ -486,7 +486,7 @@ fn minilm_claiming_layers(layers: u64) -> Vec<u8> {
     let mut config: Value = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
     config["num_hidden_layers"] = json!(layers);
     std::fs::write(&config_path, config.to_string()).unwrap();
-    so1s_core::build::archive::pack_dir(dir.path()).unwrap()
+    so1s_core::build::pack_dir(dir.path()).unwrap()
 }
 
 /// The pids of `pid`'s children.

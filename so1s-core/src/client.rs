@@ -3,15 +3,15 @@
 //!
 //! Answers are the types of [`crate::resources`], the ones the server writes; a version's
 //! events are a [`Stream`]. Every call carries the bearer token it was given. An error answer becomes
-//! [`Error::Remote`] with the server's status, `error_type` and message; a server that
-//! cannot be reached becomes [`Error::Unreachable`].
+//! [`ClientError::Remote`] with the server's status, `error_type` and message; a server
+//! that cannot be reached becomes [`ClientError::Unreachable`] (both as [`Error::Client`]).
 
 use crate::auth::{Identity, Role, Token, TokenInfo};
 use crate::events::Event;
 use crate::model::VersionId;
 use crate::resources::{CreatedToken, ModelList, ModelView, TokenList, VersionView};
 use crate::rollout::Split;
-use crate::{Error, Prediction, Result};
+use crate::{ClientError, Error, Prediction, Result};
 use eventsource_stream::Eventsource;
 use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
@@ -61,10 +61,12 @@ impl ApiClient {
     /// Sends a request; the success answer's body as `T`, or the error.
     async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T> {
         let body = answer(request.send().await.map_err(transport)?).await?;
-        serde_json::from_value(body).map_err(|e| Error::Remote {
-            status: 200,
-            error_type: "unexpected_answer".into(),
-            message: format!("the server's answer is not what this client understands: {e}"),
+        serde_json::from_value(body).map_err(|e| {
+            remote(
+                200,
+                "unexpected_answer",
+                format!("the server's answer is not what this client understands: {e}"),
+            )
         })
     }
 
@@ -124,30 +126,24 @@ impl ApiClient {
             return Err(answer(response)
                 .await
                 .err()
-                .unwrap_or_else(|| Error::Remote {
-                    status: 0,
-                    error_type: "transport".into(),
-                    message: "the event stream did not open".into(),
-                }));
+                .unwrap_or_else(|| remote(0, "transport", "the event stream did not open")));
         }
         let events = response.bytes_stream().eventsource().filter_map(|message| {
             std::future::ready(match message {
                 // Keep-alive comments carry no data; anything else is one event.
                 Ok(message) if message.data.is_empty() => None,
-                Ok(message) => {
-                    Some(
-                        serde_json::from_str::<Event>(&message.data).map_err(|e| Error::Remote {
-                            status: 200,
-                            error_type: "unexpected_answer".into(),
-                            message: format!("an event this client cannot read: {e}"),
-                        }),
+                Ok(message) => Some(serde_json::from_str::<Event>(&message.data).map_err(|e| {
+                    remote(
+                        200,
+                        "unexpected_answer",
+                        format!("an event this client cannot read: {e}"),
                     )
-                }
-                Err(e) => Some(Err(Error::Remote {
-                    status: 0,
-                    error_type: "transport".into(),
-                    message: format!("the event stream broke off: {e}"),
                 })),
+                Err(e) => Some(Err(remote(
+                    0,
+                    "transport",
+                    format!("the event stream broke off: {e}"),
+                ))),
             })
         });
         Ok(Box::pin(events))
@@ -258,25 +254,31 @@ async fn answer(response: reqwest::Response) -> Result<Value> {
     if status.is_success() {
         return Ok(body);
     }
-    Err(Error::Remote {
-        status: status.as_u16(),
-        error_type: body["error_type"].as_str().unwrap_or("unknown").to_owned(),
-        message: body["error"]
+    Err(remote(
+        status.as_u16(),
+        body["error_type"].as_str().unwrap_or("unknown"),
+        body["error"]
             .as_str()
             .map(str::to_owned)
             .unwrap_or_else(|| body.to_string()),
-    })
+    ))
+}
+
+/// An error answer of the server (`status` 0: the answer broke off).
+fn remote(status: u16, error_type: &str, message: impl Into<String>) -> Error {
+    ClientError::Remote {
+        status,
+        error_type: error_type.to_owned(),
+        message: message.into(),
+    }
+    .into()
 }
 
 fn transport(error: reqwest::Error) -> Error {
     if error.is_connect() {
-        Error::Unreachable(error.to_string())
+        ClientError::Unreachable(error.to_string()).into()
     } else {
-        Error::Remote {
-            status: 0,
-            error_type: "transport".into(),
-            message: error.to_string(),
-        }
+        remote(0, "transport", error.to_string())
     }
 }
 

@@ -1,10 +1,18 @@
-//! The one error type of so1s-core.
+//! The one error type of so1s-core, [`Error`]: the kinds the library and its servers meet,
+//! and, apart, the kinds only the api client meets ([`ClientError`], wrapped as
+//! [`Error::Client`]).
 
 use std::path::PathBuf;
 
-/// Everything that can go wrong in so1s-core. Each message names the step that failed; the
-/// underlying cause, where there is one, is attached as the error's source.
+/// Everything that can go wrong in so1s-core (and so1s-inference, which shares these kinds).
+/// Each message names the step that failed; the underlying cause, where there is one, is
+/// attached as the error's source.
+///
+/// The servers answer each kind with its status and `error_type`
+/// ([`crate::http::ApiError`]); [`Error::Client`] is the api client's alone. New kinds may
+/// come: match with a wildcard arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A file of a model directory could not be read.
     #[error("reading {path}")]
@@ -112,21 +120,6 @@ pub enum Error {
         source: rusqlite::Error,
     },
 
-    /// The api server answered an error (client side).
-    #[error("{message} ({status} {error_type})")]
-    Remote {
-        /// The HTTP status (0 when the answer broke off).
-        status: u16,
-        /// The server's `error_type`.
-        error_type: String,
-        /// The server's message.
-        message: String,
-    },
-
-    /// The api server cannot be reached (client side).
-    #[error("the server cannot be reached: {0}")]
-    Unreachable(String),
-
     /// An object could not be serialized (a Kubernetes object to JSON or YAML, ...): it is
     /// not printed or sent in a broken form.
     #[error("serializing {what}")]
@@ -147,6 +140,43 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+
+    /// A call of the api client ([`crate::client::ApiClient`]) failed. Client side only: no
+    /// server answers with it.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+/// What a call of the api client can meet (client side).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The api server answered an error.
+    #[error("{message} ({status} {error_type})")]
+    Remote {
+        /// The HTTP status (0 when the answer broke off).
+        status: u16,
+        /// The server's `error_type`.
+        error_type: String,
+        /// The server's message.
+        message: String,
+    },
+
+    /// The api server cannot be reached.
+    #[error("the server cannot be reached: {0}")]
+    Unreachable(String),
+}
+
+impl ClientError {
+    /// The server's answer, when it answered one: its status and `error_type`.
+    pub fn status(&self) -> Option<(u16, &str)> {
+        match self {
+            ClientError::Remote {
+                status, error_type, ..
+            } => Some((*status, error_type)),
+            ClientError::Unreachable(_) => None,
+        }
+    }
 }
 
 impl Error {
@@ -173,8 +203,8 @@ impl Error {
             Error::Busy(_) => "busy",
             Error::Timeout(_) => "gateway_timeout",
             Error::Database { .. } => "database",
-            Error::Remote { .. } => "remote",
-            Error::Unreachable(_) => "unreachable",
+            Error::Client(ClientError::Remote { .. }) => "remote",
+            Error::Client(ClientError::Unreachable(_)) => "unreachable",
             Error::Serialize { .. } => "serialize",
             Error::Io { .. } => "io",
         }

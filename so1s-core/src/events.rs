@@ -41,7 +41,7 @@ pub struct Event {
     pub message: String,
     /// The state the version entered with this event, for state changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<crate::registry::VersionState>,
+    pub state: Option<crate::registry::state::VersionState>,
 }
 
 impl Event {

@@ -10,6 +10,8 @@
 /// `rollout-instance-started` is in the rollout backends' deploy (an instance started,
 /// traffic not switched yet), so the process backend passes it when it brings a live
 /// version back at start too; Docker adopts the running container instead.
+// Read by the crash tests, which only crash-test builds (feature `fault-injection`) expose it to.
+#[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
 pub const POINTS: &[&str] = &[
     "upload-stored",
     "build-started",

@@ -26,20 +26,21 @@
 //!   data directory and a backend wired into a [`platform::Platform`] and the api server.
 //! - [`client`] (feature `http`): [`client::ApiClient`], a typed client of the api server.
 //! - [`auth`]: api tokens with roles (viewer, deployer, admin), stored hashed.
-//! - [`db`]: the api server's SQLite database and its migrations.
-//! - [`clock`]: wall-clock milliseconds.
-//! - [`redact`]: host paths shortened in what clients read.
 //! - [`registry`]: models, versions, states and events in SQLite, across restarts and crashes.
 //! - [`resources`]: the api server's answers as types, shared by the server and the client.
 //! - [`events`]: build and rollout progress lines.
-//! - [`fault`]: fault-injection points for crash tests (feature `fault-injection`).
-//! - [`lock`]: the data directory's lock: one api server per data directory.
 //! - [`store`]: [`store::ModelStore`], immutable checksummed versions, and its filesystem
 //!   implementation.
 //! - [`http`] (feature `http`): the warp servers of the control plane (the api server and the
 //!   gateway), their connection loop and the one JSON error shape.
 //! - [`metrics`]: Prometheus metrics, `so1s_` prefix, buckets in one place.
-//! - [`Error`]: the crate's one error type.
+//! - [`Error`]: the crate's one error type; [`ClientError`], the kinds only the api client
+//!   meets, apart.
+//!
+//! Inside, not public: `db` (the SQLite database and its migrations, under [`auth`] and
+//! [`registry`]), `lock` (one api server per data directory), `clock` (wall-clock
+//! milliseconds), `redact` (host paths shortened in what clients read) and `fault` (the
+//! crash tests' fault points; public with the `fault-injection` feature).
 //!
 //! # Features
 //!
@@ -49,35 +50,47 @@
 //! ([`build::SmokeRunner`]; so1s-inference has the in-process one).
 
 #![forbid(unsafe_op_in_unsafe_fn)]
+// docs.rs builds with `--cfg docsrs`: feature-gated items say which feature they need.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod auth;
 pub mod build;
 #[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod client;
-pub mod clock;
-pub mod db;
+mod clock;
+mod db;
 #[cfg(feature = "docker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
 pub mod docker;
 mod error;
 pub mod events;
+// The crash-test points are public only in crash-test builds.
+#[cfg(feature = "fault-injection")]
+#[cfg_attr(docsrs, doc(cfg(feature = "fault-injection")))]
 pub mod fault;
+#[cfg(not(feature = "fault-injection"))]
+mod fault;
 #[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
 #[cfg(feature = "kubernetes")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kubernetes")))]
 pub mod kubernetes;
-pub mod lock;
+mod lock;
 pub mod metrics;
 pub mod model;
 pub mod platform;
 pub mod predict;
-pub mod redact;
+mod redact;
 pub mod registry;
 pub mod resources;
 pub mod rollout;
 #[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod server;
 pub mod store;
 
-pub use error::{Error, Result};
+pub use error::{ClientError, Error, Result};
 pub use model::{ModelLayout, ModelName, Task, VersionId};
 pub use predict::{LabelScore, Prediction};

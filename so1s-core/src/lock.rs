@@ -18,6 +18,7 @@ pub const LOCK_FILE: &str = "so1s.lock";
 #[derive(Debug)]
 pub struct DataDirLock {
     _file: File,
+    #[cfg_attr(not(test), allow(dead_code))]
     path: PathBuf,
 }
 
@@ -66,7 +67,8 @@ impl DataDirLock {
     }
 
     /// The lock file.
-    pub fn path(&self) -> &Path {
+    #[cfg(test)]
+    fn path(&self) -> &Path {
         &self.path
     }
 }

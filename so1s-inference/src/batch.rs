@@ -3,8 +3,8 @@
 //! request is answered once its last text has run.
 
 use crate::metrics::ServiceMetrics;
+use crate::options::ServiceOptions;
 use crate::predictor::Predictor;
-use crate::service::ServiceOptions;
 use so1s_core::{Error, Prediction, Result};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Instant;

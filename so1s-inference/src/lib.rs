@@ -7,20 +7,20 @@
 //!
 //! # Layout
 //!
-//! - [`predictor`]: the [`Predictor`] contract between the model thread and a model, token
-//!   estimates, and [`ModelInfo`], what a loaded model is and answers.
-//! - [`service`]: [`TransformerService`], the cheap [`Clone`] handle to a model on its own OS
-//!   thread; `batch` (private) is that thread's scheduler: requests drained from a bounded
-//!   queue into forward passes bounded in texts and tokens.
-//! - [`pipeline`]: [`Pipeline`], the loaded model the thread runs, and the choice of who runs
-//!   the forward pass ([`Pipeline::choose`]): so1s's own encoder ([`EncoderPipeline`] over
-//!   [`encoder`]) or rust-bert ([`RustBertClassifier`], rust-bert's sentence embeddings).
-//! - [`encoder`]: so1s's own forward pass of BERT-style encoders, in f32, bf16 or int8.
+//! - `predictor`: the [`Predictor`] contract between the model thread and a model, token
+//!   estimates ([`estimate_tokens`]), and [`ModelInfo`], what a loaded model is and answers.
+//! - `service`: [`TransformerService`], the cheap [`Clone`] handle to a model on its own OS
+//!   thread, and its [`ServiceOptions`]; `batch` is that thread's scheduler: requests drained
+//!   from a bounded queue into forward passes bounded in texts and tokens.
+//! - `pipeline`: [`Pipeline`], the loaded model the thread runs, and the choice of who runs
+//!   the forward pass ([`Pipeline::choose`]): so1s's own encoder ([`EncoderPipeline`]) or
+//!   rust-bert ([`RustBertClassifier`], rust-bert's sentence embeddings).
+//! - `encoder`: so1s's own forward pass of BERT-style encoders, in f32, bf16 or int8.
 //! - [`server`]: the predict server of one model version (`so1s-predict`): `POST /predict`,
 //!   health, readiness, metrics, model metadata and the Open Inference Protocol.
 //! - [`smoke`]: a build's smoke test in this process ([`InProcessSmokeTest`], the
 //!   [`so1s_core::build::SmokeRunner`] binaries with inference supply).
-//! - [`metrics`]: the model thread's Prometheus metrics.
+//! - `metrics`: the model thread's Prometheus metrics ([`ServiceMetrics`]).
 //! - [`alloc`]: allocator settings and the memory cap of processes that run models.
 //!
 //! Inside, the helpers the pipelines share are leaves (`guard`: panics to errors; `tokenize`:
@@ -45,21 +45,24 @@
 pub mod alloc;
 mod batch;
 mod classifier;
-pub mod encoder;
+mod encoder;
 mod encoder_pipeline;
 mod guard;
-pub mod metrics;
+mod metrics;
+mod options;
 mod output;
-pub mod pipeline;
-pub mod predictor;
+mod pipeline;
+mod predictor;
 pub mod server;
-pub mod service;
+mod service;
 pub mod smoke;
 mod tokenize;
 
 pub use classifier::RustBertClassifier;
 pub use encoder_pipeline::{EncoderPipeline, EncoderPlan};
+pub use metrics::ServiceMetrics;
+pub use options::ServiceOptions;
 pub use pipeline::Pipeline;
 pub use predictor::{estimate_tokens, ModelInfo, Predictor};
-pub use service::{ServiceOptions, TransformerService};
+pub use service::TransformerService;
 pub use smoke::InProcessSmokeTest;

@@ -109,7 +109,9 @@ async fn main() -> ExitCode {
             let unreachable = e.chain().any(|cause| {
                 matches!(
                     cause.downcast_ref::<so1s_core::Error>(),
-                    Some(so1s_core::Error::Unreachable(_))
+                    Some(so1s_core::Error::Client(
+                        so1s_core::ClientError::Unreachable(_)
+                    ))
                 )
             });
             ExitCode::from(if unreachable { 3 } else { 1 })

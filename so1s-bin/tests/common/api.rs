@@ -127,7 +127,9 @@ impl Api {
     ) -> Value {
         match answer {
             Ok(typed) => serde_json::to_value(typed).unwrap(),
-            Err(so1s_core::Error::Remote { status, .. }) if status >= 400 => {
+            Err(so1s_core::Error::Client(so1s_core::ClientError::Remote { status, .. }))
+                if status >= 400 =>
+            {
                 self.get_json(path).await
             }
             Err(e) => panic!("GET {path}: {}", e.chain()),
@@ -255,7 +257,7 @@ impl Drop for Api {
 }
 
 pub fn minilm_archive() -> Vec<u8> {
-    so1s_core::build::archive::pack_dir(&minilm_dir()).unwrap()
+    so1s_core::build::pack_dir(&minilm_dir()).unwrap()
 }
 
 /// A tar.gz with a raw entry name, so a hostile path can be written.
@@ -297,7 +299,7 @@ pub fn broken_model_archive() -> Vec<u8> {
     weights.extend(header.as_bytes());
     weights.extend(b"these are not weights");
     std::fs::write(dir.path().join("model.safetensors"), weights).unwrap();
-    so1s_core::build::archive::pack_dir(dir.path()).unwrap()
+    so1s_core::build::pack_dir(dir.path()).unwrap()
 }
 
 /// MiniLM's files plus symbolic links (`name -> target`), packed as they are (links kept).

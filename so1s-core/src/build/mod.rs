@@ -4,7 +4,7 @@
 //! Every builder checks the model before anything is switched: the archive unpacks safely,
 //! the model directory is complete, and the model loads and answers one prediction.
 
-pub mod archive;
+mod archive;
 mod bundle;
 pub mod context;
 #[cfg(feature = "docker")]
@@ -16,12 +16,16 @@ mod job_context;
 mod kubernetes;
 pub mod smoke;
 
+pub use archive::{pack_dir, UnpackLimits};
 pub use bundle::BundleBuilder;
 #[cfg(feature = "docker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
 pub use docker::{DockerBuildConfig, DockerImageBuilder, RegistryAuth};
 #[cfg(feature = "kubernetes")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kubernetes")))]
 pub use job_context::JobContext;
 #[cfg(feature = "kubernetes")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kubernetes")))]
 pub use kubernetes::{KubeBuildConfig, KubeImageBuilder};
 pub use smoke::{SmokeProcess, SmokeRunner, SmokeTest};
 

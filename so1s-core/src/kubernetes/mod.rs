@@ -13,7 +13,7 @@ pub mod manifests;
 pub mod pods;
 
 use crate::{Error, Result};
-pub use kube::Client;
+use kube::Client;
 
 /// Connects with the local kubeconfig (`KUBECONFIG`, `~/.kube/config`) or, inside a pod, the
 /// service account.

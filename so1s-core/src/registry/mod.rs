@@ -16,18 +16,20 @@
 
 mod events;
 mod import;
+mod record;
 mod sql;
-mod state;
+pub(crate) mod state;
 mod transitions;
 
 pub use events::MAX_EVENTS;
-pub use state::{Transition, VersionRecord, VersionState};
+pub use record::{Transition, VersionRecord};
+pub use state::VersionState;
 
 use crate::db::{self, database};
 use crate::model::{ModelName, VersionId};
 use crate::redact::Redactor;
+use crate::rollout::traffic::Split;
 use crate::rollout::traffic::TOTAL_WEIGHT;
-use crate::rollout::Split;
 use crate::{Error, Result};
 use sql::{live_versions, select_version, version_row, Db, VERSION_COLUMNS};
 use std::path::{Path, PathBuf};

@@ -9,7 +9,7 @@ use crate::clock::now_ms;
 use crate::db::database;
 use crate::events::{Event, EventKind, Stage};
 use crate::model::{ModelName, VersionId};
-use crate::rollout::Split;
+use crate::rollout::traffic::Split;
 use crate::store::StoredVersion;
 use crate::{Error, Result};
 use rusqlite::params;

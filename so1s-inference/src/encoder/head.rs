@@ -74,7 +74,8 @@ impl ClassifierHead {
     }
 
     /// How many labels the head scores.
-    pub fn labels(&self) -> usize {
+    #[cfg(test)]
+    fn labels(&self) -> usize {
         match &self.0 {
             Head::Pooler {
                 classifier: last, ..

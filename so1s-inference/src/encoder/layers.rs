@@ -66,6 +66,7 @@ impl Linear {
     }
 
     /// Output features.
+    #[cfg(test)]
     pub(super) fn outputs(&self) -> i64 {
         match self {
             Linear::F32 { weight, .. } | Linear::Bf16 { weight, .. } => weight.size()[0],

@@ -31,7 +31,7 @@ mod passes;
 mod weights;
 
 pub use head::ClassifierHead;
-pub use passes::{mean_pool, normalize, plan_passes, run_in_passes, PassCost};
+pub use passes::{mean_pool, normalize, run_in_passes, PassCost};
 pub use so1s_core::predict::{CpuFeatures, Precision};
 pub use weights::Weights;
 

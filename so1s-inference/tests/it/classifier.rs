@@ -175,7 +175,7 @@ async fn build_bundle(
     work: &std::path::Path,
     model: &std::path::Path,
 ) -> (so1s_core::Result<so1s_core::build::Artifact>, EventLog) {
-    use so1s_core::build::{archive::pack_dir, BundleBuilder, ImageBuilder, SmokeTest};
+    use so1s_core::build::{pack_dir, BundleBuilder, ImageBuilder, SmokeTest};
     use so1s_core::store::{ArchiveFormat, StoredVersion};
 
     let archive = work.join("model.tar.gz");

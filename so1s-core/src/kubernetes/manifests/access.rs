@@ -2,7 +2,7 @@
 //! in its own namespace, no wildcards), the RoleBinding to its ServiceAccount, and the
 //! NetworkPolicy that lets in only the namespaces named.
 
-use super::install::API_SERVER;
+use super::common::API_SERVER;
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec,
 };

@@ -16,6 +16,8 @@ use std::time::Duration;
 
 /// The field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "so1s";
+/// The api server's name.
+pub const API_SERVER: &str = "so1s-api";
 /// Annotation: the model version a Deployment runs.
 pub const ANNOTATION_VERSION: &str = "so1s.io/version";
 /// Annotation: the image a Deployment runs.

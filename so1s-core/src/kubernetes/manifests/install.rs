@@ -6,7 +6,7 @@ use super::access::{api_network_policy, api_role, api_role_binding};
 use super::build_job::BuildMode;
 use super::common::{
     http_probe, http_service_spec, meta, pod_security, quantities, restricted, tmp_volume,
-    ClusterSettings, APP_COMPONENT, APP_INSTANCE, APP_NAME, MANAGED_BY,
+    ClusterSettings, API_SERVER, APP_COMPONENT, APP_INSTANCE, APP_NAME, MANAGED_BY,
 };
 use super::yaml::to_value;
 use crate::Result;
@@ -130,9 +130,6 @@ pub struct InstallObjects {
     /// Who may reach it: the ingress controller's namespace and this namespace only.
     pub network_policy: NetworkPolicy,
 }
-
-/// The api server's name.
-pub const API_SERVER: &str = "so1s-api";
 
 /// The objects that install so1s into `settings.namespace`.
 pub fn install(settings: &ClusterSettings, install: &InstallSettings) -> InstallObjects {

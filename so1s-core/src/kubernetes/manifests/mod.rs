@@ -22,11 +22,12 @@ pub use build_job::{
 };
 pub use common::{
     model_labels, model_object_name, model_selector, object_name, Autoscale, ClusterSettings,
-    Resources, ANNOTATION_IMAGE, ANNOTATION_SPEC_HASH, ANNOTATION_VERSION, FIELD_MANAGER,
+    Resources, ANNOTATION_IMAGE, ANNOTATION_SPEC_HASH, ANNOTATION_VERSION, API_SERVER,
+    FIELD_MANAGER,
 };
 pub use install::{
     install, pod_security_level, AdminTokenSecret, InstallObjects, InstallSettings,
-    ADMIN_TOKEN_SECRET, API_SERVER,
+    ADMIN_TOKEN_SECRET,
 };
 pub use model::{
     autoscaler, canary_ingress, canary_objects, deployment, deployment_on, ingress, model_objects,

@@ -18,6 +18,12 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
+/// How long an idle connection is kept for the next call: well under the server's
+/// `header_read_timeout` (10 s by default, counted from the end of the last answer), so a
+/// call never goes out on a connection the server is closing at that moment (an upload sent
+/// into it failed with "error sending request").
+const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(4);
+
 /// A client of one api server.
 #[derive(Clone)]
 pub struct ApiClient {
@@ -38,10 +44,14 @@ impl std::fmt::Debug for ApiClient {
 impl ApiClient {
     /// A client of the server at `base` (e.g. `http://127.0.0.1:8000`).
     pub fn new(base: impl Into<String>, token: Option<Token>) -> Self {
+        let http = reqwest::Client::builder()
+            .pool_idle_timeout(POOL_IDLE)
+            .build()
+            .unwrap_or_default();
         Self {
             base: base.into().trim_end_matches('/').to_owned(),
             token,
-            http: reqwest::Client::new(),
+            http,
         }
     }
 

@@ -244,8 +244,10 @@ pub fn client_with_token(token: &str) -> reqwest::Client {
         reqwest::header::AUTHORIZATION,
         format!("Bearer {token}").parse().unwrap(),
     );
+    // Idle connections dropped before the server's 10 s header timeout closes them.
     reqwest::Client::builder()
         .default_headers(headers)
+        .pool_idle_timeout(std::time::Duration::from_secs(4))
         .build()
         .unwrap()
 }

@@ -34,7 +34,7 @@
 //! use so1s_core::ModelLayout;
 //! use so1s_inference::{ServiceOptions, TransformerService};
 //!
-//! let layout = ModelLayout::inspect(".cache/models/all-MiniLM-L6-v2")?;
+//! let layout = ModelLayout::inspect(".cache/models/all-MiniLM-L6-v2".as_ref())?;
 //! let service = TransformerService::load(layout, ServiceOptions::default()).await?;
 //! let prediction = service.predict_one("Hello world").await?;
 //! # let _ = prediction; Ok(()) }

@@ -167,18 +167,6 @@ pub enum ClientError {
     Unreachable(String),
 }
 
-impl ClientError {
-    /// The server's answer, when it answered one: its status and `error_type`.
-    pub fn status(&self) -> Option<(u16, &str)> {
-        match self {
-            ClientError::Remote {
-                status, error_type, ..
-            } => Some((*status, error_type)),
-            ClientError::Unreachable(_) => None,
-        }
-    }
-}
-
 impl Error {
     /// A short stable name of the error's kind: the `error_type` of JSON error bodies and the
     /// label of error metrics.

@@ -9,7 +9,7 @@
 use crate::{Error, Result};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The lock file's name in the data directory.
 pub const LOCK_FILE: &str = "so1s.lock";
@@ -18,8 +18,6 @@ pub const LOCK_FILE: &str = "so1s.lock";
 #[derive(Debug)]
 pub struct DataDirLock {
     _file: File,
-    #[cfg_attr(not(test), allow(dead_code))]
-    path: PathBuf,
 }
 
 impl DataDirLock {
@@ -63,13 +61,7 @@ impl DataDirLock {
             .and_then(|()| write!(file, "{}", std::process::id()))
             .and_then(|()| file.sync_all())
             .map_err(|e| io(format!("writing {}", path.display()), e))?;
-        Ok(Self { _file: file, path })
-    }
-
-    /// The lock file.
-    #[cfg(test)]
-    fn path(&self) -> &Path {
-        &self.path
+        Ok(Self { _file: file })
     }
 }
 
@@ -88,9 +80,9 @@ mod tests {
         );
         assert!(err.contains("another so1s serve"), "{err}");
         drop(first);
-        let again = DataDirLock::acquire(dir.path()).unwrap();
+        let _again = DataDirLock::acquire(dir.path()).unwrap();
         assert_eq!(
-            std::fs::read_to_string(again.path()).unwrap(),
+            std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap(),
             std::process::id().to_string()
         );
     }

@@ -168,6 +168,11 @@ impl ExitHistory {
         }
     }
 
+    /// The rule exits are counted by.
+    pub fn rule(&self) -> CrashLoopRule {
+        self.rule
+    }
+
     /// The window exits are counted in.
     pub fn window(&self) -> Duration {
         self.rule.window

@@ -13,7 +13,7 @@ mod docker;
 mod health;
 #[cfg(feature = "kubernetes")]
 mod kubernetes;
-mod live;
+mod local;
 mod process;
 mod routes;
 pub mod traffic;
@@ -36,7 +36,6 @@ use crate::Result;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 /// What to deploy.
@@ -71,21 +70,6 @@ pub struct Arm {
 /// The split `arms` make, checked.
 pub fn split_of(arms: &[Arm]) -> Result<Split> {
     Split::new(arms.iter().map(|arm| (arm.target.version, arm.weight)))
-}
-
-/// Deploys `target` as a split of one version with all the requests: how the backends that
-/// run several versions side by side (process, container) implement [`Rollout::deploy`].
-pub(crate) async fn deploy_alone(
-    rollout: &(impl Rollout + ?Sized),
-    target: &Target,
-    events: &Events,
-) -> Result<Deployment> {
-    let arm = Arm {
-        target: target.clone(),
-        weight: traffic::TOTAL_WEIGHT,
-    };
-    let mut deployments = rollout.split(&target.model, &[arm], events).await?;
-    Ok(deployments.remove(0))
 }
 
 /// Runs model versions and switches traffic between them.
@@ -163,23 +147,5 @@ impl ModelLocks {
             .or_default()
             .clone();
         lock.lock_owned().await
-    }
-}
-
-/// Waits until the requests in flight to a replaced upstream have finished, at most `timeout`;
-/// says so in `events` if some are still running when it gives up.
-pub(crate) async fn drain(
-    upstream: &Upstream,
-    version: VersionId,
-    timeout: Duration,
-    events: &Events,
-) {
-    events.progress(format!("draining {version}"));
-    if !upstream.drained(timeout).await {
-        events.log(format!(
-            "{} requests to {version} still running after {} s; stopping it anyway",
-            upstream.in_flight(),
-            timeout.as_secs()
-        ));
     }
 }

@@ -1,15 +1,10 @@
 //! [`ProcessRollout`]: the embedded backend. Each version runs as a `so1s-predict` child on a
 //! free loopback port, blue/green behind the gateway, supervised while it is live.
 
-use super::health::ExitHistory;
-use super::live::LiveSet;
-use super::{
-    check, deploy_alone, split_of, Arm, CrashLoopRule, Deployment, Health, HealthStatus, Incident,
-    Incidents, ModelLocks, Rollout, Routes, Target,
-};
+use super::local::{Instances, LocalRollout, Restart, Started, Watch};
+use super::{check, CrashLoopRule, Routes, Target};
 use crate::build::Artifact;
 use crate::events::Events;
-use crate::model::ModelName;
 use crate::{Error, Result};
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -61,89 +56,64 @@ impl ProcessRolloutConfig {
 ///
 /// Each live child is supervised: if it exits (or fails `max_failed_checks` readiness checks
 /// in a row) it is started again after a backoff and the gateway follows its new port; the
-/// exits are reported as [`Incident`]s and in [`Rollout::health`].
-pub struct ProcessRollout {
-    shared: Arc<Shared>,
-    live: LiveSet<Supervised>,
-    locks: ModelLocks,
-}
-
-/// What the rollout and its supervisors share.
-struct Shared {
-    config: ProcessRolloutConfig,
-    client: reqwest::Client,
-    routes: Routes,
-    incidents: Incidents,
-}
+/// exits are reported as [`Incident`](super::Incident)s and in
+/// [`Rollout::health`](super::Rollout::health).
+pub type ProcessRollout = LocalRollout<Processes>;
 
 impl ProcessRollout {
     /// A rollout that switches `routes`.
     pub fn new(config: ProcessRolloutConfig, routes: Routes) -> Self {
-        Self {
-            shared: Arc::new(Shared {
-                config,
-                client: reqwest::Client::new(),
-                routes: routes.clone(),
-                incidents: Incidents::default(),
-            }),
-            live: LiveSet::new(routes),
-            locks: ModelLocks::default(),
-        }
+        let (drain_timeout, crash_loop) = (config.drain_timeout, config.crash_loop);
+        let processes = Processes {
+            config,
+            client: reqwest::Client::new(),
+        };
+        LocalRollout::with(processes, routes, drain_timeout, crash_loop)
     }
 }
 
-impl Shared {
-    /// Starts the child and waits until it is ready and answers; kills it on any failure.
-    async fn start(&self, target: &Target, events: &Events) -> Result<(Child, String)> {
-        let Artifact::Bundle { dir } = &target.artifact else {
-            return Err(Error::Conflict(format!(
-                "the process backend runs model bundles, not {}",
-                target.artifact
-            )));
-        };
-        let mut command = Command::new(&self.config.predict_bin);
-        command
-            .arg("--host")
-            .arg("127.0.0.1")
-            .args(["--port", "0"])
-            .arg("--model-dir")
-            .arg(dir)
-            .arg("--model-name")
-            .arg(target.model.as_str())
-            .arg("--model-version")
-            .arg(target.version.to_string())
-            .envs(self.config.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        if let Some(threads) = self.config.threads {
-            command.arg("--threads").arg(threads.to_string());
-        }
-        die_with_parent(&mut command);
-        let mut child = command.spawn().map_err(|source| Error::Io {
-            context: format!("starting {}", self.config.predict_bin.display()),
-            source,
-        })?;
-        events.progress(format!(
-            "started so1s-predict for {} {} (pid {})",
-            target.model,
-            target.version,
-            child.id().unwrap_or(0)
-        ));
-        let attached = Arc::new(AtomicBool::new(true));
-        if let Some(stderr) = child.stderr.take() {
-            forward_logs(stderr, events.clone(), attached.clone(), target);
-        }
-        match self.wait_ready(&mut child, events).await {
-            Ok(url) => {
-                // From now on the server's log lines go to the api server's log only.
-                attached.store(false, Ordering::SeqCst);
-                Ok((child, url))
-            }
-            Err(e) => {
-                stop_child(&mut child, Duration::from_secs(5)).await;
-                Err(e)
+/// Versions' instances as `so1s-predict` child processes.
+pub struct Processes {
+    config: ProcessRolloutConfig,
+    client: reqwest::Client,
+}
+
+impl Processes {
+    /// Watches the child until it exits or fails `max_failed_checks` readiness checks in a
+    /// row (then kills it): returns why. `None`: the stop came first.
+    async fn watch(
+        &self,
+        child: &mut Child,
+        url: &str,
+        watch: &Watch,
+        stop: &mut oneshot::Receiver<()>,
+    ) -> Option<String> {
+        let interval = self.config.check_interval;
+        let mut checks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        let mut failed = 0;
+        loop {
+            tokio::select! {
+                _ = &mut *stop => return None,
+                status = child.wait() => {
+                    return Some(match status {
+                        Ok(status) => exit_cause(status),
+                        Err(e) => format!("could not be waited for: {e}"),
+                    });
+                }
+                _ = checks.tick() => {
+                    if check::is_ready(&self.client, url).await {
+                        failed = 0;
+                        watch.checked(None);
+                        continue;
+                    }
+                    failed += 1;
+                    let problem = format!("/readyz did not answer {failed} times in a row");
+                    watch.checked(Some(&problem));
+                    if failed >= self.config.max_failed_checks {
+                        let _ = child.kill().await;
+                        return Some(format!("stopped answering /readyz ({failed} checks)"));
+                    }
+                }
             }
         }
     }
@@ -191,193 +161,111 @@ impl Shared {
     }
 }
 
-/// A live child under supervision; stopping it ends the supervision.
-struct Supervised {
-    stop: oneshot::Sender<Duration>,
-    task: tokio::task::JoinHandle<()>,
-}
+#[async_trait::async_trait]
+impl Instances for Processes {
+    type Instance = Child;
 
-impl Supervised {
-    fn spawn(
-        shared: Arc<Shared>,
-        target: Target,
-        events: Events,
-        child: Child,
-        url: String,
-    ) -> Self {
-        let (stop, stopped) = oneshot::channel();
-        let supervisor = Supervisor {
-            history: ExitHistory::new(shared.config.crash_loop),
-            shared,
-            target,
-            events,
-            stopped,
+    /// Starts the child and waits until it is ready and answers; kills it on any failure.
+    async fn start(&self, target: &Target, events: &Events) -> Result<Started<Child>> {
+        let Artifact::Bundle { dir } = &target.artifact else {
+            return Err(Error::Conflict(format!(
+                "the process backend runs model bundles, not {}",
+                target.artifact
+            )));
         };
-        let task = tokio::spawn(supervisor.run(child, url));
-        Self { stop, task }
-    }
-
-    /// Stops the child (SIGTERM, then SIGKILL after `grace`) and its supervision.
-    async fn stop(self, grace: Duration) {
-        let _ = self.stop.send(grace);
-        let _ = self.task.await;
-    }
-}
-
-/// Why a supervised child's watch ended.
-enum Ended {
-    /// Asked to stop: the child is stopped.
-    Stopped,
-    /// The child exited (or was killed for not answering), for this reason.
-    Exited(String),
-}
-
-struct Supervisor {
-    shared: Arc<Shared>,
-    target: Target,
-    events: Events,
-    history: ExitHistory,
-    stopped: oneshot::Receiver<Duration>,
-}
-
-impl Supervisor {
-    async fn run(mut self, mut child: Child, mut url: String) {
-        let (model, version) = (self.target.model.clone(), self.target.version);
-        let mut restarted = false;
-        loop {
-            let cause = match self.watch(&mut child, &url, restarted).await {
-                Ended::Stopped => break,
-                Ended::Exited(cause) => cause,
-            };
-            let Some((next, next_url)) = self.start_again(cause).await else {
-                break;
-            };
-            (child, url, restarted) = (next, next_url, true);
-            self.shared.routes.repoint(&model, version, &url);
-            let pid = child.id().unwrap_or(0);
-            self.shared.incidents.update(&model, version, |health| {
-                // A crash loop stays reported until the version is replaced.
-                if health.status == HealthStatus::Restarting {
-                    health.status = HealthStatus::Healthy;
-                }
-                health.ready = true;
-                if let Some(instance) = health.instances.first_mut() {
-                    instance.name = format!("pid {pid}");
-                    instance.ready = true;
-                }
-            });
-            self.shared.incidents.report(Incident::Restarted {
-                model: model.clone(),
-                version,
-                endpoint: url.clone(),
-            });
+        let mut command = Command::new(&self.config.predict_bin);
+        command
+            .arg("--host")
+            .arg("127.0.0.1")
+            .args(["--port", "0"])
+            .arg("--model-dir")
+            .arg(dir)
+            .arg("--model-name")
+            .arg(target.model.as_str())
+            .arg("--model-version")
+            .arg(target.version.to_string())
+            .envs(self.config.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(threads) = self.config.threads {
+            command.arg("--threads").arg(threads.to_string());
         }
-        self.shared.incidents.forget(&model, version);
-    }
-
-    /// Watches the child until it exits, fails too many readiness checks, or a stop is asked.
-    async fn watch(&mut self, child: &mut Child, url: &str, restarted: bool) -> Ended {
-        let config = &self.shared.config;
-        let (model, version) = (&self.target.model, self.target.version);
-        let mut checks = tokio::time::interval_at(
-            tokio::time::Instant::now() + config.check_interval,
-            config.check_interval,
-        );
-        let mut failed = 0;
-        loop {
-            tokio::select! {
-                grace = &mut self.stopped => {
-                    stop_child(child, grace.unwrap_or(config.drain_timeout)).await;
-                    return Ended::Stopped;
-                }
-                status = child.wait() => {
-                    return Ended::Exited(match status {
-                        Ok(status) => exit_cause(status),
-                        Err(e) => format!("could not be waited for: {e}"),
-                    });
-                }
-                _ = checks.tick() => {
-                    if check::is_ready(&self.shared.client, url).await {
-                        if restarted {
-                            // In case the restart raced a switch to this version.
-                            self.shared.routes.repoint(model, version, url);
-                        }
-                        if failed > 0 {
-                            self.shared.incidents.update(model, version, |h| set_ready(h, None));
-                        }
-                        failed = 0;
-                        continue;
-                    }
-                    failed += 1;
-                    let problem = format!("/readyz did not answer {failed} times in a row");
-                    self.shared.incidents.update(model, version, |h| set_ready(h, Some(&problem)));
-                    if failed >= config.max_failed_checks {
-                        let _ = child.kill().await;
-                        return Ended::Exited(format!("stopped answering /readyz ({failed} checks)"));
-                    }
-                }
+        die_with_parent(&mut command);
+        let mut child = command.spawn().map_err(|source| Error::Io {
+            context: format!("starting {}", self.config.predict_bin.display()),
+            source,
+        })?;
+        events.progress(format!(
+            "started so1s-predict for {} {} (pid {})",
+            target.model,
+            target.version,
+            child.id().unwrap_or(0)
+        ));
+        let attached = Arc::new(AtomicBool::new(true));
+        if let Some(stderr) = child.stderr.take() {
+            forward_logs(stderr, events.clone(), attached.clone(), target);
+        }
+        match self.wait_ready(&mut child, events).await {
+            Ok(endpoint) => {
+                // From now on the server's log lines go to the api server's log only.
+                attached.store(false, Ordering::SeqCst);
+                let name = format!("pid {}", child.id().unwrap_or(0));
+                Ok(Started {
+                    instance: child,
+                    endpoint,
+                    name,
+                })
+            }
+            Err(e) => {
+                stop_child(&mut child, Duration::from_secs(5)).await;
+                Err(e)
             }
         }
     }
 
-    /// Reports the exit, waits the backoff and starts the child again, until it serves or a
-    /// stop is asked (`None`).
-    async fn start_again(&mut self, mut cause: String) -> Option<(Child, String)> {
-        let (model, version) = (self.target.model.clone(), self.target.version);
+    /// Watches the child; when it exits (or is killed for failing too many readiness checks
+    /// in a row) starts it again after the backoff, until it serves or the stop comes.
+    async fn supervise(
+        &self,
+        live: Started<Child>,
+        mut watch: Watch,
+        mut stop: oneshot::Receiver<()>,
+    ) -> Option<Child> {
+        let (mut child, mut url) = (live.instance, live.endpoint);
         loop {
-            let (exits, looping) = self.history.record(Instant::now());
-            let rule = self.shared.config.crash_loop;
-            let restart_in = rule.backoff(exits);
-            self.shared.incidents.update(&model, version, |health| {
-                health.restarts += 1;
-                health.last_exit = Some(cause.clone());
-                health.ready = false;
-                health.status = if looping {
-                    HealthStatus::Unhealthy
-                } else {
-                    HealthStatus::Restarting
+            let Some(mut cause) = self.watch(&mut child, &url, &watch, &mut stop).await else {
+                return Some(child);
+            };
+            let started = loop {
+                let restart_in = watch.exited(&cause, Restart::AfterBackoff);
+                tokio::select! {
+                    _ = &mut stop => return None,
+                    () = tokio::time::sleep(restart_in) => {}
+                }
+                let started = tokio::select! {
+                    _ = &mut stop => return None,
+                    started = self.start(watch.target(), watch.events()) => started,
                 };
-                if let Some(instance) = health.instances.first_mut() {
-                    instance.ready = false;
-                    instance.restarts += 1;
-                    instance.problem = Some(cause.clone());
-                }
-            });
-            self.shared.incidents.report(Incident::Exited {
-                model: model.clone(),
-                version,
-                cause: cause.clone(),
-                restart_in,
-            });
-            if looping {
-                self.shared.incidents.report(Incident::CrashLoop {
-                    model: model.clone(),
-                    version,
-                    exits,
-                    window: self.history.window(),
-                    cause: cause.clone(),
-                });
-            }
-            tokio::select! {
-                _ = &mut self.stopped => return None,
-                () = tokio::time::sleep(restart_in) => {}
-            }
-            tokio::select! {
-                _ = &mut self.stopped => return None,
-                started = self.shared.start(&self.target, &self.events) => match started {
-                    Ok(started) => return Some(started),
+                match started {
+                    Ok(started) => break started,
                     Err(e) => cause = format!("could not be started again: {}", e.chain()),
-                },
-            }
+                }
+            };
+            watch.ready_again(&started.endpoint, &started.name);
+            (child, url) = (started.instance, started.endpoint);
         }
     }
-}
 
-fn set_ready(health: &mut Health, problem: Option<&str>) {
-    health.ready = problem.is_none();
-    if let Some(instance) = health.instances.first_mut() {
-        instance.ready = problem.is_none();
-        instance.problem = problem.map(str::to_owned);
+    /// SIGTERM (it finishes the requests in flight), SIGKILL after the drain timeout.
+    async fn stop(&self, mut child: Child) {
+        stop_child(&mut child, self.config.drain_timeout).await;
+    }
+
+    /// Children do not outlive the api server: stops it, with 10 s to finish its requests.
+    async fn shut_down(&self, mut child: Child) {
+        stop_child(&mut child, Duration::from_secs(10)).await;
     }
 }
 
@@ -472,88 +360,4 @@ fn die_with_parent(command: &mut Command) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = command;
-}
-
-#[async_trait::async_trait]
-impl Rollout for ProcessRollout {
-    async fn deploy(&self, target: &Target, events: &Events) -> Result<Deployment> {
-        deploy_alone(self, target, events).await
-    }
-
-    async fn split(
-        &self,
-        model: &ModelName,
-        arms: &[Arm],
-        events: &Events,
-    ) -> Result<Vec<Deployment>> {
-        let split = split_of(arms)?;
-        let _one_at_a_time = self.locks.lock(model).await;
-        let drain = self.shared.config.drain_timeout;
-        let mut started = Vec::new();
-        for Arm { target, .. } in arms {
-            if self.live.running(model, target.version).await.is_some() {
-                continue;
-            }
-            let (child, url) = match self.shared.start(target, events).await {
-                Ok(started) => started,
-                Err(e) => {
-                    for (_, supervised) in started {
-                        Supervised::stop(supervised, drain).await;
-                    }
-                    return Err(e);
-                }
-            };
-            crate::fault::point("rollout-instance-started");
-            let pid = child.id().unwrap_or(0);
-            self.shared
-                .incidents
-                .set_health(model, Health::started(target.version, format!("pid {pid}")));
-            let supervised = Supervised::spawn(
-                self.shared.clone(),
-                target.clone(),
-                events.clone(),
-                child,
-                url.clone(),
-            );
-            let deployment = Deployment {
-                target: target.clone(),
-                endpoint: url,
-            };
-            started.push((deployment, supervised));
-        }
-        let (deployments, left_out) = self.live.place(model, &split, started, drain, events).await;
-        for (old, supervised) in left_out {
-            supervised.stop(drain).await;
-            events.progress(format!("stopped {}", old.target.version));
-        }
-        Ok(deployments)
-    }
-
-    async fn status(&self, model: &ModelName) -> Option<Deployment> {
-        self.live.status(model).await
-    }
-
-    async fn health(&self, model: &ModelName) -> Option<Health> {
-        let live = self.live.status(model).await?;
-        self.shared.incidents.health(model, live.target.version)
-    }
-
-    fn incidents(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Incident>> {
-        self.shared.incidents.take_receiver()
-    }
-
-    async fn undeploy(&self, model: &ModelName) -> Result<()> {
-        let _one_at_a_time = self.locks.lock(model).await;
-        let drain = self.shared.config.drain_timeout;
-        for supervised in self.live.remove(model, drain).await {
-            supervised.stop(drain).await;
-        }
-        Ok(())
-    }
-
-    async fn shutdown(&self) {
-        for supervised in self.live.take_all().await {
-            supervised.stop(Duration::from_secs(10)).await;
-        }
-    }
 }

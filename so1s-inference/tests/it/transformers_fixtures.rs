@@ -6,7 +6,7 @@
 use crate::support::{load, test_options};
 use serde::Deserialize;
 use so1s_core::model::ModelLayout;
-use so1s_core::predict::{ForwardPass, Precision};
+use so1s_core::predict::{CpuFeatures, ForwardPass, Precision};
 use so1s_core::Prediction;
 use so1s_inference::{EncoderPipeline, ServiceOptions};
 use std::path::{Path, PathBuf};
@@ -197,9 +197,15 @@ async fn rust_bert_and_the_own_f32_pass_are_exact_in_one_batch_and_rust_bert_has
     }
 }
 
-/// The largest change of any label's score from transformers' in `answers`; asserts the
-/// labels of the sentences whose margin is more than twice `tolerance` are kept.
-fn labels_kept(fixture: &Fixture, answers: &[(String, f64, Vec<f64>)], tolerance: f64) -> f64 {
+/// The largest change of any label's score from transformers' in `answers`; asserts that no
+/// score moved by `tolerance` or more and that the labels of the sentences whose margin is
+/// more than `clear` are kept.
+fn labels_kept(
+    fixture: &Fixture,
+    answers: &[(String, f64, Vec<f64>)],
+    tolerance: f64,
+    clear: f64,
+) -> f64 {
     let mut kept = 0;
     let mut worst = 0.0f64;
     for ((label, _, scores), sentence) in answers.iter().zip(&fixture.expected.sentences) {
@@ -215,7 +221,7 @@ fn labels_kept(fixture: &Fixture, answers: &[(String, f64, Vec<f64>)], tolerance
             sentence.text
         );
         worst = worst.max(moved);
-        if margin(&sentence.scores) > 2.0 * tolerance {
+        if margin(&sentence.scores) > clear {
             assert_eq!(
                 label, &sentence.label,
                 "{}: {:?}",
@@ -248,7 +254,7 @@ async fn bf16_keeps_the_labels_whose_margin_allows() {
         assert_eq!(ran, "so1s-bf16");
         // Random weights (initializer range 0.3) amplify rounding: a score moves by up to
         // 0.07 (trained models move far less: MiniLM's vectors stay at cosine 0.99994).
-        let worst = labels_kept(&fixture, &answers, 0.1);
+        let worst = labels_kept(&fixture, &answers, 0.1, 0.2);
         eprintln!("{}: bf16 moved a score by {worst:.4} at most", fixture.name);
     }
 }
@@ -262,8 +268,14 @@ async fn int8_keeps_the_labels_whose_margin_allows() {
         assert_eq!(ran, "so1s-int8");
         // Per-tensor activations on random weights (initializer range 0.3, far wider than
         // trained models', whose ranges the calibration texts do not represent either): a
-        // score moves by up to 0.2 here, where MiniLM's vectors stay at cosine 0.996.
-        let worst = labels_kept(&fixture, &answers, 0.25);
+        // score moves by up to 0.2 here with VNNI, where MiniLM's vectors stay at cosine
+        // 0.996. Without VNNI the weights get 7 bits (fbgemm's AVX2 kernel) and the
+        // feed-forward output projections stay f32, not bf16: up to 0.3 (measured 0.296).
+        let tolerance = match CpuFeatures::detect().vnni() {
+            true => 0.25,
+            false => 0.35,
+        };
+        let worst = labels_kept(&fixture, &answers, tolerance, 0.5);
         eprintln!("{}: int8 moved a score by {worst:.4} at most", fixture.name);
     }
 }

@@ -4,15 +4,15 @@
 
 use crate::metrics::ServiceMetrics;
 use crate::options::ServiceOptions;
-use crate::predictor::Predictor;
+use crate::predictor::{Input, Predictor};
 use so1s_core::{Error, Prediction, Result};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Instant;
 use tokio::sync::oneshot;
 
-/// One request waiting for the model.
+/// One request waiting for the model, tokenized already.
 pub(crate) struct Job {
-    pub(crate) texts: Vec<String>,
+    pub(crate) inputs: Vec<Input>,
     pub(crate) reply: oneshot::Sender<Result<Vec<Prediction>>>,
     pub(crate) queued_at: Instant,
     pub(crate) deadline: Instant,
@@ -46,7 +46,7 @@ struct Pending {
 
 impl Pending {
     fn left(&self) -> bool {
-        self.next < self.job.texts.len()
+        self.next < self.job.inputs.len()
     }
 }
 
@@ -122,14 +122,14 @@ impl Worker {
                     }
                     self.spell = 0;
                 }
-                self.take(&predictor, &mut pending, job);
+                self.take(&mut pending, job);
                 // If others came along last time, give the batch a moment to fill, for as
                 // long as requests keep coming.
                 let deadline = Instant::now() + self.options.max_batch_wait;
                 while self.company && !self.full(&pending) {
                     let left = deadline.saturating_duration_since(Instant::now());
                     match self.jobs.recv_timeout(left.min(self.options.max_batch_gap)) {
-                        Ok(job) => self.take(&predictor, &mut pending, job),
+                        Ok(job) => self.take(&mut pending, job),
                         Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
                     }
                 }
@@ -137,7 +137,7 @@ impl Worker {
             // Whatever queued meanwhile joins the next pass, so no request waits more than
             // about one pass for its first texts to run.
             while let Ok(job) = self.jobs.try_recv() {
-                self.take(&predictor, &mut pending, job);
+                self.take(&mut pending, job);
             }
             self.drop_abandoned(&mut pending);
             if !pending.is_empty() {
@@ -147,17 +147,15 @@ impl Worker {
     }
 
     /// Takes a job off the queue.
-    fn take<P: Predictor>(&mut self, predictor: &P, pending: &mut Vec<Pending>, job: Job) {
+    fn take(&mut self, pending: &mut Vec<Pending>, job: Job) {
         self.spell += 1;
         self.metrics.queue_depth.dec();
         self.metrics
             .queue_seconds
             .observe(job.queued_at.elapsed().as_secs_f64());
-        let mut tokens = predictor.token_counts(&job.texts);
-        if let Some(max) = self.max_len {
-            tokens.iter_mut().for_each(|t| *t = (*t).min(max));
-        }
-        let done = Vec::with_capacity(job.texts.len());
+        let max = self.max_len.unwrap_or(usize::MAX);
+        let tokens = job.inputs.iter().map(|i| i.tokens().min(max)).collect();
+        let done = Vec::with_capacity(job.inputs.len());
         pending.push(Pending {
             job,
             tokens,
@@ -168,7 +166,7 @@ impl Worker {
 
     /// Whether what is pending fills a pass already.
     fn full(&self, pending: &[Pending]) -> bool {
-        let texts: usize = pending.iter().map(|p| p.job.texts.len() - p.next).sum();
+        let texts: usize = pending.iter().map(|p| p.job.inputs.len() - p.next).sum();
         let tokens: usize = pending
             .iter()
             .map(|p| p.tokens[p.next..].iter().sum::<usize>())
@@ -191,7 +189,7 @@ impl Worker {
                     "the request's deadline passed after {} ms with {} of its {} texts run",
                     waited.as_millis(),
                     p.done.len(),
-                    p.job.texts.len()
+                    p.job.inputs.len()
                 ))));
                 return false;
             }
@@ -211,13 +209,13 @@ impl Worker {
             self.options.max_batch_size,
             self.options.max_batch_tokens,
         );
-        let texts: Vec<String> = pass
+        let texts: Vec<Input> = pass
             .iter()
             .map(|&i| {
                 let p = &mut pending[i];
-                let text = std::mem::take(&mut p.job.texts[p.next]);
+                let input = std::mem::take(&mut p.job.inputs[p.next]);
                 p.next += 1;
-                text
+                input
             })
             .collect();
         let started = Instant::now();

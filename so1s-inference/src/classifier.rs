@@ -11,24 +11,22 @@
 use crate::encoder::{run_in_passes, PassCost};
 use crate::guard::{loading, local};
 use crate::output::{label_prediction, rows};
-use crate::tokenize::encode;
+use crate::tokenize::{Tokenize, VocabTokenizer};
 use rust_bert::pipelines::common::{ModelResource, ModelType, TokenizerOption};
 use rust_bert::pipelines::sequence_classification::{
     SequenceClassificationConfig, SequenceClassificationOption,
 };
 use so1s_core::model::{Architecture, ModelLayout};
 use so1s_core::{Error, Prediction, Result};
+use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
 
 /// A rust-bert sequence classifier, run with an attention mask.
 pub struct RustBertClassifier {
-    tokenizer: TokenizerOption,
+    tokenizer: Arc<VocabTokenizer>,
     model: SequenceClassificationOption,
     labels: Vec<String>,
-    max_len: usize,
     pad_id: i64,
-    /// WordPiece tokenizers read NFC text (Hugging Face's BERT tokenizer normalizes so).
-    compose: bool,
 }
 
 impl RustBertClassifier {
@@ -69,47 +67,53 @@ impl RustBertClassifier {
         let max_len = layout.max_sequence_length.ok_or_else(|| {
             Error::InvalidModel("config.json has no `max_position_embeddings`".into())
         })?;
+        // WordPiece tokenizers read NFC text (Hugging Face's BERT tokenizer normalizes so).
+        let compose = matches!(
+            layout.architecture,
+            Architecture::Bert | Architecture::DistilBert | Architecture::Electra
+        );
         Ok(Self {
-            tokenizer,
+            tokenizer: Arc::new(VocabTokenizer::new(tokenizer, max_len, compose)),
             model,
             labels: layout.labels.clone(),
-            max_len,
             pad_id,
-            compose: matches!(
-                layout.architecture,
-                Architecture::Bert | Architecture::DistilBert | Architecture::Electra
-            ),
         })
     }
 
     /// The token ids of each text, truncated at the model's length.
     pub fn token_ids(&self, texts: &[String]) -> Vec<Vec<i64>> {
-        encode(&self.tokenizer, texts, self.max_len, self.compose)
+        self.tokenizer.token_ids(texts)
+    }
+
+    /// The tokenizer of [`RustBertClassifier::token_ids`], to tokenize requests with before
+    /// they reach the model thread.
+    pub fn tokenizer(&self) -> Arc<dyn Tokenize> {
+        self.tokenizer.clone()
     }
 
     /// The most likely label of each text, with every label's score.
     pub fn predict(&self, texts: &[String]) -> Result<Vec<Prediction>> {
-        let scores = run_in_passes(
-            &self.token_ids(texts),
-            self.pad_id,
-            PassCost::Padded,
-            |ids, mask| {
-                let logits = tch::no_grad(|| {
-                    self.model.forward_t(
-                        Some(ids),
-                        Some(mask),
-                        Some(&Tensor::zeros_like(ids)),
-                        None,
-                        None,
-                        false,
-                    )
-                });
-                rows::<f64>(
-                    logits.to_kind(Kind::Double).softmax(-1, Kind::Double),
-                    "the scores",
+        self.predict_ids(&self.token_ids(texts))
+    }
+
+    /// [`RustBertClassifier::predict`] of texts tokenized already.
+    pub fn predict_ids<S: AsRef<[i64]>>(&self, ids: &[S]) -> Result<Vec<Prediction>> {
+        let scores = run_in_passes(ids, self.pad_id, PassCost::Padded, |ids, mask| {
+            let logits = tch::no_grad(|| {
+                self.model.forward_t(
+                    Some(ids),
+                    Some(mask),
+                    Some(&Tensor::zeros_like(ids)),
+                    None,
+                    None,
+                    false,
                 )
-            },
-        )?;
+            });
+            rows::<f64>(
+                logits.to_kind(Kind::Double).softmax(-1, Kind::Double),
+                "the scores",
+            )
+        })?;
         Ok(scores
             .iter()
             .map(|scores| label_prediction(&self.labels, scores))

@@ -8,18 +8,18 @@ use crate::encoder::{
 };
 use crate::guard::loading;
 use crate::output::{label_prediction, rows};
-use crate::tokenize::{encode, wordpiece};
-use rust_bert::pipelines::common::TokenizerOption;
+use crate::tokenize::{wordpiece, Tokenize, VocabTokenizer};
 use serde::Deserialize;
 use so1s_core::model::read_json;
 use so1s_core::model::{Architecture, ModelLayout, Task};
 use so1s_core::{Error, Prediction, Result};
+use std::sync::Arc;
 use tch::{Kind, Tensor};
 
 /// A BERT or ELECTRA model whose forward pass so1s runs. A batch is cut into passes of
 /// similar lengths ([`run_in_passes`]).
 pub struct EncoderPipeline {
-    tokenizer: TokenizerOption,
+    tokenizer: Arc<VocabTokenizer>,
     encoder: Encoder,
     output: Output,
     max_len: usize,
@@ -133,11 +133,19 @@ impl EncoderPipeline {
     pub fn load(layout: &ModelLayout, precision: Precision) -> Result<Self> {
         let plan = Self::plan(layout)?;
         let (precision, _) = precision.resolve(CpuFeatures::detect());
-        let tokenizer = wordpiece(layout, plan.lower_case, plan.strip_accents)?;
+        // The longest input: what the model was trained on (sentence-transformers' or
+        // so1s.toml's length), never more than its position embeddings.
+        let positions = plan.shape.max_position_embeddings.unwrap_or(512);
+        let max_len = plan.max_len.unwrap_or(positions).min(positions);
+        let tokenizer = VocabTokenizer::new(
+            wordpiece(layout, plan.lower_case, plan.strip_accents)?,
+            max_len,
+            true,
+        );
         let calibration = match precision {
             Precision::Int8 => {
                 let texts: Vec<String> = CALIBRATION_TEXTS.iter().map(|t| t.to_string()).collect();
-                let mut sequences = encode(&tokenizer, &texts, plan.max_len.unwrap_or(512), true);
+                let mut sequences = tokenizer.token_ids(&texts);
                 sequences.extend(vocabulary_samples(&sequences, plan.shape.vocab_size));
                 sequences
             }
@@ -160,14 +168,18 @@ impl EncoderPipeline {
                 labels: layout.labels.clone(),
             },
         };
-        let pad_id = tokenizer.get_pad_id().unwrap_or(0);
-        let positions = encoder.max_positions();
+        if encoder.max_positions() < max_len {
+            return Err(Error::InvalidModel(format!(
+                "the weights hold {} position embeddings; config.json promises {positions}",
+                encoder.max_positions()
+            )));
+        }
         Ok(Self {
-            max_len: plan.max_len.unwrap_or(positions).min(positions),
-            tokenizer,
+            max_len,
+            pad_id: tokenizer.pad_id().unwrap_or(0),
+            tokenizer: Arc::new(tokenizer),
             encoder,
             output,
-            pad_id,
         })
     }
 
@@ -193,20 +205,27 @@ impl EncoderPipeline {
     /// at [`EncoderPipeline::max_len`]. Texts are NFC-normalized first, as Hugging Face's
     /// BERT tokenizer does.
     pub fn token_ids(&self, texts: &[String]) -> Vec<Vec<i64>> {
-        encode(&self.tokenizer, texts, self.max_len, true)
+        self.tokenizer.token_ids(texts)
     }
 
-    /// Tokens of each text after truncation, as the forward pass runs them.
-    pub fn token_counts(&self, texts: &[String]) -> Vec<usize> {
-        self.token_ids(texts).iter().map(Vec::len).collect()
+    /// The tokenizer of [`EncoderPipeline::token_ids`], to tokenize requests with before they
+    /// reach the model thread.
+    pub fn tokenizer(&self) -> Arc<dyn Tokenize> {
+        self.tokenizer.clone()
     }
 
     /// One prediction per text, in order: an embedding, or the most likely label with every
     /// label's score.
     pub fn predict(&self, texts: &[String]) -> Result<Vec<Prediction>> {
+        self.predict_ids(&self.token_ids(texts))
+    }
+
+    /// [`EncoderPipeline::predict`] of texts tokenized already
+    /// ([`EncoderPipeline::token_ids`]).
+    pub fn predict_ids<S: AsRef<[i64]>>(&self, ids: &[S]) -> Result<Vec<Prediction>> {
         match &self.output {
             Output::Embedding { normalize: unit } => {
-                let embeddings = self.run(texts, |hidden, mask| {
+                let embeddings = self.run(ids, |hidden, mask| {
                     let pooled = mean_pool(hidden, mask);
                     let pooled = if *unit { normalize(&pooled) } else { pooled };
                     rows(pooled, "the embeddings")
@@ -214,7 +233,7 @@ impl EncoderPipeline {
                 Ok(embeddings.into_iter().map(Prediction::Embedding).collect())
             }
             Output::Labels { head, labels } => {
-                let scores = self.run(texts, |hidden, _| {
+                let scores = self.run(ids, |hidden, _| {
                     let logits = head.logits(hidden).to_kind(Kind::Double);
                     rows::<f64>(logits.softmax(-1, Kind::Double), "the scores")
                 })?;
@@ -233,21 +252,22 @@ impl EncoderPipeline {
                 "logits are a classifier's; this model answers embeddings".into(),
             ));
         };
-        self.run(texts, |hidden, _| rows(head.logits(hidden), "the logits"))
+        let ids = self.token_ids(texts);
+        self.run(&ids, |hidden, _| rows(head.logits(hidden), "the logits"))
     }
 
-    /// Runs the encoder over `texts` in passes of similar lengths; `per_pass` turns a pass's
-    /// hidden states `[texts, tokens, hidden]` and mask into one row per text. Rows come back
-    /// in the texts' order.
-    fn run<T: Default + Clone>(
+    /// Runs the encoder over token sequences in passes of similar lengths; `per_pass` turns a
+    /// pass's hidden states `[texts, tokens, hidden]` and mask into one row per text. Rows
+    /// come back in the sequences' order.
+    fn run<T: Default + Clone, S: AsRef<[i64]>>(
         &self,
-        texts: &[String],
+        ids: &[S],
         per_pass: impl Fn(&Tensor, &Tensor) -> Result<Vec<T>>,
     ) -> Result<Vec<T>> {
         let cost = PassCost::Packed {
             hidden: self.encoder.hidden_size(),
         };
-        run_in_passes(&self.token_ids(texts), self.pad_id, cost, |ids, mask| {
+        run_in_passes(ids, self.pad_id, cost, |ids, mask| {
             let hidden = self.encoder.forward(ids, mask);
             tch::no_grad(|| per_pass(&hidden, mask))
         })

@@ -7,8 +7,12 @@
 //!
 //! # Layout
 //!
-//! - `predictor`: the [`Predictor`] contract between the model thread and a model, token
-//!   estimates ([`estimate_tokens`]), and [`ModelInfo`], what a loaded model is and answers.
+//! - `predictor`: the [`Predictor`] contract between the model thread and a model (a batch
+//!   of [`Input`]s, tokenized before they were queued), token estimates
+//!   ([`estimate_tokens`]), and [`ModelInfo`], what a loaded model is and answers.
+//! - `tokenize`: [`Tokenize`], texts to token ids. A request is tokenized once, by
+//!   [`TransformerService`] on the caller's thread (a large one on a blocking thread); the
+//!   model thread gets the ids and runs forward passes only.
 //! - `service`: [`TransformerService`], the cheap [`Clone`] handle to a model on its own OS
 //!   thread, and its [`ServiceOptions`]; `batch` is that thread's scheduler: requests drained
 //!   from a bounded queue into forward passes bounded in texts and tokens.
@@ -23,8 +27,8 @@
 //! - `metrics`: the model thread's Prometheus metrics ([`ServiceMetrics`]).
 //! - [`alloc`]: allocator settings and the memory cap of processes that run models.
 //!
-//! Inside, the helpers the pipelines share are leaves (`guard`: panics to errors; `tokenize`:
-//! texts to ids; `output`: tensors to predictions), so no module imports one that imports it.
+//! Inside, the helpers the pipelines share are leaves (`guard`: panics to errors; `tokenize`;
+//! `output`: tensors to predictions), so no module imports one that imports it.
 //! Errors are [`so1s_core::Error`]'s kinds (`InvalidModel`, `Load`, `Inference`,
 //! `InvalidInput`, `Overloaded`, `NotReady`, `Timeout`): the servers map them to the one
 //! JSON error shape.
@@ -63,6 +67,7 @@ pub use encoder_pipeline::{EncoderPipeline, EncoderPlan};
 pub use metrics::ServiceMetrics;
 pub use options::ServiceOptions;
 pub use pipeline::Pipeline;
-pub use predictor::{estimate_tokens, ModelInfo, Predictor};
+pub use predictor::{estimate_tokens, Input, ModelInfo, Predictor};
 pub use service::TransformerService;
 pub use smoke::InProcessSmokeTest;
+pub use tokenize::Tokenize;

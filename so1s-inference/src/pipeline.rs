@@ -4,7 +4,8 @@
 use crate::classifier::RustBertClassifier;
 use crate::encoder_pipeline::EncoderPipeline;
 use crate::guard::{guard, loading, local};
-use crate::predictor::{estimate_tokens, ModelInfo, Predictor};
+use crate::predictor::{Input, ModelInfo, Predictor};
+use crate::tokenize::Tokenize;
 use rust_bert::pipelines::common::ModelType;
 use rust_bert::pipelines::sentence_embeddings::{
     SentenceEmbeddingsConfig, SentenceEmbeddingsModel,
@@ -12,6 +13,8 @@ use rust_bert::pipelines::sentence_embeddings::{
 use so1s_core::model::{Architecture, ModelLayout, Task};
 use so1s_core::predict::{CpuFeatures, ForwardPass, Precision};
 use so1s_core::{Error, Prediction, Result};
+use std::borrow::Cow;
+use std::sync::Arc;
 use tch::Device;
 
 /// A loaded pipeline.
@@ -154,33 +157,47 @@ impl Pipeline {
 }
 
 impl Predictor for Pipeline {
-    fn token_counts(&self, texts: &[String]) -> Vec<usize> {
+    fn tokenizer(&self) -> Option<Arc<dyn Tokenize>> {
         match self {
-            Pipeline::Encoder(model) => model.token_counts(texts),
-            Pipeline::Classification(model) => {
-                model.token_ids(texts).iter().map(Vec::len).collect()
-            }
-            // rust-bert's pipelines truncate at the model's length, 512 at most for the
-            // architectures so1s serves.
-            Pipeline::Embeddings(_) => texts
-                .iter()
-                .map(|t| estimate_tokens(t, Some(512)))
-                .collect(),
+            Pipeline::Encoder(model) => Some(model.tokenizer()),
+            Pipeline::Classification(model) => Some(model.tokenizer()),
+            // rust-bert's sentence-embeddings pipeline tokenizes itself.
+            Pipeline::Embeddings(_) => None,
         }
     }
 
-    fn predict(&mut self, texts: &[String]) -> Result<Vec<Prediction>> {
+    fn predict(&mut self, inputs: &[Input]) -> Result<Vec<Prediction>> {
         guard("the forward pass", || match self {
-            Pipeline::Embeddings(model) => Ok(model
-                .encode(texts)
-                .map_err(|e| Error::Inference(e.to_string()))?
-                .into_iter()
-                .map(Prediction::Embedding)
-                .collect()),
-            Pipeline::Classification(model) => model.predict(texts),
-            Pipeline::Encoder(model) => model.predict(texts),
+            Pipeline::Embeddings(model) => {
+                let texts: Vec<&str> = inputs.iter().map(|input| input.text.as_str()).collect();
+                Ok(model
+                    .encode(&texts)
+                    .map_err(|e| Error::Inference(e.to_string()))?
+                    .into_iter()
+                    .map(Prediction::Embedding)
+                    .collect())
+            }
+            Pipeline::Classification(model) => model.predict_ids(&ids(inputs, &*model.tokenizer())),
+            Pipeline::Encoder(model) => model.predict_ids(&ids(inputs, &*model.tokenizer())),
         })
     }
+}
+
+/// The token ids of `inputs`: as the request handler made them, or by `tokenizer` for an
+/// input that came without (a caller that built its [`Input`] by hand).
+fn ids<'a>(inputs: &'a [Input], tokenizer: &dyn Tokenize) -> Vec<Cow<'a, [i64]>> {
+    inputs
+        .iter()
+        .map(|input| match &input.ids {
+            Some(ids) => Cow::Borrowed(ids.as_slice()),
+            None => Cow::Owned(
+                tokenizer
+                    .token_ids(std::slice::from_ref(&input.text))
+                    .pop()
+                    .unwrap_or_default(),
+            ),
+        })
+        .collect()
 }
 
 fn model_type(architecture: Architecture) -> ModelType {

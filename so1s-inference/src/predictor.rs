@@ -1,21 +1,65 @@
-//! The contract between the model thread and a model: [`Predictor`] turns a batch of texts
-//! into predictions and says how many tokens each text takes; [`ModelInfo`] says what a
-//! loaded model is and answers.
+//! The contract between the model thread and a model: [`Predictor`] turns a batch of
+//! [`Input`]s into predictions and hands out the [`Tokenize`]r its requests are tokenized with
+//! before they reach the model thread; [`ModelInfo`] says what a loaded model is and answers.
 
+use crate::tokenize::Tokenize;
 use serde::Serialize;
 use so1s_core::model::Task;
 use so1s_core::{Prediction, Result};
+use std::sync::Arc;
 
-/// Something that turns a batch of texts into one prediction per text.
+/// Something that turns a batch of inputs into one prediction per input.
 /// [`Pipeline`](crate::Pipeline) is the real one; tests plug in others.
 pub trait Predictor {
-    /// Runs one forward pass over `texts`, returning predictions in the same order.
-    fn predict(&mut self, texts: &[String]) -> Result<Vec<Prediction>>;
+    /// The tokenizer of the model's inputs, if it takes token ids: requests are tokenized
+    /// with it once, on the caller's thread, and reach [`Predictor::predict`] with their
+    /// [`Input::ids`]. `None` (the default) hands on texts alone, their tokens estimated.
+    fn tokenizer(&self) -> Option<Arc<dyn Tokenize>> {
+        None
+    }
 
-    /// How many tokens each text takes in a forward pass (after truncation): what
-    /// `max_batch_tokens` counts. The default estimates from the words.
-    fn token_counts(&self, texts: &[String]) -> Vec<usize> {
-        texts.iter().map(|t| estimate_tokens(t, None)).collect()
+    /// Runs one forward pass over `inputs`, returning predictions in the same order.
+    fn predict(&mut self, inputs: &[Input]) -> Result<Vec<Prediction>>;
+}
+
+/// One text of a request as the model thread gets it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Input {
+    /// The text the client sent.
+    pub text: String,
+    /// Its token ids (special tokens in, truncated at the model's length), when the model
+    /// has a [`Predictor::tokenizer`].
+    pub ids: Option<Vec<i64>>,
+}
+
+impl Input {
+    /// Each text, tokenized by `tokenizer` when there is one.
+    pub fn batch(texts: Vec<String>, tokenizer: Option<&dyn Tokenize>) -> Vec<Input> {
+        match tokenizer {
+            Some(tokenizer) => {
+                let ids = tokenizer.token_ids(&texts);
+                texts
+                    .into_iter()
+                    .zip(ids)
+                    .map(|(text, ids)| Input {
+                        text,
+                        ids: Some(ids),
+                    })
+                    .collect()
+            }
+            None => texts
+                .into_iter()
+                .map(|text| Input { text, ids: None })
+                .collect(),
+        }
+    }
+
+    /// The tokens this input takes in a forward pass: its ids, or estimated from its words.
+    pub fn tokens(&self) -> usize {
+        match &self.ids {
+            Some(ids) => ids.len(),
+            None => estimate_tokens(&self.text, None),
+        }
     }
 }
 

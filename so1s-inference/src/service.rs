@@ -5,7 +5,8 @@ use crate::batch::{Job, Worker};
 use crate::metrics::ServiceMetrics;
 use crate::options::ServiceOptions;
 use crate::pipeline::Pipeline;
-use crate::predictor::{ModelInfo, Predictor};
+use crate::predictor::{Input, ModelInfo, Predictor};
+use crate::tokenize::Tokenize;
 use so1s_core::model::ModelLayout;
 use so1s_core::predict::CpuFeatures;
 use so1s_core::{Error, Prediction, Result};
@@ -25,6 +26,8 @@ pub struct TransformerService {
 struct Inner {
     queue: SyncSender<Job>,
     info: ModelInfo,
+    /// What requests are tokenized with before they are queued, if the model takes ids.
+    tokenizer: Option<Arc<dyn Tokenize>>,
     options: ServiceOptions,
     metrics: ServiceMetrics,
     worker: Option<std::thread::JoinHandle<()>>,
@@ -45,6 +48,10 @@ impl Drop for Inner {
         }
     }
 }
+
+/// Requests up to this many bytes of text are tokenized on the caller's thread (tens of
+/// microseconds); larger ones on a blocking thread.
+const INLINE_TOKENIZE_BYTES: usize = 16 * 1024;
 
 const WARM_UP_TEXT: &str = "so1s warm-up: the model is loaded and a first pass has run.";
 
@@ -85,13 +92,15 @@ impl TransformerService {
                     tch::set_num_threads(threads as i32);
                 }
                 let built = build().and_then(|(mut predictor, info)| {
-                    predictor.predict(&[WARM_UP_TEXT.to_owned()])?;
-                    Ok((predictor, info))
+                    let tokenizer = predictor.tokenizer();
+                    let warm_up = vec![WARM_UP_TEXT.to_owned()];
+                    predictor.predict(&Input::batch(warm_up, tokenizer.as_deref()))?;
+                    Ok((predictor, info, tokenizer))
                 });
                 match built {
-                    Ok((predictor, info)) => {
+                    Ok((predictor, info, tokenizer)) => {
                         let max_len = info.max_sequence_length;
-                        if started.send(Ok(info)).is_ok() {
+                        if started.send(Ok((info, tokenizer))).is_ok() {
                             worker.run(predictor, max_len);
                         }
                     }
@@ -104,13 +113,14 @@ impl TransformerService {
                 context: "starting the model thread".into(),
                 source,
             })?;
-        let info = ready
+        let (info, tokenizer) = ready
             .await
             .map_err(|_| Error::Load("the model thread stopped while loading".into()))??;
         Ok(Self {
             inner: Arc::new(Inner {
                 queue,
                 info,
+                tokenizer,
                 options,
                 metrics,
                 worker: Some(worker),
@@ -143,6 +153,10 @@ impl TransformerService {
 
     /// [`TransformerService::predict`] with a deadline of the caller's: past `timeout`, the
     /// texts not yet run are dropped and the call fails with [`Error::Timeout`].
+    ///
+    /// The texts are tokenized here, once, before they are queued: the model thread only
+    /// runs forward passes. A large request is tokenized on a blocking thread, so that the
+    /// caller's runtime goes on serving others meanwhile.
     pub async fn predict_within(
         &self,
         texts: Vec<String>,
@@ -151,10 +165,11 @@ impl TransformerService {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
+        let inputs = self.tokenize(texts).await?;
         let (reply, answer) = oneshot::channel();
         let now = Instant::now();
         let job = Job {
-            texts,
+            inputs,
             reply,
             queued_at: now,
             deadline: now + timeout,
@@ -175,6 +190,18 @@ impl TransformerService {
             }
         }
         answer.await.map_err(|_| Error::NotReady)?
+    }
+
+    /// `texts` as the model thread takes them.
+    async fn tokenize(&self, texts: Vec<String>) -> Result<Vec<Input>> {
+        let tokenizer = self.inner.tokenizer.clone();
+        let bytes: usize = texts.iter().map(String::len).sum();
+        if tokenizer.is_none() || bytes <= INLINE_TOKENIZE_BYTES {
+            return Ok(Input::batch(texts, tokenizer.as_deref()));
+        }
+        tokio::task::spawn_blocking(move || Input::batch(texts, tokenizer.as_deref()))
+            .await
+            .map_err(|e| Error::Inference(format!("tokenizing the request: {e}")))
     }
 
     /// Predicts one text.
@@ -201,20 +228,30 @@ mod tests {
         delay: Duration,
     }
 
+    /// Token ids as long as the text.
+    struct Chars;
+
+    impl Tokenize for Chars {
+        fn token_ids(&self, texts: &[String]) -> Vec<Vec<i64>> {
+            texts.iter().map(|t| vec![0; t.len()]).collect()
+        }
+    }
+
     impl Predictor for Echo {
-        fn token_counts(&self, texts: &[String]) -> Vec<usize> {
-            texts.iter().map(String::len).collect()
+        fn tokenizer(&self) -> Option<Arc<dyn Tokenize>> {
+            Some(Arc::new(Chars))
         }
 
-        fn predict(&mut self, texts: &[String]) -> Result<Vec<Prediction>> {
+        fn predict(&mut self, inputs: &[Input]) -> Result<Vec<Prediction>> {
             std::thread::sleep(self.delay);
-            self.batches.lock().unwrap().push(texts.len());
-            if texts.iter().any(|t| t == "fail") {
+            self.batches.lock().unwrap().push(inputs.len());
+            if inputs.iter().any(|input| input.text == "fail") {
                 return Err(Error::Inference("asked to fail".into()));
             }
-            Ok(texts
+            // The ids the request handler made reach the model thread.
+            Ok(inputs
                 .iter()
-                .map(|t| Prediction::Embedding(vec![t.len() as f32]))
+                .map(|input| Prediction::Embedding(vec![input.ids.as_ref().unwrap().len() as f32]))
                 .collect())
         }
     }
@@ -434,6 +471,24 @@ mod tests {
         assert_eq!(service.metrics().timeouts.get(), 1);
         let ran: usize = batches.lock().unwrap().iter().sum();
         assert_eq!(ran, 2, "the late text never ran");
+    }
+
+    #[tokio::test]
+    async fn a_large_request_is_tokenized_off_the_runtime_and_answered_in_order() {
+        let (service, _) = echo(ServiceOptions::default(), Duration::ZERO).await;
+        // 40 texts of 1-2 KB: over the inline limit, so tokenized on a blocking thread.
+        let texts: Vec<String> = (0..40).map(|i| "y".repeat(1000 + i * 25)).collect();
+        assert!(texts.iter().map(String::len).sum::<usize>() > INLINE_TOKENIZE_BYTES);
+        let answers = service.predict(texts.clone()).await.unwrap();
+        let lengths: Vec<f32> = answers
+            .iter()
+            .map(|answer| match answer {
+                Prediction::Embedding(v) => v[0],
+                other => panic!("an embedding, not {other:?}"),
+            })
+            .collect();
+        let expected: Vec<f32> = texts.iter().map(|t| t.len() as f32).collect();
+        assert_eq!(lengths, expected);
     }
 
     #[tokio::test]

@@ -1,5 +1,8 @@
-//! Texts to token ids, as Hugging Face's tokenizers make them: rust-bert's WordPiece for
-//! the model's `vocab.txt`, text composed (NFC) first as transformers' BERT tokenizer does.
+//! Texts to token ids, as Hugging Face's tokenizers make them: [`Tokenize`], the contract a
+//! request is tokenized through once, before it reaches the model thread, and
+//! [`VocabTokenizer`], rust_tokenizers' tokenizer of a model's vocabulary files (WordPiece's
+//! `vocab.txt`, BPE's `vocab.json` and `merges.txt`), WordPiece text composed (NFC) first as
+//! transformers' BERT tokenizer does.
 
 use rust_bert::pipelines::common::{ModelType, TokenizerOption};
 use rust_tokenizers::tokenizer::TruncationStrategy;
@@ -8,9 +11,46 @@ use so1s_core::{Error, Result};
 use std::borrow::Cow;
 use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
 
+/// Texts to the token ids a model's forward pass takes. Shared by the request handlers
+/// (which tokenize a request once, on their own threads) and the model thread.
+pub trait Tokenize: Send + Sync {
+    /// Each text's token ids, special tokens in, truncated at the model's length.
+    fn token_ids(&self, texts: &[String]) -> Vec<Vec<i64>>;
+}
+
+/// A rust_tokenizers tokenizer of the model's vocabulary files, truncating at `max_len`.
+pub struct VocabTokenizer {
+    tokenizer: TokenizerOption,
+    max_len: usize,
+    /// WordPiece tokenizers read NFC text (Hugging Face's BERT tokenizer normalizes so).
+    compose: bool,
+}
+
+impl VocabTokenizer {
+    /// `tokenizer`, truncating at `max_len`; `compose` NFC-normalizes texts first.
+    pub(crate) fn new(tokenizer: TokenizerOption, max_len: usize, compose: bool) -> Self {
+        Self {
+            tokenizer,
+            max_len,
+            compose,
+        }
+    }
+
+    /// The id of the padding token.
+    pub(crate) fn pad_id(&self) -> Option<i64> {
+        self.tokenizer.get_pad_id()
+    }
+}
+
+impl Tokenize for VocabTokenizer {
+    fn token_ids(&self, texts: &[String]) -> Vec<Vec<i64>> {
+        encode(&self.tokenizer, texts, self.max_len, self.compose)
+    }
+}
+
 /// `texts` as token ids, `[CLS] … [SEP]`, truncated at `max_len`; with `compose`,
 /// NFC-normalized first, as Hugging Face's BERT (WordPiece) tokenizer does.
-pub(crate) fn encode(
+fn encode(
     tokenizer: &TokenizerOption,
     texts: &[String],
     max_len: usize,

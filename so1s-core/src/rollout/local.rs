@@ -243,6 +243,7 @@ impl<I: Instances> LocalRollout<I> {
     }
 
     /// The backend.
+    #[cfg_attr(not(any(test, feature = "docker")), allow(dead_code))]
     pub(crate) fn instances(&self) -> &I {
         &self.instances
     }

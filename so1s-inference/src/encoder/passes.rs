@@ -52,22 +52,22 @@ impl PassCost {
 /// ([`plan_passes`] with `cost`): each pass pads its texts with `pad_id` to its longest and
 /// calls `forward(ids, mask)` (`[texts, tokens]` int64, mask 1 for tokens and 0 for
 /// padding), which returns one row per text. Rows come back in the sequences' order.
-pub fn run_in_passes<T: Default + Clone>(
-    encoded: &[Vec<i64>],
+pub fn run_in_passes<T: Default + Clone, S: AsRef<[i64]>>(
+    encoded: &[S],
     pad_id: i64,
     cost: PassCost,
     forward: impl Fn(&Tensor, &Tensor) -> so1s_core::Result<Vec<T>>,
 ) -> so1s_core::Result<Vec<T>> {
     let mut order: Vec<usize> = (0..encoded.len()).collect();
-    order.sort_by_key(|&i| encoded[i].len());
-    let lengths: Vec<usize> = order.iter().map(|&i| encoded[i].len()).collect();
+    order.sort_by_key(|&i| encoded[i].as_ref().len());
+    let lengths: Vec<usize> = order.iter().map(|&i| encoded[i].as_ref().len()).collect();
     let mut out = vec![T::default(); encoded.len()];
     for pass in plan_passes(&lengths, cost) {
         let longest = lengths[pass.end - 1].max(1);
         let texts = &order[pass];
         let (mut ids, mut mask) = (Vec::new(), Vec::new());
         for &i in texts {
-            let tokens = &encoded[i];
+            let tokens = encoded[i].as_ref();
             ids.extend_from_slice(tokens);
             ids.extend(std::iter::repeat_n(pad_id, longest - tokens.len()));
             mask.extend(std::iter::repeat_n(1i64, tokens.len()));

@@ -5,10 +5,10 @@
 
 mod common;
 
-use common::{docker_cli, docker_engine, hello_world_cosine, minilm_dir, unique, DockerCleanup};
+use bollard::Docker;
+use common::{docker_cli, docker_client, hello_world_cosine, minilm_dir, unique, DockerCleanup};
 use so1s_core::build::image::{runtime_image_reference, LABEL_MODEL, LABEL_SHA256, LABEL_VERSION};
 use so1s_core::build::{Artifact, DockerBuildConfig, DockerImageBuilder, ImageBuilder};
-use so1s_core::docker::Docker;
 use so1s_core::events::{EventLog, Events, Stage};
 use so1s_core::rollout::{DockerRollout, DockerRolloutConfig, Pick, Rollout, Routes, Target};
 use so1s_core::store::{FsModelStore, ModelStore, StoredVersion};
@@ -30,7 +30,7 @@ fn bin_dir() -> PathBuf {
 fn builder(docker: &Docker, work: &Path) -> DockerImageBuilder {
     let mut config = DockerBuildConfig::new(&bin_dir(), work);
     config.probe_bin = PathBuf::from(env!("CARGO_BIN_EXE_so1s-probe"));
-    DockerImageBuilder::new(docker.clone(), config)
+    DockerImageBuilder::new(docker.clone().into(), config)
 }
 
 /// Stores MiniLM `count` times as versions of `model`, each with its own note file so that
@@ -168,7 +168,7 @@ async fn settled_health(container: &str) -> String {
     ignore = "needs a Docker engine: set DOCKER_HOST when building the tests (scripts/test.sh does, from scripts/docker-engine.sh start)"
 )]
 async fn a_new_version_adds_one_model_layer_and_its_image_runs_alone() {
-    let docker = docker_engine().await;
+    let docker = docker_client().await;
     let _alone = ENGINE.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let model = ModelName::parse(&unique("layers")).unwrap();
@@ -275,7 +275,7 @@ async fn a_new_version_adds_one_model_layer_and_its_image_runs_alone() {
     let mut config = DockerBuildConfig::new(&bin_dir(), tmp.path().join("work"));
     config.probe_bin = PathBuf::from(env!("CARGO_BIN_EXE_so1s-probe"));
     config.push_to = Some("127.0.0.1:9/so1s-test".into());
-    let pushing = DockerImageBuilder::new(docker.clone(), config);
+    let pushing = DockerImageBuilder::new(docker.clone().into(), config);
     let archive = store
         .archive(&versions[0].model, versions[0].version)
         .await
@@ -300,7 +300,7 @@ async fn a_new_version_adds_one_model_layer_and_its_image_runs_alone() {
     ignore = "needs a Docker engine: set DOCKER_HOST when building the tests (scripts/test.sh does, from scripts/docker-engine.sh start)"
 )]
 async fn a_container_that_cannot_serve_is_removed_and_a_restart_adopts_the_live_one() {
-    let docker = docker_engine().await;
+    let docker = docker_client().await;
     let _alone = ENGINE.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let model = ModelName::parse(&unique("rollout")).unwrap();
@@ -320,7 +320,7 @@ async fn a_container_that_cannot_serve_is_removed_and_a_restart_adopts_the_live_
     config.threads = Some(1);
     config.health_interval = Duration::from_secs(1);
     let routes = Routes::default();
-    let rollout = DockerRollout::new(docker.clone(), config.clone(), routes.clone());
+    let rollout = DockerRollout::new(docker.clone().into(), config.clone(), routes.clone());
     let target = Target {
         model: model.clone(),
         version: versions[0].version,
@@ -390,7 +390,7 @@ async fn a_container_that_cannot_serve_is_removed_and_a_restart_adopts_the_live_
     rollout.shutdown().await;
     assert!(routes.version(&model).is_none());
     let restarted_routes = Routes::default();
-    let restarted = DockerRollout::new(docker.clone(), config, restarted_routes.clone());
+    let restarted = DockerRollout::new(docker.clone().into(), config, restarted_routes.clone());
     let adopted = EventLog::default();
     let resumed = restarted
         .resume(&target, &adopted.events(Stage::Rollout))
@@ -426,7 +426,7 @@ async fn a_container_that_cannot_serve_is_removed_and_a_restart_adopts_the_live_
     ignore = "needs a Docker engine: set DOCKER_HOST when building the tests (scripts/test.sh does, from scripts/docker-engine.sh start)"
 )]
 async fn the_cluster_build_path_makes_a_serving_model_image_on_the_so1s_image() {
-    let docker = docker_engine().await;
+    let docker = docker_client().await;
     let _alone = ENGINE.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let (instance, model) = (unique("t-context"), unique("context"));

@@ -17,8 +17,8 @@
 //! - [`rollout`]: [`rollout::Rollout`], the gateway's [`rollout::Routes`], the process
 //!   backend that runs each version as a `so1s-predict` child, and the Docker backend that
 //!   runs each version as a container.
-//! - [`docker`] (feature `docker`): the Docker engine connection behind
-//!   [`build::DockerImageBuilder`] and [`rollout::DockerRollout`].
+//! - [`docker`] (feature `docker`): the Docker engine connection ([`docker::Engine`],
+//!   [`docker::connect`]) behind [`build::DockerImageBuilder`] and [`rollout::DockerRollout`].
 //! - [`kubernetes`] (feature `kubernetes`): the cluster connection, the manifest builders and
 //!   the pod-state classifier behind [`build::KubeImageBuilder`] and [`rollout::KubeRollout`].
 //! - [`platform`]: [`platform::Platform`], upload → store → build → roll out.

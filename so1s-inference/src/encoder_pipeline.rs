@@ -3,15 +3,15 @@
 //! classification head and a softmax over the labels (sequence classifiers).
 
 use crate::encoder::{
-    mean_pool, normalize, run_in_passes, ClassifierHead, CpuFeatures, Encoder, EncoderShape,
-    PassCost, Precision, Weights,
+    family, mean_pool, normalize, run_in_passes, ClassifierHead, CpuFeatures, Encoder,
+    EncoderShape, Family, PassCost, Precision, Weights,
 };
 use crate::guard::loading;
 use crate::output::{label_prediction, rows};
 use crate::tokenize::{wordpiece, Tokenize, VocabTokenizer};
 use serde::Deserialize;
 use so1s_core::model::read_json;
-use so1s_core::model::{Architecture, ModelLayout, Task};
+use so1s_core::model::{ModelLayout, Task};
 use so1s_core::{Error, Prediction, Result};
 use std::sync::Arc;
 use tch::{Kind, Tensor};
@@ -39,6 +39,7 @@ enum Output {
 
 /// What [`EncoderPipeline::plan`] found a model to be, before any weight is read.
 pub struct EncoderPlan {
+    family: &'static dyn Family,
     shape: EncoderShape,
     output: PlannedOutput,
     lower_case: bool,
@@ -59,22 +60,19 @@ impl EncoderPipeline {
     pub fn plan(layout: &ModelLayout) -> Result<EncoderPlan> {
         let unsupported = |why: String| {
             Error::InvalidModel(format!(
-                "so1s's own forward pass serves BERT and ELECTRA sentence-embedding models with \
-                 mean pooling and sequence classifiers; {why}"
+                "so1s's own forward pass serves {} sentence-embedding models with mean pooling \
+                 and sequence classifiers; {why}",
+                family::supported().join(", ")
             ))
         };
-        if !matches!(
-            layout.architecture,
-            Architecture::Bert | Architecture::Electra
-        ) {
+        let Some(family) = family::of(layout.architecture) else {
             return Err(unsupported(format!(
                 "this is a {} {} model",
                 layout.architecture.as_str(),
                 layout.task.as_str()
             )));
-        }
-        let shape: EncoderShape = read_json(&layout.config)?;
-        shape.check()?;
+        };
+        let shape = family.shape(&layout.config)?;
         match layout.task {
             Task::SentenceEmbeddings => {
                 let files = layout.sentence_transformer.as_ref().ok_or_else(|| {
@@ -99,6 +97,7 @@ impl EncoderPipeline {
                 let tokenizer_config: TokenizerConfig = read_json(&files.tokenizer_config)?;
                 let bert_config: SentenceBertConfig = read_json(&files.sentence_bert_config)?;
                 Ok(EncoderPlan {
+                    family,
                     shape,
                     output: PlannedOutput::Embedding { normalize },
                     lower_case: tokenizer_config
@@ -118,6 +117,7 @@ impl EncoderPipeline {
                     ));
                 }
                 Ok(EncoderPlan {
+                    family,
                     shape,
                     output: PlannedOutput::Labels,
                     lower_case: layout.tokenizer.lower_case,
@@ -151,16 +151,17 @@ impl EncoderPipeline {
             }
             _ => Vec::new(),
         };
-        let mut weights = loading(|| Weights::read(&layout.weights))?;
+        let family = plan.family;
+        let mut weights = loading(|| Weights::read(&layout.weights, family.prefix()))?;
         let encoder =
-            loading(|| Encoder::load(&mut weights, &plan.shape, precision, &calibration))?;
+            loading(|| Encoder::load(&mut weights, family, &plan.shape, precision, &calibration))?;
         let output = match plan.output {
             PlannedOutput::Embedding { normalize } => Output::Embedding { normalize },
             PlannedOutput::Labels => Output::Labels {
                 head: loading(|| {
                     ClassifierHead::load(
                         &mut weights,
-                        layout.architecture,
+                        &family.classifier(),
                         plan.shape.hidden_size,
                         layout.labels.len(),
                     )

@@ -84,9 +84,9 @@ pub fn spawn_listening(command: &mut Command) -> (Child, String) {
 /// The Docker engine `DOCKER_HOST` names. The docker tests run only when `DOCKER_HOST` was
 /// set at build time (`cfg(so1s_docker)`, see so1s-bin/build.rs) and are ignored otherwise;
 /// when they run, an engine that does not answer fails the test (this panics).
-pub async fn docker_engine() -> so1s_core::docker::Docker {
+pub async fn docker_engine() -> so1s_core::docker::Engine {
     match so1s_core::docker::connect().await {
-        Ok(docker) => docker,
+        Ok(engine) => engine,
         Err(e) => panic!(
             "DOCKER_HOST was set when these tests were built, but no Docker engine answers at \
              {} ({}): start one (scripts/docker-engine.sh start) or build the tests without \
@@ -95,6 +95,17 @@ pub async fn docker_engine() -> so1s_core::docker::Docker {
             e.chain()
         ),
     }
+}
+
+/// A bollard client of the same engine, for the tests to inspect what the backends made.
+#[allow(dead_code)]
+pub async fn docker_client() -> bollard::Docker {
+    docker_engine().await;
+    bollard::Docker::connect_with_defaults()
+        .expect("a bollard client of DOCKER_HOST")
+        .negotiate_version()
+        .await
+        .expect("the engine's API version")
 }
 
 /// A name no other test run uses, valid as a model or instance name.

@@ -8,7 +8,7 @@
 use super::context::{fingerprint, tar_stream};
 use super::image::{self, ContextEntry, LinkedLibs};
 use super::{Artifact, BundleBuilder, ImageBuilder};
-use crate::docker::{engine_error, status_of, Docker};
+use crate::docker::{engine_error, status_of, Engine};
 use crate::events::Events;
 use crate::store::StoredVersion;
 use crate::{Error, Result};
@@ -17,6 +17,7 @@ use bollard::query_parameters::{
     BuildImageOptionsBuilder, ListImagesOptionsBuilder, PushImageOptionsBuilder,
     RemoveImageOptionsBuilder,
 };
+use bollard::Docker;
 use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -89,11 +90,11 @@ pub struct DockerImageBuilder {
 }
 
 impl DockerImageBuilder {
-    /// A builder on `docker`.
-    pub fn new(docker: Docker, config: DockerBuildConfig) -> Self {
+    /// A builder on `engine`.
+    pub fn new(engine: Engine, config: DockerBuildConfig) -> Self {
         Self {
             bundles: BundleBuilder::new(config.work_dir.clone(), config.smoke.clone()),
-            docker,
+            docker: engine.0,
             config,
             runtime: Mutex::new(None),
             runtime_libs: tokio::sync::OnceCell::new(),

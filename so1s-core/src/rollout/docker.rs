@@ -22,7 +22,7 @@
 use super::container::{self, DockerRolloutConfig};
 use super::local::{Instances, LocalRollout, Restart, Started, Watch};
 use super::{check, Routes, Target};
-use crate::docker::{engine_error, status_of, Docker};
+use crate::docker::{engine_error, status_of, Engine};
 use crate::events::Events;
 use crate::model::{ModelName, VersionId};
 use crate::{Error, Result};
@@ -32,6 +32,7 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder,
     LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
+use bollard::Docker;
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -41,11 +42,11 @@ use tokio::sync::oneshot;
 pub type DockerRollout = LocalRollout<Containers>;
 
 impl DockerRollout {
-    /// A rollout on `docker` that switches `routes`.
-    pub fn new(docker: Docker, config: DockerRolloutConfig, routes: Routes) -> Self {
+    /// A rollout on `engine` that switches `routes`.
+    pub fn new(engine: Engine, config: DockerRolloutConfig, routes: Routes) -> Self {
         let (drain_timeout, crash_loop) = (config.drain_timeout, config.crash_loop);
         let containers = Containers {
-            docker,
+            docker: engine.0,
             config,
             client: reqwest::Client::new(),
         };

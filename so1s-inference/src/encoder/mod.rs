@@ -1,5 +1,7 @@
-//! [`Encoder`]: so1s's own forward pass of BERT-style encoders (BERT, ELECTRA), for speed and
-//! for the models rust-bert has no pipeline for.
+//! [`Encoder`]: so1s's own forward pass of BERT-style encoders, for speed and for the models
+//! rust-bert has no pipeline for. The model families it runs (BERT, ELECTRA) are one file
+//! each in [`family`], behind [`Family`]: their names and quirks; this module is what they
+//! share.
 //!
 //! rust-bert runs most models so1s serves; for BERT and ELECTRA encoders so1s can also run
 //! the forward pass itself on the same weights, which allows what rust-bert's models do not:
@@ -25,11 +27,13 @@
 //! In fp32 ([`Precision::F32`]) the results equal rust-bert's and Hugging Face transformers'
 //! to float rounding.
 
+pub mod family;
 mod head;
 mod layers;
 mod passes;
 mod weights;
 
+pub use family::Family;
 pub use head::ClassifierHead;
 pub use passes::{mean_pool, normalize, run_in_passes, PassCost};
 pub use so1s_core::predict::{CpuFeatures, Precision};
@@ -155,9 +159,9 @@ fn observe(slot: &mut Option<Tensor>, x: &Tensor) {
 }
 
 impl Encoder {
-    /// Takes the encoder of a model shaped as `shape` from `weights` (BERT's or ELECTRA's
-    /// names), its matrix products in `precision` ([`Precision::Auto`] resolved for this
-    /// CPU). What is left in `weights` (a classifier's head) stays there.
+    /// Takes the encoder of a `family` model shaped as `shape` from `weights` (by the
+    /// family's names), its matrix products in `precision` ([`Precision::Auto`] resolved for
+    /// this CPU). What is left in `weights` (a classifier's head) stays there.
     ///
     /// int8 calibrates: the model runs once in f32 over `calibration` (token sequences,
     /// `[CLS] … [SEP]`), each linear layer's input range per channel is recorded, and the
@@ -167,6 +171,7 @@ impl Encoder {
     /// Other precisions ignore `calibration`.
     pub fn load(
         weights: &mut Weights,
+        family: &dyn Family,
         shape: &EncoderShape,
         precision: Precision,
         calibration: &[Vec<i64>],
@@ -211,51 +216,54 @@ impl Encoder {
             }
         }
         let embeddings_norm = norm(weights, "embeddings.LayerNorm", width)?;
-        let embeddings_project = match width == hidden {
-            true => None,
-            false => Some(linear(weights, "embeddings_project", [hidden, width])?),
+        let embeddings_project = match (width == hidden, family.embeddings_project()) {
+            (true, _) => None,
+            (false, Some(name)) => Some(linear(weights, name, [hidden, width])?),
+            (false, None) => {
+                return Err(Error::InvalidModel(format!(
+                    "config.json makes the embeddings {width} wide and the hidden states \
+                     {hidden}; a {} model has no projection between them",
+                    family.model_type()
+                )))
+            }
         };
         let mut layers = Vec::with_capacity(shape.num_hidden_layers);
         for i in 0..shape.num_hidden_layers {
-            let p = format!("encoder.layer.{i}");
-            let mut part = |name: &str, shape: &[i64]| {
-                weights.take_shaped(&format!("{p}.attention.self.{name}"), shape)
+            let names = family.layer(i);
+            let mut take = |name: &str, part: &str, shape: &[i64]| {
+                weights.take_shaped(&format!("{name}.{part}"), shape)
             };
             let qkv_weight = Tensor::cat(
                 &[
-                    part("query.weight", &[hidden, hidden])?,
-                    part("key.weight", &[hidden, hidden])?,
-                    part("value.weight", &[hidden, hidden])?,
+                    take(&names.query, "weight", &[hidden, hidden])?,
+                    take(&names.key, "weight", &[hidden, hidden])?,
+                    take(&names.value, "weight", &[hidden, hidden])?,
                 ],
                 0,
             );
             let qkv_bias = Tensor::cat(
                 &[
-                    part("query.bias", &[hidden])?,
-                    part("key.bias", &[hidden])?,
-                    part("value.bias", &[hidden])?,
+                    take(&names.query, "bias", &[hidden])?,
+                    take(&names.key, "bias", &[hidden])?,
+                    take(&names.value, "bias", &[hidden])?,
                 ],
                 0,
             );
             // The feed-forward width, as the weights have it.
-            let inner_bias = weights.take(&format!("{p}.intermediate.dense.bias"))?;
+            let inner_bias = weights.take(&format!("{}.bias", names.intermediate))?;
             let inner = inner_bias.size()[0];
             let intermediate = Linear::new(
-                weights.take_shaped(&format!("{p}.intermediate.dense.weight"), &[inner, hidden])?,
+                weights.take_shaped(&format!("{}.weight", names.intermediate), &[inner, hidden])?,
                 inner_bias,
                 built,
             );
             layers.push(Layer {
                 qkv: Linear::new(qkv_weight, qkv_bias, built),
-                attention_output: linear(
-                    weights,
-                    &format!("{p}.attention.output.dense"),
-                    [hidden, hidden],
-                )?,
-                attention_norm: norm(weights, &format!("{p}.attention.output.LayerNorm"), hidden)?,
+                attention_output: linear(weights, &names.attention_output, [hidden, hidden])?,
+                attention_norm: norm(weights, &names.attention_norm, hidden)?,
                 intermediate,
-                output: linear(weights, &format!("{p}.output.dense"), [hidden, inner])?,
-                output_norm: norm(weights, &format!("{p}.output.LayerNorm"), hidden)?,
+                output: linear(weights, &names.output, [hidden, inner])?,
+                output_norm: norm(weights, &names.output_norm, hidden)?,
             });
         }
         let mut encoder = Self {

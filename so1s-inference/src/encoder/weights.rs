@@ -5,34 +5,31 @@ use std::collections::HashMap;
 use std::path::Path;
 use tch::{Kind, Tensor};
 
-/// The prefixes Hugging Face puts before the encoder's own names (`bert.encoder.layer.0…`,
-/// `electra.embeddings…`); the heads' names (`classifier.…`) have none.
-const ENCODER_PREFIXES: [&str; 2] = ["bert.", "electra."];
-
 /// The tensors of a checkpoint in f32, names without their model prefix.
 pub struct Weights {
     tensors: HashMap<String, Tensor>,
 }
 
 impl Weights {
-    /// Reads `model.safetensors` or a libtorch file (`rust_model.ot`).
-    pub fn read(path: &Path) -> Result<Self> {
+    /// Reads `model.safetensors` or a libtorch file (`rust_model.ot`), the family's
+    /// `prefix` (`bert.`, [`Family::prefix`](super::family::Family::prefix)) taken off the
+    /// names that have it.
+    pub fn read(path: &Path, prefix: &str) -> Result<Self> {
         let loaded = match path.extension().and_then(|e| e.to_str()) {
             Some("safetensors") => Tensor::read_safetensors(path),
             _ => Tensor::load_multi(path),
         }
         .map_err(|e| Error::Load(format!("reading {}: {e}", path.display())))?;
-        Ok(Self::from_tensors(loaded))
+        Ok(Self::from_tensors(loaded, prefix))
     }
 
-    /// Named tensors, prefixes stripped, converted to f32.
-    pub fn from_tensors(tensors: impl IntoIterator<Item = (String, Tensor)>) -> Self {
+    /// Named tensors, `prefix` taken off the names that have it, converted to f32.
+    pub fn from_tensors(tensors: impl IntoIterator<Item = (String, Tensor)>, prefix: &str) -> Self {
         let tensors = tensors
             .into_iter()
             .map(|(name, tensor)| {
-                let name = ENCODER_PREFIXES
-                    .iter()
-                    .find_map(|prefix| name.strip_prefix(prefix))
+                let name = name
+                    .strip_prefix(prefix)
                     .map_or(name.clone(), str::to_owned);
                 (name, tensor.to_kind(Kind::Float))
             })

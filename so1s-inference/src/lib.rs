@@ -19,7 +19,8 @@
 //! - `pipeline`: [`Pipeline`], the loaded model the thread runs, and the choice of who runs
 //!   the forward pass ([`Pipeline::choose`]): so1s's own encoder ([`EncoderPipeline`]) or
 //!   rust-bert ([`RustBertClassifier`], rust-bert's sentence embeddings).
-//! - `encoder`: so1s's own forward pass of BERT-style encoders, in f32, bf16 or int8.
+//! - `encoder`: so1s's own forward pass of BERT-style encoders, in f32, bf16 or int8; the
+//!   model families it runs are one file each in `encoder::family`, behind one trait.
 //! - [`server`]: the predict server of one model version (`so1s-predict`): `POST /predict`,
 //!   health, readiness, metrics, model metadata and the Open Inference Protocol.
 //! - [`smoke`]: a build's smoke test in this process ([`InProcessSmokeTest`], the

@@ -236,21 +236,37 @@ async fn cli_deploys_a_directory_and_fails_loudly_on_a_bad_build() {
 
 /// The shared ELECTRA fixture shaped like the seed's model (KoELECTRA-NSMC).
 fn seed_fixture() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../so1s-inference/tests/fixtures/electra-nsmc-tiny")
+    fixture("electra-nsmc-tiny")
 }
 
 /// The exact forward pass: transformers' scores are f32 ones (the default, precision auto,
 /// may run bf16).
 const F32_MANIFEST: &[u8] = b"[serving]\nprecision = \"f32\"\n";
 
+/// A model fixture of so1s-inference's, by name.
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../so1s-inference/tests/fixtures")
+        .join(name)
+}
+
+/// Copies the directory tree `from` into `to`.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        match entry.file_type().unwrap().is_dir() {
+            true => copy_tree(&entry.path(), &target),
+            false => drop(std::fs::copy(entry.path(), target).unwrap()),
+        }
+    }
+}
+
 /// `dir`'s files with `replaced` files written over them, packed.
 fn packed_with(dir: &std::path::Path, replaced: &[(&str, &[u8])]) -> Vec<u8> {
     let copy = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
-    }
+    copy_tree(dir, copy.path());
     for (name, bytes) in replaced {
         std::fs::write(copy.path().join(name), bytes).unwrap();
     }
@@ -260,11 +276,16 @@ fn packed_with(dir: &std::path::Path, replaced: &[(&str, &[u8])]) -> Vec<u8> {
 /// Every sentence of `expected.json` through the seed's path: transformers' label, its
 /// score and every label's score within 1e-4; the version that answered.
 async fn answers_as_transformers(api: &Api, expected: &Value, version: &str) {
+    answers_at(api, "/inference/predict", expected, version).await
+}
+
+/// [`answers_as_transformers`] through `path`.
+async fn answers_at(api: &Api, path: &str, expected: &Value, version: &str) {
     for sentence in expected["sentences"].as_array().unwrap() {
         let text = sentence["text"].as_str().unwrap();
         let response = api
             .client
-            .post(format!("{}/inference/predict", api.base))
+            .post(format!("{}{path}", api.base))
             .json(&serde_json::json!({"text": text, "all_scores": true}))
             .send()
             .await
@@ -369,5 +390,75 @@ async fn the_seeds_electra_classifier_serves_from_safetensors_and_from_a_checked
     assert!(!marker.exists(), "the hostile pickle ran");
     // v2 kept serving through both.
     answers_as_transformers(&api, &expected, "v2").await;
+    api.stop();
+}
+
+/// Models shaped as the hub ships them — `tokenizer.json` as their only tokenizer file,
+/// sharded weights — go live through `so1s serve` and answer as transformers and
+/// sentence-transformers did: a DistilBERT classifier from a sharded `pytorch_model.bin`,
+/// an XLM-R multi-label classifier (a sigmoid per label), an XLM-R E5-style embedder from
+/// sharded safetensors.
+#[tokio::test]
+async fn hub_shaped_models_of_other_families_go_live_and_answer_as_transformers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let api = Api::start(&tmp.path().join("data"));
+    let manifest = [("so1s.toml", F32_MANIFEST)];
+    let read = |name: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(fixture(name).join("expected.json")).unwrap())
+            .unwrap()
+    };
+
+    let sst2 = fixture("distilbert-sst2-tiny").join("model-bin-sharded");
+    api.upload("sst2", packed_with(&sst2, &manifest)).await;
+    let record = api.settle("sst2", "v1").await;
+    assert_eq!(record["state"], "live", "{record}");
+    let events = api.events("sst2", "v1").await;
+    assert!(events.contains("architecture distilbert"), "{events}");
+    answers_at(
+        &api,
+        "/inference/sst2/predict",
+        &read("distilbert-sst2-tiny"),
+        "v1",
+    )
+    .await;
+
+    let emotions = fixture("xlm-roberta-multilabel-tiny").join("model");
+    api.upload("emotions", packed_with(&emotions, &manifest))
+        .await;
+    assert_eq!(api.settle("emotions", "v1").await["state"], "live");
+    answers_at(
+        &api,
+        "/inference/emotions/predict",
+        &read("xlm-roberta-multilabel-tiny"),
+        "v1",
+    )
+    .await;
+
+    let e5 = fixture("xlm-roberta-e5-tiny");
+    api.upload("e5", packed_with(&e5.join("model"), &manifest))
+        .await;
+    assert_eq!(api.settle("e5", "v1").await["state"], "live");
+    for sentence in read("xlm-roberta-e5-tiny")["sentences"].as_array().unwrap() {
+        let text = sentence["text"].as_str().unwrap();
+        let body = api.predict_json("/inference/e5/predict", text).await;
+        let got: Vec<f64> = body["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        let want: Vec<f64> = sentence["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        let dot: f64 = got.iter().zip(&want).map(|(a, b)| a * b).sum();
+        let norms: f64 = [&got, &want]
+            .iter()
+            .map(|v| v.iter().map(|x| x * x).sum::<f64>().sqrt())
+            .product();
+        assert!(dot / norms >= 0.99999, "{text}: cosine {}", dot / norms);
+    }
     api.stop();
 }

@@ -10,22 +10,23 @@
 
 use crate::encoder::{run_in_passes, PassCost};
 use crate::guard::{loading, local};
-use crate::output::{label_prediction, rows};
-use crate::tokenize::{Tokenize, VocabTokenizer};
-use rust_bert::pipelines::common::{ModelResource, ModelType, TokenizerOption};
+use crate::output::{label_prediction, rows, Scoring};
+use crate::tokenize::{composes, vocab_tokenizer, Tokenize, VocabTokenizer};
+use rust_bert::pipelines::common::{ModelResource, ModelType};
 use rust_bert::pipelines::sequence_classification::{
     SequenceClassificationConfig, SequenceClassificationOption,
 };
-use so1s_core::model::{Architecture, ModelLayout};
+use so1s_core::model::ModelLayout;
 use so1s_core::{Error, Prediction, Result};
 use std::sync::Arc;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 /// A rust-bert sequence classifier, run with an attention mask.
 pub struct RustBertClassifier {
     tokenizer: Arc<VocabTokenizer>,
     model: SequenceClassificationOption,
     labels: Vec<String>,
+    scoring: Scoring,
     pad_id: i64,
 }
 
@@ -33,11 +34,18 @@ impl RustBertClassifier {
     /// Loads the classifier of an inspected model directory (its `id2label` labels).
     pub fn load(layout: &ModelLayout, model_type: ModelType) -> Result<Self> {
         let tokens = &layout.tokenizer;
+        let vocab = tokens.vocab.as_ref().ok_or_else(|| {
+            Error::InvalidModel(
+                "rust-bert's classifiers read vocabulary files; this model ships only \
+                 tokenizer.json (so1s's own forward pass reads it)"
+                    .into(),
+            )
+        })?;
         let config = SequenceClassificationConfig {
             model_type,
             model_resource: ModelResource::Torch(local(&layout.weights)),
             config_resource: local(&layout.config),
-            vocab_resource: local(&tokens.vocab),
+            vocab_resource: local(vocab),
             merges_resource: tokens.merges.as_deref().map(local),
             lower_case: tokens.lower_case,
             strip_accents: tokens.strip_accents,
@@ -48,40 +56,28 @@ impl RustBertClassifier {
         let model = loading(|| {
             SequenceClassificationOption::new(&config).map_err(|e| Error::Load(e.to_string()))
         })?;
-        let tokenizer = TokenizerOption::from_file(
-            model_type,
-            &tokens.vocab.to_string_lossy(),
-            tokens
-                .merges
-                .as_deref()
-                .map(|m| m.to_string_lossy())
-                .as_deref(),
-            tokens.lower_case,
-            tokens.strip_accents,
-            tokens.add_prefix_space,
-        )
-        .map_err(|e| Error::Load(format!("loading the tokenizer: {e}")))?;
+        let tokenizer = vocab_tokenizer(layout, tokens.lower_case, tokens.strip_accents)?;
         let pad_id = tokenizer
             .get_pad_id()
             .ok_or_else(|| Error::InvalidModel("the tokenizer has no padding token".into()))?;
         let max_len = layout.max_sequence_length.ok_or_else(|| {
             Error::InvalidModel("config.json has no `max_position_embeddings`".into())
         })?;
-        // WordPiece tokenizers read NFC text (Hugging Face's BERT tokenizer normalizes so).
-        let compose = matches!(
-            layout.architecture,
-            Architecture::Bert | Architecture::DistilBert | Architecture::Electra
-        );
         Ok(Self {
-            tokenizer: Arc::new(VocabTokenizer::new(tokenizer, max_len, compose)),
+            tokenizer: Arc::new(VocabTokenizer::new(
+                tokenizer,
+                max_len,
+                composes(layout.architecture),
+            )),
             model,
             labels: layout.labels.clone(),
+            scoring: Scoring::of(layout)?,
             pad_id,
         })
     }
 
     /// The token ids of each text, truncated at the model's length.
-    pub fn token_ids(&self, texts: &[String]) -> Vec<Vec<i64>> {
+    pub fn token_ids(&self, texts: &[String]) -> Result<Vec<Vec<i64>>> {
         self.tokenizer.token_ids(texts)
     }
 
@@ -93,7 +89,7 @@ impl RustBertClassifier {
 
     /// The most likely label of each text, with every label's score.
     pub fn predict(&self, texts: &[String]) -> Result<Vec<Prediction>> {
-        self.predict_ids(&self.token_ids(texts))
+        self.predict_ids(&self.token_ids(texts)?)
     }
 
     /// [`RustBertClassifier::predict`] of texts tokenized already.
@@ -109,10 +105,7 @@ impl RustBertClassifier {
                     false,
                 )
             });
-            rows::<f64>(
-                logits.to_kind(Kind::Double).softmax(-1, Kind::Double),
-                "the scores",
-            )
+            rows::<f64>(self.scoring.apply(&logits), "the scores")
         })?;
         Ok(scores
             .iter()

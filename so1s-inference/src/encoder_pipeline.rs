@@ -1,14 +1,16 @@
-//! [`EncoderPipeline`]: a model on so1s's own forward pass ([`Encoder`]): rust-bert's
-//! WordPiece tokenizer, the encoder, then mean pooling (sentence embeddings) or a
-//! classification head and a softmax over the labels (sequence classifiers).
+//! [`EncoderPipeline`]: a model on so1s's own forward pass ([`Encoder`]): its tokenizer
+//! (`tokenizer.json`, else the older vocabulary files), the encoder, then the
+//! sentence-transformers modules (pooling, Dense, Normalize: sentence embeddings) or a
+//! classification head and its softmax or sigmoid (sequence classifiers).
 
+use crate::embedding::{Modules, Pooling};
 use crate::encoder::{
-    family, mean_pool, normalize, run_in_passes, ClassifierHead, CpuFeatures, Encoder,
-    EncoderShape, Family, PassCost, Precision, Weights,
+    family, run_in_passes, ClassifierHead, CpuFeatures, Encoder, EncoderShape, Family, PassCost,
+    Precision, Weights,
 };
 use crate::guard::loading;
-use crate::output::{label_prediction, rows};
-use crate::tokenize::{wordpiece, Tokenize, VocabTokenizer};
+use crate::output::{label_prediction, rows, Scoring};
+use crate::tokenize::{self, Stripped, Tokenize};
 use serde::Deserialize;
 use so1s_core::model::read_json;
 use so1s_core::model::{ModelLayout, Task};
@@ -16,10 +18,10 @@ use so1s_core::{Error, Prediction, Result};
 use std::sync::Arc;
 use tch::{Kind, Tensor};
 
-/// A BERT or ELECTRA model whose forward pass so1s runs. A batch is cut into passes of
-/// similar lengths ([`run_in_passes`]).
+/// A model whose forward pass so1s runs, of any of the families in [`family`]. A batch is
+/// cut into passes of similar lengths ([`run_in_passes`]).
 pub struct EncoderPipeline {
-    tokenizer: Arc<VocabTokenizer>,
+    tokenizer: Arc<dyn Tokenize>,
     encoder: Encoder,
     output: Output,
     max_len: usize,
@@ -28,12 +30,13 @@ pub struct EncoderPipeline {
 
 /// What the pipeline makes of the encoder's hidden states.
 enum Output {
-    /// Mean pooling, then (if the model says so) unit length.
-    Embedding { normalize: bool },
-    /// The head's logits, a softmax over `labels`.
+    /// Pooling, a Dense projection, unit length: as the model's modules say.
+    Embedding(Modules),
+    /// The head's logits, scored over `labels`.
     Labels {
         head: ClassifierHead,
         labels: Vec<String>,
+        scoring: Scoring,
     },
 }
 
@@ -41,91 +44,61 @@ enum Output {
 pub struct EncoderPlan {
     family: &'static dyn Family,
     shape: EncoderShape,
-    output: PlannedOutput,
+    /// The pooling of an embeddings model.
+    pooling: Option<Pooling>,
+    scoring: Scoring,
     lower_case: bool,
     strip_accents: Option<bool>,
     max_len: Option<usize>,
 }
 
-enum PlannedOutput {
-    Embedding { normalize: bool },
-    Labels,
+impl EncoderPlan {
+    /// How an embeddings model pools its token states.
+    pub fn pooling(&self) -> Option<&Pooling> {
+        self.pooling.as_ref()
+    }
 }
 
 impl EncoderPipeline {
     /// Checks from the model's small files (no weights read) that so1s's own forward pass
-    /// runs it: a BERT or ELECTRA sentence-embeddings model with mean pooling and no dense
-    /// layer, or a single-label BERT or ELECTRA classifier, with exact GELU and absolute
-    /// positions. The error says what it does not run; rust-bert may.
+    /// runs it: a model of one of the [`family`] families, as a sentence-embeddings model
+    /// (any sentence-transformers pooling, Dense and Normalize; mean pooling for a plain
+    /// encoder) or a sequence classifier (softmax, or sigmoid for multi-label and one-label
+    /// ones). The error says what it does not run.
     pub fn plan(layout: &ModelLayout) -> Result<EncoderPlan> {
-        let unsupported = |why: String| {
-            Error::InvalidModel(format!(
-                "so1s's own forward pass serves {} sentence-embedding models with mean pooling \
-                 and sequence classifiers; {why}",
-                family::supported().join(", ")
-            ))
-        };
         let Some(family) = family::of(layout.architecture) else {
-            return Err(unsupported(format!(
-                "this is a {} {} model",
+            return Err(Error::InvalidModel(format!(
+                "so1s's own forward pass serves the families {}; this is a {} {} model",
+                family::supported().join(", "),
                 layout.architecture.as_str(),
                 layout.task.as_str()
             )));
         };
         let shape = family.shape(&layout.config)?;
+        let tokens = &layout.tokenizer;
+        let mut plan = EncoderPlan {
+            family,
+            shape,
+            pooling: None,
+            scoring: Scoring::Softmax,
+            lower_case: tokens.lower_case,
+            strip_accents: tokens.strip_accents,
+            max_len: layout.max_sequence_length,
+        };
         match layout.task {
             Task::SentenceEmbeddings => {
-                let files = layout.sentence_transformer.as_ref().ok_or_else(|| {
-                    Error::InvalidModel("a sentence-embeddings model needs modules.json".into())
-                })?;
-                if files.dense.is_some() {
-                    return Err(unsupported(
-                        "this model has a dense layer after pooling".into(),
-                    ));
+                plan.pooling = Some(Modules::plan(layout)?.0);
+                if let Some(files) = &layout.sentence_transformer {
+                    // The older tokenizer files as sentence-transformers sets them up.
+                    let config: TokenizerConfig = read_json(&files.tokenizer_config)?;
+                    let bert_config: SentenceBertConfig = read_json(&files.sentence_bert_config)?;
+                    plan.lower_case = config.do_lower_case.unwrap_or(bert_config.do_lower_case);
+                    plan.strip_accents = config.strip_accents;
                 }
-                let pooling: PoolingConfig = read_json(&files.pooling_config)?;
-                if !pooling.pooling_mode_mean_tokens
-                    || pooling.pooling_mode_cls_token
-                    || pooling.pooling_mode_max_tokens
-                    || pooling.pooling_mode_mean_sqrt_len_tokens
-                {
-                    return Err(unsupported("this model does not pool by mean".into()));
-                }
-                let modules: Vec<ModuleEntry> = read_json(&files.modules)?;
-                let normalize = modules.iter().any(|m| m.kind.ends_with(".Normalize"));
-                // The tokenizer exactly as rust-bert's sentence-embeddings pipeline sets it up.
-                let tokenizer_config: TokenizerConfig = read_json(&files.tokenizer_config)?;
-                let bert_config: SentenceBertConfig = read_json(&files.sentence_bert_config)?;
-                Ok(EncoderPlan {
-                    family,
-                    shape,
-                    output: PlannedOutput::Embedding { normalize },
-                    lower_case: tokenizer_config
-                        .do_lower_case
-                        .unwrap_or(bert_config.do_lower_case),
-                    strip_accents: tokenizer_config.strip_accents,
-                    max_len: Some(bert_config.max_seq_length),
-                })
             }
-            Task::SequenceClassification => {
-                let config: ClassifierConfig = read_json(&layout.config)?;
-                if config.problem_type.as_deref() == Some("multi_label_classification") {
-                    return Err(unsupported(
-                        "this classifier is multi-label (problem_type in config.json); \
-                         so1s answers one label per text"
-                            .into(),
-                    ));
-                }
-                Ok(EncoderPlan {
-                    family,
-                    shape,
-                    output: PlannedOutput::Labels,
-                    lower_case: layout.tokenizer.lower_case,
-                    strip_accents: layout.tokenizer.strip_accents,
-                    max_len: layout.max_sequence_length,
-                })
-            }
+            Task::SequenceClassification => plan.scoring = Scoring::of(layout)?,
         }
+        Ok(plan)
     }
 
     /// Loads a model [`EncoderPipeline::plan`] accepts, its encoder's matrix products in
@@ -135,17 +108,18 @@ impl EncoderPipeline {
         let (precision, _) = precision.resolve(CpuFeatures::detect());
         // The longest input: what the model was trained on (sentence-transformers' or
         // so1s.toml's length), never more than its position embeddings.
-        let positions = plan.shape.max_position_embeddings.unwrap_or(512);
+        let positions = plan.shape.max_tokens().unwrap_or(512);
         let max_len = plan.max_len.unwrap_or(positions).min(positions);
-        let tokenizer = VocabTokenizer::new(
-            wordpiece(layout, plan.lower_case, plan.strip_accents)?,
-            max_len,
-            true,
-        );
+        let chosen = tokenize::for_encoder(layout, max_len, plan.lower_case, plan.strip_accents)?;
+        // sentence-transformers strips the texts it embeds.
+        let tokenizer: Arc<dyn Tokenize> = match layout.sentence_transformer.is_some() {
+            true => Arc::new(Stripped(chosen.tokenizer)),
+            false => Arc::from(chosen.tokenizer),
+        };
         let calibration = match precision {
             Precision::Int8 => {
                 let texts: Vec<String> = CALIBRATION_TEXTS.iter().map(|t| t.to_string()).collect();
-                let mut sequences = tokenizer.token_ids(&texts);
+                let mut sequences = tokenizer.token_ids(&texts)?;
                 sequences.extend(vocabulary_samples(&sequences, plan.shape.vocab_size));
                 sequences
             }
@@ -155,9 +129,9 @@ impl EncoderPipeline {
         let mut weights = loading(|| Weights::read(&layout.weights, family.prefix()))?;
         let encoder =
             loading(|| Encoder::load(&mut weights, family, &plan.shape, precision, &calibration))?;
-        let output = match plan.output {
-            PlannedOutput::Embedding { normalize } => Output::Embedding { normalize },
-            PlannedOutput::Labels => Output::Labels {
+        let output = match layout.task {
+            Task::SentenceEmbeddings => Output::Embedding(loading(|| Modules::load(layout))?),
+            Task::SequenceClassification => Output::Labels {
                 head: loading(|| {
                     ClassifierHead::load(
                         &mut weights,
@@ -167,6 +141,7 @@ impl EncoderPipeline {
                     )
                 })?,
                 labels: layout.labels.clone(),
+                scoring: plan.scoring,
             },
         };
         if encoder.max_positions() < max_len {
@@ -177,8 +152,8 @@ impl EncoderPipeline {
         }
         Ok(Self {
             max_len,
-            pad_id: tokenizer.pad_id().unwrap_or(0),
-            tokenizer: Arc::new(tokenizer),
+            pad_id: chosen.pad_id,
+            tokenizer,
             encoder,
             output,
         })
@@ -192,7 +167,7 @@ impl EncoderPipeline {
     /// The width of one text's output: the embedding's dimension or the number of labels.
     pub fn output_dim(&self) -> usize {
         match &self.output {
-            Output::Embedding { .. } => self.encoder.hidden_size(),
+            Output::Embedding(modules) => modules.width(self.encoder.hidden_size()),
             Output::Labels { labels, .. } => labels.len(),
         }
     }
@@ -202,10 +177,9 @@ impl EncoderPipeline {
         self.max_len
     }
 
-    /// The token ids of each text as the forward pass gets them: `[CLS] … [SEP]`, truncated
-    /// at [`EncoderPipeline::max_len`]. Texts are NFC-normalized first, as Hugging Face's
-    /// BERT tokenizer does.
-    pub fn token_ids(&self, texts: &[String]) -> Vec<Vec<i64>> {
+    /// The token ids of each text as the forward pass gets them: special tokens in,
+    /// truncated at [`EncoderPipeline::max_len`].
+    pub fn token_ids(&self, texts: &[String]) -> Result<Vec<Vec<i64>>> {
         self.tokenizer.token_ids(texts)
     }
 
@@ -218,25 +192,27 @@ impl EncoderPipeline {
     /// One prediction per text, in order: an embedding, or the most likely label with every
     /// label's score.
     pub fn predict(&self, texts: &[String]) -> Result<Vec<Prediction>> {
-        self.predict_ids(&self.token_ids(texts))
+        self.predict_ids(&self.token_ids(texts)?)
     }
 
     /// [`EncoderPipeline::predict`] of texts tokenized already
     /// ([`EncoderPipeline::token_ids`]).
     pub fn predict_ids<S: AsRef<[i64]>>(&self, ids: &[S]) -> Result<Vec<Prediction>> {
         match &self.output {
-            Output::Embedding { normalize: unit } => {
+            Output::Embedding(modules) => {
                 let embeddings = self.run(ids, |hidden, mask| {
-                    let pooled = mean_pool(hidden, mask);
-                    let pooled = if *unit { normalize(&pooled) } else { pooled };
-                    rows(pooled, "the embeddings")
+                    rows(modules.embed(hidden, mask), "the embeddings")
                 })?;
                 Ok(embeddings.into_iter().map(Prediction::Embedding).collect())
             }
-            Output::Labels { head, labels } => {
+            Output::Labels {
+                head,
+                labels,
+                scoring,
+            } => {
                 let scores = self.run(ids, |hidden, _| {
                     let logits = head.logits(hidden).to_kind(Kind::Double);
-                    rows::<f64>(logits.softmax(-1, Kind::Double), "the scores")
+                    rows::<f64>(scoring.apply(&logits), "the scores")
                 })?;
                 Ok(scores
                     .into_iter()
@@ -253,7 +229,7 @@ impl EncoderPipeline {
                 "logits are a classifier's; this model answers embeddings".into(),
             ));
         };
-        let ids = self.token_ids(texts);
+        let ids = self.token_ids(texts)?;
         self.run(&ids, |hidden, _| rows(head.logits(hidden), "the logits"))
     }
 
@@ -323,24 +299,6 @@ fn vocabulary_samples(first: &[Vec<i64>], vocab_size: Option<i64>) -> Vec<Vec<i6
 }
 
 #[derive(Deserialize)]
-struct PoolingConfig {
-    #[serde(default)]
-    pooling_mode_cls_token: bool,
-    #[serde(default)]
-    pooling_mode_mean_tokens: bool,
-    #[serde(default)]
-    pooling_mode_max_tokens: bool,
-    #[serde(default)]
-    pooling_mode_mean_sqrt_len_tokens: bool,
-}
-
-#[derive(Deserialize)]
-struct ModuleEntry {
-    #[serde(rename = "type")]
-    kind: String,
-}
-
-#[derive(Deserialize)]
 struct TokenizerConfig {
     do_lower_case: Option<bool>,
     strip_accents: Option<bool>,
@@ -348,13 +306,6 @@ struct TokenizerConfig {
 
 #[derive(Deserialize)]
 struct SentenceBertConfig {
-    max_seq_length: usize,
     #[serde(default)]
     do_lower_case: bool,
-}
-
-#[derive(Deserialize)]
-struct ClassifierConfig {
-    #[serde(default)]
-    problem_type: Option<String>,
 }

@@ -50,6 +50,7 @@
 pub mod alloc;
 mod batch;
 mod classifier;
+mod embedding;
 mod encoder;
 mod encoder_pipeline;
 mod guard;
@@ -64,6 +65,7 @@ pub mod smoke;
 mod tokenize;
 
 pub use classifier::RustBertClassifier;
+pub use embedding::{Pooling, PoolingMode};
 pub use encoder_pipeline::{EncoderPipeline, EncoderPlan};
 pub use metrics::ServiceMetrics;
 pub use options::ServiceOptions;
@@ -71,4 +73,4 @@ pub use pipeline::Pipeline;
 pub use predictor::{estimate_tokens, Input, ModelInfo, Predictor};
 pub use service::TransformerService;
 pub use smoke::InProcessSmokeTest;
-pub use tokenize::Tokenize;
+pub use tokenize::{JsonTokenizer, Tokenize, VocabTokenizer};

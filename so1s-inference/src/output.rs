@@ -1,8 +1,49 @@
-//! Tensors to predictions: rows of a tensor, a label with every label's score.
+//! Tensors to predictions: rows of a tensor, a classifier's scores of its logits, a label
+//! with every label's score.
 
+use serde::Deserialize;
+use so1s_core::model::{read_json, ModelLayout};
 use so1s_core::predict::LabelScore;
 use so1s_core::{Error, Prediction, Result};
-use tch::Tensor;
+use tch::{Kind, Tensor};
+
+/// How a classifier's logits become scores: transformers' text-classification pipeline's
+/// rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scoring {
+    /// A softmax over the labels: one label per text.
+    Softmax,
+    /// A sigmoid per label: a multi-label classifier (`problem_type`
+    /// `multi_label_classification`) or one with a single label (a score, a cross-encoder).
+    Sigmoid,
+}
+
+#[derive(Deserialize)]
+struct ClassifierConfig {
+    #[serde(default)]
+    problem_type: Option<String>,
+}
+
+impl Scoring {
+    /// The scoring of the classifier `layout`.
+    pub fn of(layout: &ModelLayout) -> Result<Self> {
+        let config: ClassifierConfig = read_json(&layout.config)?;
+        let multi = config.problem_type.as_deref() == Some("multi_label_classification");
+        Ok(match multi || layout.labels.len() == 1 {
+            true => Scoring::Sigmoid,
+            false => Scoring::Softmax,
+        })
+    }
+
+    /// The scores `[batch, labels]` (f64) of `logits`.
+    pub fn apply(self, logits: &Tensor) -> Tensor {
+        let logits = logits.to_kind(Kind::Double);
+        match self {
+            Scoring::Softmax => logits.softmax(-1, Kind::Double),
+            Scoring::Sigmoid => logits.sigmoid(),
+        }
+    }
+}
 
 /// The most likely of `labels` and every label's score.
 pub(crate) fn label_prediction(labels: &[String], scores: &[f64]) -> Prediction {

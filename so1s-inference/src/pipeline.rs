@@ -5,8 +5,7 @@ use crate::classifier::RustBertClassifier;
 use crate::encoder_pipeline::EncoderPipeline;
 use crate::guard::{guard, loading, local};
 use crate::predictor::{Input, ModelInfo, Predictor};
-use crate::tokenize::Tokenize;
-use rust_bert::pipelines::common::ModelType;
+use crate::tokenize::{rust_bert_type, Tokenize};
 use rust_bert::pipelines::sentence_embeddings::{
     SentenceEmbeddingsConfig, SentenceEmbeddingsModel,
 };
@@ -56,12 +55,24 @@ impl Pipeline {
             };
             return Ok((Pipeline::Encoder(Box::new(pipeline)), info));
         }
-        let model_type = model_type(layout.architecture);
+        let model_type = rust_bert_type(layout.architecture).ok_or_else(|| {
+            Error::InvalidModel(format!(
+                "rust-bert has no {} model",
+                layout.architecture.as_str()
+            ))
+        })?;
         let tokenizer = &layout.tokenizer;
         let pipeline = loading(|| match layout.task {
             Task::SentenceEmbeddings => {
                 let files = layout.sentence_transformer.as_ref().ok_or_else(|| {
-                    Error::InvalidModel("a sentence-embeddings model needs modules.json".into())
+                    Error::InvalidModel("rust-bert's sentence embeddings need modules.json".into())
+                })?;
+                let vocab = tokenizer.vocab.as_ref().ok_or_else(|| {
+                    Error::InvalidModel(
+                        "rust-bert's sentence embeddings read vocabulary files; this model \
+                         ships only tokenizer.json"
+                            .into(),
+                    )
                 })?;
                 let config = SentenceEmbeddingsConfig {
                     modules_config_resource: local(&files.modules),
@@ -73,7 +84,7 @@ impl Pipeline {
                     dense_weights_resource: files.dense.as_ref().map(|(_, w)| local(w)),
                     sentence_bert_config_resource: local(&files.sentence_bert_config),
                     tokenizer_config_resource: local(&files.tokenizer_config),
-                    tokenizer_vocab_resource: local(&tokenizer.vocab),
+                    tokenizer_vocab_resource: local(vocab),
                     tokenizer_merges_resource: tokenizer.merges.as_deref().map(local),
                     device: Device::Cpu,
                     kind: None,
@@ -122,10 +133,22 @@ impl Pipeline {
         cpu: &CpuFeatures,
     ) -> Result<(Option<Precision>, String)> {
         let rust_bert_runs = |why: String| {
-            if layout.architecture == Architecture::Electra {
+            let has_model = rust_bert_type(layout.architecture).is_some()
+                && !matches!(
+                    layout.architecture,
+                    Architecture::Electra | Architecture::DebertaV2
+                );
+            if !has_model {
                 return Err(Error::InvalidModel(format!(
-                    "rust-bert has no ELECTRA {} pipeline; {why}",
+                    "rust-bert has no {} {} pipeline; {why}",
+                    layout.architecture.as_str(),
                     layout.task.as_str()
+                )));
+            }
+            if layout.tokenizer.vocab.is_none() {
+                return Err(Error::InvalidModel(format!(
+                    "rust-bert reads vocabulary files and this model ships only \
+                     tokenizer.json; {why}"
                 )));
             }
             match precision {
@@ -177,36 +200,27 @@ impl Predictor for Pipeline {
                     .map(Prediction::Embedding)
                     .collect())
             }
-            Pipeline::Classification(model) => model.predict_ids(&ids(inputs, &*model.tokenizer())),
-            Pipeline::Encoder(model) => model.predict_ids(&ids(inputs, &*model.tokenizer())),
+            Pipeline::Classification(model) => {
+                model.predict_ids(&ids(inputs, &*model.tokenizer())?)
+            }
+            Pipeline::Encoder(model) => model.predict_ids(&ids(inputs, &*model.tokenizer())?),
         })
     }
 }
 
 /// The token ids of `inputs`: as the request handler made them, or by `tokenizer` for an
 /// input that came without (a caller that built its [`Input`] by hand).
-fn ids<'a>(inputs: &'a [Input], tokenizer: &dyn Tokenize) -> Vec<Cow<'a, [i64]>> {
+fn ids<'a>(inputs: &'a [Input], tokenizer: &dyn Tokenize) -> Result<Vec<Cow<'a, [i64]>>> {
     inputs
         .iter()
         .map(|input| match &input.ids {
-            Some(ids) => Cow::Borrowed(ids.as_slice()),
-            None => Cow::Owned(
+            Some(ids) => Ok(Cow::Borrowed(ids.as_slice())),
+            None => Ok(Cow::Owned(
                 tokenizer
-                    .token_ids(std::slice::from_ref(&input.text))
+                    .token_ids(std::slice::from_ref(&input.text))?
                     .pop()
                     .unwrap_or_default(),
-            ),
+            )),
         })
         .collect()
-}
-
-fn model_type(architecture: Architecture) -> ModelType {
-    match architecture {
-        Architecture::Bert => ModelType::Bert,
-        Architecture::DistilBert => ModelType::DistilBert,
-        Architecture::Roberta => ModelType::Roberta,
-        Architecture::XlmRoberta => ModelType::XLMRoberta,
-        Architecture::Albert => ModelType::Albert,
-        Architecture::Electra => ModelType::Electra,
-    }
 }

@@ -34,10 +34,10 @@ pub struct Input {
 
 impl Input {
     /// Each text, tokenized by `tokenizer` when there is one.
-    pub fn batch(texts: Vec<String>, tokenizer: Option<&dyn Tokenize>) -> Vec<Input> {
-        match tokenizer {
+    pub fn batch(texts: Vec<String>, tokenizer: Option<&dyn Tokenize>) -> Result<Vec<Input>> {
+        Ok(match tokenizer {
             Some(tokenizer) => {
-                let ids = tokenizer.token_ids(&texts);
+                let ids = tokenizer.token_ids(&texts)?;
                 texts
                     .into_iter()
                     .zip(ids)
@@ -51,7 +51,7 @@ impl Input {
                 .into_iter()
                 .map(|text| Input { text, ids: None })
                 .collect(),
-        }
+        })
     }
 
     /// The tokens this input takes in a forward pass: its ids, or estimated from its words.

@@ -94,7 +94,7 @@ impl TransformerService {
                 let built = build().and_then(|(mut predictor, info)| {
                     let tokenizer = predictor.tokenizer();
                     let warm_up = vec![WARM_UP_TEXT.to_owned()];
-                    predictor.predict(&Input::batch(warm_up, tokenizer.as_deref()))?;
+                    predictor.predict(&Input::batch(warm_up, tokenizer.as_deref())?)?;
                     Ok((predictor, info, tokenizer))
                 });
                 match built {
@@ -197,11 +197,11 @@ impl TransformerService {
         let tokenizer = self.inner.tokenizer.clone();
         let bytes: usize = texts.iter().map(String::len).sum();
         if tokenizer.is_none() || bytes <= INLINE_TOKENIZE_BYTES {
-            return Ok(Input::batch(texts, tokenizer.as_deref()));
+            return Input::batch(texts, tokenizer.as_deref());
         }
         tokio::task::spawn_blocking(move || Input::batch(texts, tokenizer.as_deref()))
             .await
-            .map_err(|e| Error::Inference(format!("tokenizing the request: {e}")))
+            .map_err(|e| Error::Inference(format!("tokenizing the request: {e}")))?
     }
 
     /// Predicts one text.
@@ -232,8 +232,8 @@ mod tests {
     struct Chars;
 
     impl Tokenize for Chars {
-        fn token_ids(&self, texts: &[String]) -> Vec<Vec<i64>> {
-            texts.iter().map(|t| vec![0; t.len()]).collect()
+        fn token_ids(&self, texts: &[String]) -> Result<Vec<Vec<i64>>> {
+            Ok(texts.iter().map(|t| vec![0; t.len()]).collect())
         }
     }
 

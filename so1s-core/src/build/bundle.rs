@@ -70,7 +70,7 @@ impl BundleBuilder {
         match converted {
             Some(InPlace::Converted(tensors)) => events.log(format!(
                 "pytorch_model.bin read without running its pickle: {tensors} tensors written \
-                 as model.safetensors, the .bin removed"
+                 as safetensors, the .bin files removed"
             )),
             Some(InPlace::Dropped) => {
                 events.log("pytorch_model.bin removed unread: the model has safetensors weights")

@@ -1,5 +1,6 @@
 //! Reading a model directory: which files play which part.
 
+use super::tokenizer::{tokenizer_files, TokenizerFiles};
 use super::{read_json, Manifest, Task, MANIFEST_FILE};
 use crate::{Error, Result};
 use serde_json::Value;
@@ -21,16 +22,25 @@ pub enum Architecture {
     /// `electra` (the seed's KoELECTRA sentiment model): run by so1s's own encoder, since
     /// rust-bert has no ELECTRA sequence-classification pipeline.
     Electra,
+    /// `camembert`: RoBERTa's layers with a sentencepiece vocabulary.
+    Camembert,
+    /// `mpnet` (all-mpnet-base-v2 and its kin): relative position buckets.
+    Mpnet,
+    /// `deberta-v2` (DeBERTa-v2 and -v3): disentangled attention.
+    DebertaV2,
 }
 
 impl Architecture {
-    const NAMES: [(&'static str, Architecture); 6] = [
+    const NAMES: [(&'static str, Architecture); 9] = [
         ("bert", Architecture::Bert),
         ("distilbert", Architecture::DistilBert),
         ("roberta", Architecture::Roberta),
         ("xlm-roberta", Architecture::XlmRoberta),
+        ("camembert", Architecture::Camembert),
         ("albert", Architecture::Albert),
         ("electra", Architecture::Electra),
+        ("mpnet", Architecture::Mpnet),
+        ("deberta-v2", Architecture::DebertaV2),
     ];
 
     /// The `model_type` spelling of `config.json`.
@@ -56,30 +66,29 @@ impl Architecture {
     }
 
     /// Whether the tokenizer lower-cases when the model does not say (the Hugging Face default).
-    fn lower_cases_by_default(self) -> bool {
+    pub(super) fn lower_cases_by_default(self) -> bool {
         matches!(
             self,
             Architecture::Bert
                 | Architecture::DistilBert
                 | Architecture::Albert
                 | Architecture::Electra
+                | Architecture::Mpnet
         )
     }
-}
 
-/// The tokenizer's files.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenizerFiles {
-    /// `vocab.txt`, `vocab.json`, or a sentencepiece model.
-    pub vocab: PathBuf,
-    /// `merges.txt` for byte-pair-encoding tokenizers (RoBERTa).
-    pub merges: Option<PathBuf>,
-    /// Lower-case the input before tokenizing.
-    pub lower_case: bool,
-    /// Strip accents (BERT-style tokenizers), when the model says.
-    pub strip_accents: Option<bool>,
-    /// Add a space before the text (RoBERTa-style tokenizers), when the model says.
-    pub add_prefix_space: Option<bool>,
+    /// Whether the positions of its tokens start after the padding index (RoBERTa's
+    /// `padding_idx + 1`): its position embeddings then hold two more rows than it has
+    /// positions.
+    pub fn positions_after_padding(self) -> bool {
+        matches!(
+            self,
+            Architecture::Roberta
+                | Architecture::XlmRoberta
+                | Architecture::Camembert
+                | Architecture::Mpnet
+        )
+    }
 }
 
 /// Files of a sentence-transformers model beyond the transformer itself.
@@ -116,13 +125,58 @@ pub struct ModelLayout {
     pub tokenizer: TokenizerFiles,
     /// Labels by id, for classification models (from `id2label`).
     pub labels: Vec<String>,
-    /// The sentence-transformers modules, for embedding models.
+    /// The sentence-transformers modules, for embedding models that have them (a plain
+    /// encoder has none: it is mean-pooled).
     pub sentence_transformer: Option<SentenceTransformerFiles>,
     /// Longest input in tokens; longer inputs are truncated.
     pub max_sequence_length: Option<usize>,
 }
 
-const WEIGHT_FILES: [&str; 2] = ["model.safetensors", "rust_model.ot"];
+/// The weights files so1s reads, preferred first: safetensors, sharded safetensors (an index
+/// naming the shards), rust-bert's libtorch file.
+const WEIGHT_FILES: [&str; 3] = ["model.safetensors", SHARD_INDEX, "rust_model.ot"];
+
+/// The index of a sharded safetensors checkpoint: `{"weight_map": {tensor: shard file}}`.
+pub const SHARD_INDEX: &str = "model.safetensors.index.json";
+
+/// The files holding the weights of `weights` (a [`ModelLayout::weights`]): itself, or the
+/// shards its index names (each once, in order), which must lie in its directory.
+pub fn weight_files(weights: &Path) -> Result<Vec<PathBuf>> {
+    if weights.file_name().and_then(|n| n.to_str()) != Some(SHARD_INDEX) {
+        return Ok(vec![weights.to_owned()]);
+    }
+    let index: Value = read_json(weights)?;
+    let map = index
+        .get("weight_map")
+        .and_then(Value::as_object)
+        .ok_or_else(|| Error::InvalidModel(format!("{SHARD_INDEX} has no `weight_map`")))?;
+    let dir = weights.parent().unwrap_or(Path::new("."));
+    let mut shards: Vec<PathBuf> = Vec::new();
+    for shard in map.values() {
+        let name = shard.as_str().ok_or_else(|| {
+            Error::InvalidModel(format!("{SHARD_INDEX}'s weight_map holds a non-string"))
+        })?;
+        let single = Path::new(name);
+        if single.components().count() != 1 || !name.ends_with(".safetensors") {
+            return Err(Error::InvalidModel(format!(
+                "{SHARD_INDEX} names shard `{name}`; shards are .safetensors files beside it"
+            )));
+        }
+        let path = dir.join(single);
+        if !shards.contains(&path) {
+            shards.push(path);
+        }
+    }
+    for shard in &shards {
+        if !shard.is_file() {
+            return Err(Error::InvalidModel(format!(
+                "{SHARD_INDEX} names {}, which is missing",
+                shard.display()
+            )));
+        }
+    }
+    Ok(shards)
+}
 
 impl ModelLayout {
     /// Inspects a model directory: reads the manifest, `config.json` and the small JSON files,
@@ -157,12 +211,17 @@ impl ModelLayout {
                     WEIGHT_FILES.join(" or ")
                 ))
             })?;
+        weight_files(&weights)?;
         let tokenizer_config = optional_json(&dir.join("tokenizer_config.json"))?;
         let tokenizer = tokenizer_files(dir, architecture, tokenizer_config.as_ref())?;
 
         let (labels, sentence_transformer) = match task {
             Task::SequenceClassification => (labels(&config)?, None),
-            Task::SentenceEmbeddings => (Vec::new(), Some(sentence_transformer_files(dir)?)),
+            // A plain encoder (no modules.json) embeds by mean pooling.
+            Task::SentenceEmbeddings => match dir.join("modules.json").is_file() {
+                true => (Vec::new(), Some(sentence_transformer_files(dir)?)),
+                false => (Vec::new(), None),
+            },
         };
         let max_sequence_length = match &sentence_transformer {
             Some(files) => read_json::<Value>(&files.sentence_bert_config)?
@@ -172,9 +231,9 @@ impl ModelLayout {
             // (Hugging Face writes a huge float there when it has none).
             None => {
                 // RoBERTa's positions start after the padding index: two fewer tokens fit.
-                let offset = match architecture {
-                    Architecture::Roberta | Architecture::XlmRoberta => 2,
-                    _ => 0,
+                let offset = match architecture.positions_after_padding() {
+                    true => 2,
+                    false => 0,
                 };
                 let positions = config
                     .get("max_position_embeddings")
@@ -257,44 +316,6 @@ fn labels(config: &Value) -> Result<Vec<String>> {
         labels[index] = Some(label.to_owned());
     }
     Ok(labels.into_iter().flatten().collect())
-}
-
-fn tokenizer_files(
-    dir: &Path,
-    architecture: Architecture,
-    tokenizer_config: Option<&Value>,
-) -> Result<TokenizerFiles> {
-    let flag = |name: &str| {
-        tokenizer_config
-            .and_then(|config| config.get(name))
-            .and_then(Value::as_bool)
-    };
-    let (vocab, merges) = match architecture {
-        Architecture::Bert | Architecture::DistilBert | Architecture::Electra => {
-            (require(dir, "vocab.txt")?, None)
-        }
-        Architecture::Roberta => (
-            require(dir, "vocab.json")?,
-            Some(require(dir, "merges.txt")?),
-        ),
-        Architecture::XlmRoberta => (require(dir, "sentencepiece.bpe.model")?, None),
-        Architecture::Albert => (require(dir, "spiece.model")?, None),
-    };
-    let (strip_accents, add_prefix_space) = match architecture {
-        // rust-bert refuses add_prefix_space for BERT-style tokenizers.
-        Architecture::Bert
-        | Architecture::DistilBert
-        | Architecture::Albert
-        | Architecture::Electra => (flag("strip_accents"), None),
-        Architecture::Roberta | Architecture::XlmRoberta => (None, flag("add_prefix_space")),
-    };
-    Ok(TokenizerFiles {
-        vocab,
-        merges,
-        lower_case: flag("do_lower_case").unwrap_or(architecture.lower_cases_by_default()),
-        strip_accents,
-        add_prefix_space,
-    })
 }
 
 fn sentence_transformer_files(dir: &Path) -> Result<SentenceTransformerFiles> {
@@ -390,7 +411,7 @@ fn safe_join(dir: &Path, relative: &str) -> Result<PathBuf> {
     Ok(dir.join(relative))
 }
 
-fn require(dir: &Path, name: &str) -> Result<PathBuf> {
+pub(super) fn require(dir: &Path, name: &str) -> Result<PathBuf> {
     let path = dir.join(name);
     if path.is_file() {
         Ok(path)
@@ -521,12 +542,86 @@ mod tests {
         let dir = classifier_dir();
         fs::remove_file(dir.path().join("rust_model.ot")).unwrap();
         let err = ModelLayout::inspect(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("model.safetensors or rust_model.ot"), "{err}");
+        assert!(
+            err.contains("model.safetensors or model.safetensors.index.json or rust_model.ot"),
+            "{err}"
+        );
 
         let dir = classifier_dir();
         fs::remove_file(dir.path().join("vocab.txt")).unwrap();
         let err = ModelLayout::inspect(dir.path()).unwrap_err().to_string();
         assert!(err.contains("missing vocab.txt"), "{err}");
+    }
+
+    #[test]
+    fn tokenizer_json_alone_serves_and_older_files_are_optional_beside_it() {
+        let dir = classifier_dir();
+        fs::remove_file(dir.path().join("vocab.txt")).unwrap();
+        write(dir.path(), "tokenizer.json", "{}");
+        let layout = ModelLayout::inspect(dir.path()).unwrap();
+        assert_eq!(
+            layout.tokenizer.json,
+            Some(dir.path().join("tokenizer.json"))
+        );
+        assert_eq!(layout.tokenizer.vocab, None);
+        // An XLM-R with neither names both.
+        write(
+            dir.path(),
+            "config.json",
+            r#"{"model_type": "xlm-roberta", "architectures": ["XLMRobertaForSequenceClassification"],
+                "id2label": {"0": "a"}}"#,
+        );
+        fs::remove_file(dir.path().join("tokenizer.json")).unwrap();
+        let err = ModelLayout::inspect(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("sentencepiece.bpe.model"), "{err}");
+        assert!(err.contains("tokenizer.json"), "{err}");
+    }
+
+    #[test]
+    fn sharded_weights_are_found_by_their_index_and_must_stay_beside_it() {
+        let dir = classifier_dir();
+        fs::remove_file(dir.path().join("rust_model.ot")).unwrap();
+        write(dir.path(), "a.safetensors", "");
+        write(dir.path(), "b.safetensors", "");
+        write(
+            dir.path(),
+            SHARD_INDEX,
+            r#"{"weight_map": {"x": "a.safetensors", "y": "b.safetensors", "z": "a.safetensors"}}"#,
+        );
+        let layout = ModelLayout::inspect(dir.path()).unwrap();
+        assert_eq!(layout.weights, dir.path().join(SHARD_INDEX));
+        assert_eq!(
+            weight_files(&layout.weights).unwrap(),
+            [
+                dir.path().join("a.safetensors"),
+                dir.path().join("b.safetensors")
+            ]
+        );
+        for (map, says) in [
+            (
+                r#"{"x": "../a.safetensors"}"#,
+                "shards are .safetensors files beside it",
+            ),
+            (r#"{"x": "c.safetensors"}"#, "which is missing"),
+        ] {
+            write(
+                dir.path(),
+                SHARD_INDEX,
+                &format!(r#"{{"weight_map": {map}}}"#),
+            );
+            let err = ModelLayout::inspect(dir.path()).unwrap_err().to_string();
+            assert!(err.contains(says), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_plain_encoder_embeds_without_modules_json() {
+        let dir = classifier_dir();
+        write(dir.path(), "so1s.toml", "task = \"sentence-embeddings\"");
+        let layout = ModelLayout::inspect(dir.path()).unwrap();
+        assert_eq!(layout.task, Task::SentenceEmbeddings);
+        assert_eq!(layout.sentence_transformer, None);
+        assert_eq!(layout.max_sequence_length, Some(128));
     }
 
     #[test]

@@ -9,10 +9,12 @@ mod layout;
 mod manifest;
 mod name;
 pub mod size;
+mod tokenizer;
 
-pub use layout::{Architecture, ModelLayout, TokenizerFiles};
+pub use layout::{weight_files, Architecture, ModelLayout, SHARD_INDEX};
 pub use manifest::{Manifest, ServingOptions, MANIFEST_FILE};
 pub use name::{ModelName, VersionId};
+pub use tokenizer::{TokenizerFiles, TOKENIZER_JSON};
 
 use crate::{Error, Result};
 use serde::de::DeserializeOwned;

@@ -75,7 +75,12 @@ pub fn config_parameters(config: &Value, architecture: Architecture) -> u64 {
             .saturating_add(project)
             .saturating_add(get("num_hidden_layers", 12).saturating_mul(layer(h, i)))
         }
-        Architecture::Bert | Architecture::Roberta | Architecture::XlmRoberta => {
+        Architecture::Bert
+        | Architecture::Roberta
+        | Architecture::XlmRoberta
+        | Architecture::Camembert
+        | Architecture::Mpnet
+        | Architecture::DebertaV2 => {
             let h = get("hidden_size", 768);
             let i = get("intermediate_size", h.saturating_mul(4));
             embeddings(
@@ -135,7 +140,10 @@ pub fn weight_parameters(path: &Path) -> Result<u64> {
 pub fn check_config_matches_weights(layout: &ModelLayout) -> Result<()> {
     let config: Value = super::read_json(&layout.config)?;
     let described = config_parameters(&config, layout.architecture);
-    let held = weight_parameters(&layout.weights)?;
+    let held = super::weight_files(&layout.weights)?
+        .iter()
+        .map(|file| weight_parameters(file))
+        .try_fold(0u64, |sum, n| n.map(|n| sum.saturating_add(n)))?;
     if described as f64 > held as f64 * TOLERANCE + 1e6 {
         return Err(Error::InvalidModel(format!(
             "config.json describes about {} parameters but {} holds {}: the config does not \

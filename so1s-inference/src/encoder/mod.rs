@@ -27,18 +27,22 @@
 //! In fp32 ([`Precision::F32`]) the results equal rust-bert's and Hugging Face transformers'
 //! to float rounding.
 
+mod attention;
 pub mod family;
 mod head;
 mod layers;
 mod passes;
+mod shape;
 mod weights;
 
-pub use family::Family;
+pub use family::{Activation, Family};
 pub use head::ClassifierHead;
-pub use passes::{mean_pool, normalize, run_in_passes, PassCost};
+pub use passes::{normalize, run_in_passes, PassCost};
+pub use shape::EncoderShape;
 pub use so1s_core::predict::{CpuFeatures, Precision};
 pub use weights::Weights;
 
+use attention::{attention, relative_buckets, Grid};
 use layers::{LayerNorm, Linear, WEIGHT_LEVELS_AVX2, WEIGHT_LEVELS_VNNI};
 use so1s_core::{Error, Result};
 use tch::{Kind, Tensor};
@@ -54,84 +58,25 @@ struct Layer {
     output_norm: LayerNorm,
 }
 
-/// The shape of a BERT-style encoder, from its `config.json`.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-pub struct EncoderShape {
-    /// Width of the hidden states.
-    pub hidden_size: i64,
-    /// Width of the token embeddings, when narrower than the hidden states (ELECTRA); they
-    /// are projected up by `embeddings_project`.
-    #[serde(default)]
-    pub embedding_size: Option<i64>,
-    /// Attention heads per layer.
-    pub num_attention_heads: i64,
-    /// Transformer layers.
-    pub num_hidden_layers: usize,
-    /// Positions the model has embeddings for: the longest input in tokens.
-    #[serde(default)]
-    pub max_position_embeddings: Option<usize>,
-    /// Tokens in the vocabulary.
-    #[serde(default)]
-    pub vocab_size: Option<i64>,
-    /// Layer-norm epsilon.
-    #[serde(default = "default_eps")]
-    pub layer_norm_eps: f64,
-    /// The feed-forward activation; so1s runs `gelu` (exact).
-    #[serde(default = "default_act")]
-    pub hidden_act: String,
-    /// Only `absolute` position embeddings are supported.
-    #[serde(default = "default_position")]
-    pub position_embedding_type: String,
-}
-
-fn default_eps() -> f64 {
-    1e-12
-}
-
-fn default_act() -> String {
-    "gelu".into()
-}
-
-fn default_position() -> String {
-    "absolute".into()
-}
-
-impl EncoderShape {
-    /// Whether so1s's own forward pass runs this shape: exact GELU, absolute positions, a
-    /// hidden width its heads divide.
-    pub fn check(&self) -> Result<()> {
-        if self.hidden_act != "gelu" || self.position_embedding_type != "absolute" {
-            return Err(Error::InvalidModel(format!(
-                "so1s's own forward pass runs gelu and absolute positions, not {} and {}",
-                self.hidden_act, self.position_embedding_type
-            )));
-        }
-        if self.num_attention_heads <= 0 || self.hidden_size % self.num_attention_heads != 0 {
-            return Err(Error::InvalidModel(format!(
-                "hidden size {} is not a multiple of {} attention heads",
-                self.hidden_size, self.num_attention_heads
-            )));
-        }
-        Ok(())
-    }
-
-    /// Width of the token embeddings.
-    pub fn embedding_width(&self) -> i64 {
-        self.embedding_size.unwrap_or(self.hidden_size)
-    }
-}
-
 /// A BERT-style encoder whose forward pass so1s runs.
 pub struct Encoder {
     word_embeddings: Tensor,
-    position_embeddings: Tensor,
-    token_type_embedding: Tensor,
+    /// Absolute position embeddings, the first at `position_offset`.
+    position_embeddings: Option<Tensor>,
+    position_offset: i64,
+    /// The first token type's embedding (every token is of type 0).
+    token_type_embedding: Option<Tensor>,
     embeddings_norm: LayerNorm,
     /// ELECTRA's projection of narrow embeddings to the hidden width.
     embeddings_project: Option<Linear>,
+    /// MPNet's relative position bias, `[buckets, heads]`.
+    relative_bias: Option<Tensor>,
     layers: Vec<Layer>,
+    activation: Activation,
     heads: i64,
     hidden: i64,
+    /// The longest input in tokens.
+    max_positions: usize,
     precision: Precision,
 }
 
@@ -199,15 +144,23 @@ impl Encoder {
                 built,
             ))
         };
-        let word_embeddings = weights.take("embeddings.word_embeddings.weight")?;
-        let position_embeddings = weights.take("embeddings.position_embeddings.weight")?;
-        let token_type_embedding = weights
-            .take("embeddings.token_type_embeddings.weight")?
-            .get(0);
+        let names = family.embeddings();
+        let word_embeddings = weights.take(&format!("{}.weight", names.word))?;
+        let position_embeddings = match names.position {
+            Some(name) => Some(weights.take(&format!("{name}.weight"))?),
+            None => None,
+        };
+        let token_type_embedding = match names.token_type {
+            Some(name) => weights
+                .take_optional(&format!("{name}.weight"))
+                .map(|table| table.get(0)),
+            None => None,
+        };
         for (name, tensor) in [
-            ("word", &word_embeddings),
-            ("position", &position_embeddings),
+            ("word", Some(&word_embeddings)),
+            ("position", position_embeddings.as_ref()),
         ] {
+            let Some(tensor) = tensor else { continue };
             if tensor.size().get(1) != Some(&width) {
                 return Err(Error::InvalidModel(format!(
                     "the {name} embeddings are {:?}; config.json makes them {width} wide",
@@ -215,7 +168,25 @@ impl Encoder {
                 )));
             }
         }
-        let embeddings_norm = norm(weights, "embeddings.LayerNorm", width)?;
+        let max_positions = match &position_embeddings {
+            Some(table) => (table.size()[0] - shape.position_offset).max(0) as usize,
+            None => shape.max_tokens().unwrap_or(512),
+        };
+        let relative_bias = match family.relative_attention_bias() {
+            Some(name) => {
+                let table = weights.take(&format!("{name}.weight"))?;
+                if table.size().get(1) != Some(&shape.num_attention_heads) {
+                    return Err(Error::InvalidModel(format!(
+                        "{name} is {:?}; config.json has {} attention heads",
+                        table.size(),
+                        shape.num_attention_heads
+                    )));
+                }
+                Some(table)
+            }
+            None => None,
+        };
+        let embeddings_norm = norm(weights, names.norm, width)?;
         let embeddings_project = match (width == hidden, family.embeddings_project()) {
             (true, _) => None,
             (false, Some(name)) => Some(linear(weights, name, [hidden, width])?),
@@ -266,15 +237,22 @@ impl Encoder {
                 output_norm: norm(weights, &names.output_norm, hidden)?,
             });
         }
+        let activation = shape
+            .activation()
+            .ok_or_else(|| Error::InvalidModel(format!("no activation `{}`", shape.hidden_act)))?;
         let mut encoder = Self {
             word_embeddings,
             position_embeddings,
+            position_offset: shape.position_offset,
             token_type_embedding,
             embeddings_norm,
             embeddings_project,
+            relative_bias,
             layers,
+            activation,
             heads: shape.num_attention_heads,
             hidden,
+            max_positions,
             precision,
         };
         if precision == Precision::Int8 {
@@ -341,9 +319,10 @@ impl Encoder {
         self.hidden as usize
     }
 
-    /// The longest input in tokens: the positions the model has embeddings for.
+    /// The longest input in tokens: the positions the model has embeddings for (after
+    /// RoBERTa's offset).
     pub fn max_positions(&self) -> usize {
-        self.position_embeddings.size()[0] as usize
+        self.max_positions
     }
 
     /// The last hidden states `[batch, tokens, hidden]` of token ids `[batch, tokens]`
@@ -362,12 +341,25 @@ impl Encoder {
     fn run(&self, ids: &Tensor, mask: &Tensor, mut ranges: Option<&mut Ranges>) -> Tensor {
         tch::no_grad(|| {
             let (batch, tokens) = ids.size2().unwrap_or((0, 0));
-            let grid = Grid::new(mask, batch, tokens, self.heads, self.attention_kind());
-            let embedded = self
+            // MPNet's bias of each query–key pair, [heads, tokens, tokens].
+            let bias = self.relative_bias.as_ref().map(|table| {
+                table
+                    .index_select(0, &relative_buckets(tokens).view([-1]))
+                    .view([tokens, tokens, -1])
+                    .permute([2, 0, 1])
+            });
+            let kind = self.attention_kind();
+            let grid = Grid::new(mask, batch, tokens, self.heads, kind, bias);
+            let mut embedded = self
                 .word_embeddings
-                .index_select(0, &grid.pack(&ids.flatten(0, -1)))
-                + self.position_embeddings.index_select(0, &grid.positions())
-                + &self.token_type_embedding;
+                .index_select(0, &grid.pack(&ids.flatten(0, -1)));
+            if let Some(positions) = &self.position_embeddings {
+                let at = grid.positions() + self.position_offset;
+                embedded += positions.index_select(0, &at);
+            }
+            if let Some(token_type) = &self.token_type_embedding {
+                embedded += token_type;
+            }
             let mut hidden = self.embeddings_norm.forward(&embedded);
             if let Some(project) = &self.embeddings_project {
                 if let Some(ranges) = ranges.as_deref_mut() {
@@ -409,142 +401,12 @@ impl Encoder {
             .attention_norm
             .forward(&(layer.attention_output.forward(&context) + hidden));
         record(2, &attended);
-        let intermediate = layer.intermediate.forward(&attended).gelu("none");
+        let intermediate = self
+            .activation
+            .apply(&layer.intermediate.forward(&attended));
         record(3, &intermediate);
         layer
             .output_norm
             .forward(&(layer.output.forward(&intermediate) + attended))
-    }
-}
-
-/// Where a pass's tokens sit in its `[batch, tokens]` grid: the rows of the real ones, to
-/// pack hidden states (one row per token) and unpack them (one row per grid cell, padding
-/// zero).
-struct Grid {
-    batch: i64,
-    tokens: i64,
-    /// The grid cells (row-major) the mask keeps; `None` when it keeps them all.
-    kept: Option<Tensor>,
-    /// The attention's additive mask, 0 for tokens and -inf for padding, in its kind:
-    /// `[batch * heads, 1, tokens]` (the batched products' layout).
-    additive: Tensor,
-}
-
-impl Grid {
-    /// The grid of a pass's `mask` `[batch, tokens]`, for an attention of `heads` heads
-    /// computing in `kind`.
-    fn new(mask: &Tensor, batch: i64, tokens: i64, heads: i64, kind: Kind) -> Self {
-        let keep = mask.to_kind(Kind::Bool);
-        let count = keep.sum(Kind::Int64).int64_value(&[]);
-        let kept = (count < batch * tokens).then(|| keep.flatten(0, -1).nonzero().view([-1]));
-        let padding = keep
-            .logical_not()
-            .view([batch, 1, 1, tokens])
-            .expand([batch, heads, 1, tokens], false)
-            .reshape([batch * heads, 1, tokens]);
-        let additive = Tensor::zeros([batch * heads, 1, tokens], (kind, tch::Device::Cpu))
-            .masked_fill(&padding, f64::NEG_INFINITY);
-        Self {
-            batch,
-            tokens,
-            kept,
-            additive,
-        }
-    }
-
-    /// The real tokens' rows of `x` (`[batch * tokens, …]`).
-    fn pack(&self, x: &Tensor) -> Tensor {
-        match &self.kept {
-            Some(kept) => x.index_select(0, kept),
-            None => x.shallow_clone(),
-        }
-    }
-
-    /// Packed rows back in the grid `[batch * tokens, width]`, zero at the padding.
-    fn unpack(&self, x: &Tensor) -> Tensor {
-        match &self.kept {
-            Some(kept) => {
-                let width = x.size()[1];
-                Tensor::zeros([self.batch * self.tokens, width], (x.kind(), x.device()))
-                    .index_copy(0, kept, x)
-            }
-            None => x.shallow_clone(),
-        }
-    }
-
-    /// Each real token's position in its text.
-    fn positions(&self) -> Tensor {
-        let all = Tensor::arange(self.tokens, (Kind::Int64, tch::Device::Cpu)).repeat([self.batch]);
-        self.pack(&all)
-    }
-}
-
-/// f32 passes whose texts are at most this long (in tokens) attend with two batched matrix
-/// products and a softmax between them; longer ones through PyTorch's fused attention, which
-/// wins there (measured on MiniLM's shapes: at 16 tokens the products take a third of its
-/// time, at 128 three times it). bf16 always takes the products: they win at every length
-/// measured, up to 256 tokens (their scores, `heads · tokens²` per text, stay within tens of
-/// MB under the service's token budget per pass).
-const SHORT_ATTENTION_TOKENS: i64 = 64;
-
-/// Multi-head attention over the grid's query/key/value rows `[batch * tokens, 3 * hidden]`,
-/// padding never attended to; the context rows `[batch * tokens, hidden]`, in the rows' kind.
-fn attention(qkv: &Tensor, grid: &Grid, heads: i64) -> Tensor {
-    let (batch, tokens) = (grid.batch, grid.tokens);
-    let width = qkv.size()[1] / 3;
-    let head_width = width / heads;
-    let kind = qkv.kind();
-    // [3, batch, heads, tokens, head width]
-    let qkv = qkv
-        .view([batch, tokens, 3, heads, head_width])
-        .permute([2, 0, 3, 1, 4]);
-    let context = if kind == Kind::BFloat16 || tokens <= SHORT_ATTENTION_TOKENS {
-        let split = |i: i64| qkv.get(i).reshape([batch * heads, tokens, head_width]);
-        let scores = grid.additive.baddbmm(
-            &split(0),
-            &split(1).transpose(1, 2),
-            1.0,
-            1.0 / (head_width as f64).sqrt(),
-        );
-        scores
-            .softmax(-1, kind)
-            .bmm(&split(2))
-            .view([batch, heads, tokens, head_width])
-    } else {
-        // (tch 0.17 passes a `None` mask as an undefined tensor, which libtorch refuses: the
-        // mask is always given.)
-        let mask = grid.additive.view([batch, heads, 1, tokens]);
-        Tensor::scaled_dot_product_attention(
-            &qkv.get(0),
-            &qkv.get(1),
-            &qkv.get(2),
-            Some(&mask),
-            0.0,
-            false,
-            None,
-        )
-    };
-    context.transpose(1, 2).reshape([batch * tokens, width])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shapes_read_electra_and_bert_configs() {
-        let electra: EncoderShape = serde_json::from_str(
-            r#"{"hidden_size": 64, "embedding_size": 32, "num_attention_heads": 4,
-                "num_hidden_layers": 2, "max_position_embeddings": 128}"#,
-        )
-        .unwrap();
-        assert_eq!(electra.embedding_width(), 32);
-        assert_eq!(electra.max_position_embeddings, Some(128));
-        let bert: EncoderShape = serde_json::from_str(
-            r#"{"hidden_size": 48, "num_attention_heads": 4, "num_hidden_layers": 1}"#,
-        )
-        .unwrap();
-        assert_eq!(bert.embedding_width(), 48);
-        assert_eq!(bert.hidden_act, "gelu");
     }
 }

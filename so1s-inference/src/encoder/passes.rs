@@ -1,15 +1,7 @@
-//! Cutting a batch into forward passes, and pooling a pass's token states.
+//! Cutting a batch into forward passes, and scaling rows to unit length.
 
 use std::ops::Range;
-use tch::{Kind, Tensor};
-
-/// Mean of the token states `[batch, tokens, hidden]` over the tokens the mask keeps.
-pub fn mean_pool(hidden: &Tensor, mask: &Tensor) -> Tensor {
-    let mask = mask.to_kind(Kind::Float).unsqueeze(-1);
-    let summed = (hidden * &mask).sum_dim_intlist(1, false, Kind::Float);
-    let counts = mask.sum_dim_intlist(1, false, Kind::Float).clamp_min(1e-9);
-    summed / counts
-}
+use tch::Tensor;
 
 /// Rows scaled to unit L2 norm.
 pub fn normalize(rows: &Tensor) -> Tensor {
@@ -184,11 +176,7 @@ mod tests {
     }
 
     #[test]
-    fn pooling_ignores_padding_and_normalizes() {
-        let hidden = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 100.0, 100.0]).view([1, 3, 2]);
-        let mask = Tensor::from_slice(&[1i64, 1, 0]).view([1, 3]);
-        let pooled = mean_pool(&hidden, &mask);
-        assert_eq!(Vec::<f32>::try_from(pooled.view([-1])).unwrap(), [2.0, 3.0]);
+    fn rows_are_normalized() {
         let unit = normalize(&Tensor::from_slice(&[3.0f32, 4.0]).view([1, 2]));
         assert_eq!(Vec::<f32>::try_from(unit.view([-1])).unwrap(), [0.6, 0.8]);
     }

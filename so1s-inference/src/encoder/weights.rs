@@ -1,5 +1,6 @@
 //! A checkpoint's tensors by name, taken one by one as the layers are built.
 
+use so1s_core::model::weight_files;
 use so1s_core::{Error, Result};
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,15 +12,19 @@ pub struct Weights {
 }
 
 impl Weights {
-    /// Reads `model.safetensors` or a libtorch file (`rust_model.ot`), the family's
-    /// `prefix` (`bert.`, [`Family::prefix`](super::family::Family::prefix)) taken off the
-    /// names that have it.
+    /// Reads `model.safetensors`, the shards a `model.safetensors.index.json` names, or a
+    /// libtorch file (`rust_model.ot`), the family's `prefix` (`bert.`,
+    /// [`Family::prefix`](super::family::Family::prefix)) taken off the names that have it.
     pub fn read(path: &Path, prefix: &str) -> Result<Self> {
-        let loaded = match path.extension().and_then(|e| e.to_str()) {
-            Some("safetensors") => Tensor::read_safetensors(path),
-            _ => Tensor::load_multi(path),
+        let mut loaded = Vec::new();
+        for file in weight_files(path)? {
+            let tensors = match file.extension().and_then(|e| e.to_str()) {
+                Some("safetensors") => Tensor::read_safetensors(&file),
+                _ => Tensor::load_multi(&file),
+            }
+            .map_err(|e| Error::Load(format!("reading {}: {e}", file.display())))?;
+            loaded.extend(tensors);
         }
-        .map_err(|e| Error::Load(format!("reading {}: {e}", path.display())))?;
         Ok(Self::from_tensors(loaded, prefix))
     }
 

@@ -267,32 +267,109 @@ pub enum InPlace {
     Dropped,
 }
 
+/// The index of a sharded checkpoint: `{"weight_map": {tensor: shard file}}`.
+pub const CHECKPOINT_INDEX: &str = "pytorch_model.bin.index.json";
+
 /// Leaves the model directory `dir` with safetensors weights only: a `pytorch_model.bin` is
 /// converted to `model.safetensors` (written beside it, then renamed into place) when no
 /// weights file so1s reads is there, and removed either way, so no pickle stays in a bundle
-/// or an image. `None` when there was no checkpoint.
+/// or an image. A sharded checkpoint (`pytorch_model.bin.index.json` and its shards) is
+/// converted shard by shard, with a `model.safetensors.index.json` naming the new shards.
+/// `None` when there was no checkpoint.
 pub fn convert_in_place(dir: &Path) -> Result<Option<InPlace>> {
     let bin = dir.join(CHECKPOINT_FILE);
-    if !bin.is_file() {
+    let index = dir.join(CHECKPOINT_INDEX);
+    if !bin.is_file() && !index.is_file() {
         return Ok(None);
     }
-    let safetensors = dir.join("model.safetensors");
-    let done = if safetensors.is_file() || dir.join("rust_model.ot").is_file() {
-        InPlace::Dropped
-    } else {
-        let partial = dir.join(".model.safetensors.partial");
-        let count = convert_to_safetensors(&bin, &partial)?;
-        std::fs::rename(&partial, &safetensors).map_err(|source| Error::Io {
-            context: format!("renaming {} into place", partial.display()),
-            source,
-        })?;
-        InPlace::Converted(count)
-    };
-    std::fs::remove_file(&bin).map_err(|source| Error::Io {
-        context: format!("removing {}", bin.display()),
+    let readable = ["model.safetensors", super::SHARD_INDEX, "rust_model.ot"]
+        .iter()
+        .any(|name| dir.join(name).is_file());
+    let mut done = InPlace::Dropped;
+    if bin.is_file() {
+        if !readable {
+            done = InPlace::Converted(convert_file(&bin, &dir.join("model.safetensors"))?);
+        }
+        remove(&bin)?;
+    }
+    if index.is_file() {
+        let shards = checkpoint_shards(&index)?;
+        if !readable && matches!(done, InPlace::Dropped) {
+            let mut count = 0;
+            let mut map = serde_json::Map::new();
+            let weight_map: serde_json::Value = super::read_json(&index)?;
+            for (shard, name) in &shards {
+                count += convert_file(&dir.join(shard), &dir.join(name))?;
+            }
+            for (tensor, shard) in weight_map["weight_map"].as_object().into_iter().flatten() {
+                let renamed = shards
+                    .iter()
+                    .find(|(old, _)| Some(old.as_str()) == shard.as_str())
+                    .map(|(_, new)| new.clone());
+                map.insert(tensor.clone(), serde_json::Value::from(renamed));
+            }
+            let json = serde_json::json!({ "metadata": {}, "weight_map": map });
+            std::fs::write(dir.join(super::SHARD_INDEX), json.to_string()).map_err(|source| {
+                Error::Io {
+                    context: format!("writing {}", super::SHARD_INDEX),
+                    source,
+                }
+            })?;
+            done = InPlace::Converted(count);
+        }
+        for (shard, _) in &shards {
+            let path = dir.join(shard);
+            if path.is_file() {
+                remove(&path)?;
+            }
+        }
+        remove(&index)?;
+    }
+    Ok(Some(done))
+}
+
+/// The shards `index` names, each once, with the safetensors name each becomes
+/// (`pytorch_model-00001-of-00002.bin` → `….safetensors`): plain `.bin` file names only.
+fn checkpoint_shards(index: &Path) -> Result<Vec<(String, String)>> {
+    let index: serde_json::Value = super::read_json(index)?;
+    let map = index
+        .get("weight_map")
+        .and_then(serde_json::Value::as_object)
+        .ok_or_else(|| Error::InvalidModel(format!("{CHECKPOINT_INDEX} has no `weight_map`")))?;
+    let mut shards: Vec<(String, String)> = Vec::new();
+    for shard in map.values() {
+        let name = shard.as_str().unwrap_or_default();
+        let stem = name
+            .strip_suffix(".bin")
+            .filter(|stem| Path::new(name).components().count() == 1 && !stem.is_empty())
+            .ok_or_else(|| {
+                Error::InvalidModel(format!(
+                    "{CHECKPOINT_INDEX} names shard `{name}`; shards are .bin files beside it"
+                ))
+            })?;
+        if !shards.iter().any(|(old, _)| old == name) {
+            shards.push((name.to_owned(), format!("{stem}.safetensors")));
+        }
+    }
+    Ok(shards)
+}
+
+/// Converts `bin` to `out` through a partial file renamed into place; the tensors it holds.
+fn convert_file(bin: &Path, out: &Path) -> Result<usize> {
+    let partial = out.with_extension("safetensors.partial");
+    let count = convert_to_safetensors(bin, &partial)?;
+    std::fs::rename(&partial, out).map_err(|source| Error::Io {
+        context: format!("renaming {} into place", partial.display()),
         source,
     })?;
-    Ok(Some(done))
+    Ok(count)
+}
+
+fn remove(path: &Path) -> Result<()> {
+    std::fs::remove_file(path).map_err(|source| Error::Io {
+        context: format!("removing {}", path.display()),
+        source,
+    })
 }
 
 /// Converts the checkpoint `bin` into the safetensors file `out`; returns how many tensors
@@ -439,7 +516,7 @@ mod tests {
             &std::fs::read(Path::new(FIXTURE).join("model/model.safetensors")).unwrap(),
         );
         assert_eq!(written, reference);
-        assert!(!dir.path().join(".model.safetensors.partial").exists());
+        assert!(!dir.path().join("model.safetensors.partial").exists());
         // Nothing to do the second time; beside safetensors a checkpoint is dropped unread; a
         // hostile one is an error and writes no safetensors.
         assert_eq!(convert_in_place(dir.path()).unwrap(), None);
@@ -454,6 +531,45 @@ mod tests {
         std::fs::copy(pickle.path(), hostile.path().join(CHECKPOINT_FILE)).unwrap();
         assert!(convert_in_place(hostile.path()).is_err());
         assert!(!hostile.path().join("model.safetensors").exists());
+    }
+
+    #[test]
+    fn a_sharded_checkpoint_becomes_sharded_safetensors() {
+        let sharded = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../so1s-inference/tests/fixtures/distilbert-sst2-tiny");
+        let dir = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(sharded.join("model-bin-sharded")).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+        }
+        let Some(InPlace::Converted(tensors)) = convert_in_place(dir.path()).unwrap() else {
+            panic!("the shards were not converted");
+        };
+        let left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.contains(".bin"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        // Every tensor of the shards, as the unsharded safetensors of the same model has it.
+        let mut written = BTreeMap::new();
+        for shard in
+            crate::model::weight_files(&dir.path().join(crate::model::SHARD_INDEX)).unwrap()
+        {
+            written.extend(read_safetensors(&std::fs::read(shard).unwrap()));
+        }
+        assert_eq!(written.len(), tensors);
+        let reference =
+            read_safetensors(&std::fs::read(sharded.join("model/model.safetensors")).unwrap());
+        assert_eq!(written, reference);
+        // A shard named outside the directory is refused before anything is read.
+        std::fs::write(
+            dir.path().join(CHECKPOINT_INDEX),
+            r#"{"weight_map": {"x": "../../etc/passwd.bin"}}"#,
+        )
+        .unwrap();
+        let error = convert_in_place(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("beside it"), "{error}");
     }
 
     #[test]

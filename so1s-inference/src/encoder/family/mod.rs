@@ -7,7 +7,10 @@
 //! are and what differs.
 
 mod bert;
+mod distilbert;
 mod electra;
+mod mpnet;
+mod roberta;
 
 use super::EncoderShape;
 use so1s_core::model::{read_json, Architecture};
@@ -25,11 +28,28 @@ pub trait Family: Sync {
     /// has none. The heads' names have none either.
     fn prefix(&self) -> &'static str;
 
-    /// The encoder's shape from `config.json`, checked for what the encoder runs.
+    /// The encoder's shape from `config.json` (BERT's names by default), checked for what
+    /// the encoder runs.
     fn shape(&self, config: &Path) -> Result<EncoderShape> {
         let shape: EncoderShape = read_json(config)?;
         shape.check()?;
         Ok(shape)
+    }
+
+    /// The names of the embedding tables and their layer norm: BERT's by default.
+    fn embeddings(&self) -> EmbeddingNames {
+        EmbeddingNames {
+            word: "embeddings.word_embeddings",
+            position: Some("embeddings.position_embeddings"),
+            token_type: Some("embeddings.token_type_embeddings"),
+            norm: "embeddings.LayerNorm",
+        }
+    }
+
+    /// The table of relative position biases the attention adds, one per bucket and head
+    /// (MPNet's), if the family has one.
+    fn relative_attention_bias(&self) -> Option<&'static str> {
+        None
     }
 
     /// The names of layer `i`'s weights: BERT's by default.
@@ -58,9 +78,14 @@ pub trait Family: Sync {
 }
 
 /// The families so1s's own encoder runs, by architecture: a new family is one more line.
-const FAMILIES: [(Architecture, &dyn Family); 2] = [
+const FAMILIES: [(Architecture, &dyn Family); 7] = [
     (Architecture::Bert, &bert::Bert),
+    (Architecture::DistilBert, &distilbert::DistilBert),
+    (Architecture::Roberta, &roberta::ROBERTA),
+    (Architecture::XlmRoberta, &roberta::XLM_ROBERTA),
+    (Architecture::Camembert, &roberta::CAMEMBERT),
     (Architecture::Electra, &electra::Electra),
+    (Architecture::Mpnet, &mpnet::Mpnet),
 ];
 
 /// The family of `architecture`, if so1s's own encoder runs it.
@@ -77,6 +102,19 @@ pub fn supported() -> Vec<&'static str> {
         .iter()
         .map(|(_, family)| family.model_type())
         .collect()
+}
+
+/// The names of the embedding tables (each a `.weight`) and of their layer norm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbeddingNames {
+    /// The token embeddings.
+    pub word: &'static str,
+    /// The absolute position embeddings, if the family has them.
+    pub position: Option<&'static str>,
+    /// The token type (segment) embeddings, if the family has them.
+    pub token_type: Option<&'static str>,
+    /// The layer norm over their sum.
+    pub norm: &'static str,
 }
 
 /// The names of one transformer layer's weights, each the prefix of a `.weight` and a
@@ -111,21 +149,42 @@ pub struct HeadNames {
     pub out: &'static str,
 }
 
-/// An activation of a head's dense layer.
+/// An activation: of the feed-forward layers (`hidden_act`) or of a head's dense layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
-    /// BERT's pooler's.
+    /// BERT's pooler's, RoBERTa's head's.
     Tanh,
-    /// Exact GELU (ELECTRA's head).
+    /// Exact GELU (`gelu`; ELECTRA's head).
     Gelu,
+    /// GELU's tanh approximation (`gelu_new`, `gelu_pytorch_tanh`).
+    GeluTanh,
+    /// `relu` (DistilBERT's classifier head).
+    Relu,
+    /// `silu` / `swish`.
+    Silu,
 }
 
 impl Activation {
+    /// The activation of a config's `hidden_act` (or DistilBERT's `activation`).
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "gelu" => Activation::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
+            "relu" => Activation::Relu,
+            "silu" | "swish" => Activation::Silu,
+            "tanh" => Activation::Tanh,
+            _ => return None,
+        })
+    }
+
     /// Applies it.
     pub fn apply(self, x: &Tensor) -> Tensor {
         match self {
             Activation::Tanh => x.tanh(),
             Activation::Gelu => x.gelu("none"),
+            Activation::GeluTanh => x.gelu("tanh"),
+            Activation::Relu => x.relu(),
+            Activation::Silu => x.silu(),
         }
     }
 }
@@ -135,8 +194,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bert_and_electra_are_families_and_the_others_are_not_yet() {
-        assert_eq!(supported(), ["bert", "electra"]);
+    fn families_have_their_names_and_the_others_are_not_yet() {
+        assert_eq!(
+            supported(),
+            [
+                "bert",
+                "distilbert",
+                "roberta",
+                "xlm-roberta",
+                "camembert",
+                "electra",
+                "mpnet"
+            ]
+        );
         assert!(of(Architecture::Albert).is_none());
         let electra = of(Architecture::Electra).unwrap();
         assert_eq!(electra.prefix(), "electra.");

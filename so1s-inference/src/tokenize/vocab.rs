@@ -1,22 +1,14 @@
-//! Texts to token ids, as Hugging Face's tokenizers make them: [`Tokenize`], the contract a
-//! request is tokenized through once, before it reaches the model thread, and
-//! [`VocabTokenizer`], rust_tokenizers' tokenizer of a model's vocabulary files (WordPiece's
-//! `vocab.txt`, BPE's `vocab.json` and `merges.txt`), WordPiece text composed (NFC) first as
-//! transformers' BERT tokenizer does.
+//! [`VocabTokenizer`]: rust_tokenizers' tokenizer of a model's older vocabulary files
+//! (WordPiece's `vocab.txt`, BPE's `vocab.json` and `merges.txt`, sentencepiece models),
+//! WordPiece text composed (NFC) first as transformers' BERT tokenizer does.
 
+use super::Tokenize;
 use rust_bert::pipelines::common::{ModelType, TokenizerOption};
 use rust_tokenizers::tokenizer::TruncationStrategy;
-use so1s_core::model::ModelLayout;
+use so1s_core::model::{Architecture, ModelLayout, TOKENIZER_JSON};
 use so1s_core::{Error, Result};
 use std::borrow::Cow;
 use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
-
-/// Texts to the token ids a model's forward pass takes. Shared by the request handlers
-/// (which tokenize a request once, on their own threads) and the model thread.
-pub trait Tokenize: Send + Sync {
-    /// Each text's token ids, special tokens in, truncated at the model's length.
-    fn token_ids(&self, texts: &[String]) -> Vec<Vec<i64>>;
-}
 
 /// A rust_tokenizers tokenizer of the model's vocabulary files, truncating at `max_len`.
 pub struct VocabTokenizer {
@@ -43,9 +35,17 @@ impl VocabTokenizer {
 }
 
 impl Tokenize for VocabTokenizer {
-    fn token_ids(&self, texts: &[String]) -> Vec<Vec<i64>> {
-        encode(&self.tokenizer, texts, self.max_len, self.compose)
+    fn token_ids(&self, texts: &[String]) -> Result<Vec<Vec<i64>>> {
+        Ok(encode(&self.tokenizer, texts, self.max_len, self.compose))
     }
+}
+
+/// Whether `architecture`'s tokenizer is WordPiece, whose text is NFC-composed first.
+pub(crate) fn composes(architecture: Architecture) -> bool {
+    matches!(
+        architecture,
+        Architecture::Bert | Architecture::DistilBert | Architecture::Electra
+    )
 }
 
 /// `texts` as token ids, `[CLS] … [SEP]`, truncated at `max_len`; with `compose`,
@@ -80,21 +80,45 @@ fn nfc(text: &str) -> Cow<'_, str> {
     }
 }
 
-/// rust-bert's BERT WordPiece tokenizer for the model's `vocab.txt`. Accents are stripped
-/// only when the model says so or lower-cases (Hugging Face's rule): stripping decomposes
-/// Hangul syllables into jamo, which a Korean vocabulary does not hold.
-pub(crate) fn wordpiece(
+/// rust-bert's model type of `architecture`, where rust-bert has one.
+pub(crate) fn rust_bert_type(architecture: Architecture) -> Option<ModelType> {
+    Some(match architecture {
+        Architecture::Bert => ModelType::Bert,
+        Architecture::DistilBert => ModelType::DistilBert,
+        Architecture::Roberta => ModelType::Roberta,
+        Architecture::XlmRoberta => ModelType::XLMRoberta,
+        Architecture::Albert => ModelType::Albert,
+        Architecture::Electra => ModelType::Electra,
+        Architecture::DebertaV2 => ModelType::DebertaV2,
+        Architecture::Camembert | Architecture::Mpnet => return None,
+    })
+}
+
+/// rust_tokenizers' tokenizer of the model's older vocabulary files. WordPiece strips
+/// accents only when the model says so or lower-cases (Hugging Face's rule): stripping
+/// decomposes Hangul syllables into jamo, which a Korean vocabulary does not hold.
+pub(crate) fn vocab_tokenizer(
     layout: &ModelLayout,
     lower_case: bool,
     strip_accents: Option<bool>,
 ) -> Result<TokenizerOption> {
+    let files = &layout.tokenizer;
+    let no_file = || {
+        Error::InvalidModel(format!(
+            "a {} model needs {TOKENIZER_JSON} here: so1s reads no other tokenizer file of it",
+            layout.architecture.as_str()
+        ))
+    };
+    let model_type = rust_bert_type(layout.architecture).ok_or_else(no_file)?;
+    let vocab = files.vocab.as_ref().ok_or_else(no_file)?;
+    let merges = files.merges.as_ref().map(|m| m.to_string_lossy());
     TokenizerOption::from_file(
-        ModelType::Bert,
-        &layout.tokenizer.vocab.to_string_lossy(),
-        None,
+        model_type,
+        &vocab.to_string_lossy(),
+        merges.as_deref(),
         lower_case,
         strip_accents,
-        None,
+        files.add_prefix_space,
     )
     .map_err(|e| Error::Load(format!("loading the tokenizer: {e}")))
 }

@@ -4,6 +4,7 @@
 //! Nothing here loads weights: [`ModelLayout::inspect`] only reads small JSON and TOML files,
 //! so an upload can be checked before anything heavy runs.
 
+mod architecture;
 pub mod checkpoint;
 mod layout;
 mod manifest;
@@ -11,7 +12,8 @@ mod name;
 pub mod size;
 mod tokenizer;
 
-pub use layout::{weight_files, Architecture, ModelLayout, SHARD_INDEX};
+pub use architecture::Architecture;
+pub use layout::{weight_files, ModelLayout, SHARD_INDEX};
 pub use manifest::{Manifest, ServingOptions, MANIFEST_FILE};
 pub use name::{ModelName, VersionId};
 pub use tokenizer::{TokenizerFiles, TOKENIZER_JSON};
@@ -20,7 +22,7 @@ use crate::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 /// What a model does with a text.
@@ -80,4 +82,17 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
         path: path.to_owned(),
         source,
     })
+}
+
+/// The file `name` in `dir`, or an error naming it as missing.
+pub(crate) fn require(dir: &Path, name: &str) -> Result<PathBuf> {
+    let path = dir.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(Error::InvalidModel(format!(
+            "missing {name} in {}",
+            dir.display()
+        )))
+    }
 }

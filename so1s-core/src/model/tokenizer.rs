@@ -2,7 +2,7 @@
 //! tokenizer, what most hub repositories ship and many ship alone) wherever it is there,
 //! the older vocabulary files otherwise.
 
-use super::layout::{require, Architecture};
+use super::{require, Architecture};
 use crate::Result;
 use serde_json::Value;
 use std::path::{Path, PathBuf};

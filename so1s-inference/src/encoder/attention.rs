@@ -89,9 +89,21 @@ impl Grid {
 /// MB under the service's token budget per pass).
 const SHORT_ATTENTION_TOKENS: i64 = 64;
 
+/// Terms a family adds to the attention scores from the queries and keys
+/// (`[batch * heads, tokens, head width]` each): DeBERTa's disentangled ones, already
+/// scaled; and the factor the content product's scale divides by (`1 / sqrt(width ·
+/// factor)`).
+pub(super) type ExtraScores<'a> = (&'a dyn Fn(&Tensor, &Tensor) -> Option<Tensor>, f64);
+
 /// Multi-head attention over the grid's query/key/value rows `[batch * tokens, 3 * hidden]`,
-/// padding never attended to; the context rows `[batch * tokens, hidden]`, in the rows' kind.
-pub(super) fn attention(qkv: &Tensor, grid: &Grid, heads: i64) -> Tensor {
+/// padding never attended to, with a family's `extra` score terms; the context rows
+/// `[batch * tokens, hidden]`, in the rows' kind.
+pub(super) fn attention(
+    qkv: &Tensor,
+    grid: &Grid,
+    heads: i64,
+    extra: Option<ExtraScores>,
+) -> Tensor {
     let (batch, tokens) = (grid.batch, grid.tokens);
     let width = qkv.size()[1] / 3;
     let head_width = width / heads;
@@ -100,14 +112,20 @@ pub(super) fn attention(qkv: &Tensor, grid: &Grid, heads: i64) -> Tensor {
     let qkv = qkv
         .view([batch, tokens, 3, heads, head_width])
         .permute([2, 0, 3, 1, 4]);
-    let context = if kind == Kind::BFloat16 || tokens <= SHORT_ATTENTION_TOKENS {
+    let products = kind == Kind::BFloat16 || tokens <= SHORT_ATTENTION_TOKENS || extra.is_some();
+    let context = if products {
         let split = |i: i64| qkv.get(i).reshape([batch * heads, tokens, head_width]);
-        let scores = grid.additive.baddbmm(
-            &split(0),
-            &split(1).transpose(1, 2),
+        let (query, key) = (split(0), split(1));
+        let factor = extra.map_or(1.0, |(_, factor)| factor);
+        let mut scores = grid.additive.baddbmm(
+            &query,
+            &key.transpose(1, 2),
             1.0,
-            1.0 / (head_width as f64).sqrt(),
+            1.0 / (head_width as f64 * factor).sqrt(),
         );
+        if let Some(terms) = extra.and_then(|(terms, _)| terms(&query, &key)) {
+            scores += terms;
+        }
         scores
             .softmax(-1, kind)
             .bmm(&split(2))

@@ -28,6 +28,7 @@
 //! to float rounding.
 
 mod attention;
+mod disentangled;
 pub mod family;
 mod head;
 mod layers;
@@ -38,11 +39,12 @@ mod weights;
 pub use family::{Activation, Family};
 pub use head::ClassifierHead;
 pub use passes::{normalize, run_in_passes, PassCost};
-pub use shape::EncoderShape;
+pub use shape::{Disentanglement, EncoderShape};
 pub use so1s_core::predict::{CpuFeatures, Precision};
 pub use weights::Weights;
 
 use attention::{attention, relative_buckets, Grid};
+use disentangled::{Disentangled, Projected};
 use layers::{LayerNorm, Linear, WEIGHT_LEVELS_AVX2, WEIGHT_LEVELS_VNNI};
 use so1s_core::{Error, Result};
 use tch::{Kind, Tensor};
@@ -71,6 +73,8 @@ pub struct Encoder {
     embeddings_project: Option<Linear>,
     /// MPNet's relative position bias, `[buckets, heads]`.
     relative_bias: Option<Tensor>,
+    /// DeBERTa's disentangled attention.
+    disentangled: Option<Disentangled>,
     layers: Vec<Layer>,
     activation: Activation,
     heads: i64,
@@ -146,9 +150,9 @@ impl Encoder {
         };
         let names = family.embeddings();
         let word_embeddings = weights.take(&format!("{}.weight", names.word))?;
-        let position_embeddings = match names.position {
-            Some(name) => Some(weights.take(&format!("{name}.weight"))?),
-            None => None,
+        let position_embeddings = match (names.position, shape.absolute_positions) {
+            (Some(name), true) => Some(weights.take(&format!("{name}.weight"))?),
+            _ => None,
         };
         let token_type_embedding = match names.token_type {
             Some(name) => weights
@@ -198,6 +202,35 @@ impl Encoder {
                 )))
             }
         };
+        // DeBERTa's relative embeddings (layer-normed if the config says so), which each
+        // layer projects by its key and query projections.
+        let relative_embeddings = match (shape.disentanglement, family.relative_embeddings()) {
+            (Some(settings), Some((table, norm_name))) => {
+                let rows = 2 * settings.span;
+                let table = weights.take(&format!("{table}.weight"))?;
+                if table.size().first().is_none_or(|&n| n < rows)
+                    || table.size().get(1) != Some(&hidden)
+                {
+                    return Err(Error::InvalidModel(format!(
+                        "{table:?} holds {:?}; config.json makes it at least [{rows}, {hidden}]",
+                        table.size()
+                    )));
+                }
+                let table = table.narrow(0, 0, rows);
+                Some(match (settings.normalized, norm_name) {
+                    (true, Some(name)) => norm(weights, name, hidden)?.forward(&table),
+                    _ => table,
+                })
+            }
+            (Some(_), None) => {
+                return Err(Error::InvalidModel(format!(
+                    "a {} model has no relative position embeddings",
+                    family.model_type()
+                )))
+            }
+            _ => None,
+        };
+        let mut projected = Vec::new();
         let mut layers = Vec::with_capacity(shape.num_hidden_layers);
         for i in 0..shape.num_hidden_layers {
             let names = family.layer(i);
@@ -220,6 +253,42 @@ impl Encoder {
                 ],
                 0,
             );
+            if let (Some(settings), Some(table)) = (shape.disentanglement, &relative_embeddings) {
+                let heads = shape.num_attention_heads;
+                // [2 · span, hidden] → [heads, 2 · span, head width]
+                let by_heads = |x: Tensor| x.view([x.size()[0], heads, -1]).permute([1, 0, 2]);
+                let mut through = |shared: &str, own: &Option<String>| -> Result<Tensor> {
+                    let name = match (settings.shared_key, own) {
+                        (false, Some(own)) => own.as_str(),
+                        _ => shared,
+                    };
+                    let weight =
+                        weights.take_shaped(&format!("{name}.weight"), &[hidden, hidden])?;
+                    let bias = weights.take_optional(&format!("{name}.bias"));
+                    Ok(by_heads(table.linear(&weight, bias.as_ref())))
+                };
+                let key = match settings.content_to_position {
+                    true => Some(match settings.shared_key {
+                        true => by_heads(table.linear(
+                            &qkv_weight.narrow(0, hidden, hidden),
+                            Some(&qkv_bias.narrow(0, hidden, hidden)),
+                        )),
+                        false => through(&names.key, &names.position_key)?,
+                    }),
+                    false => None,
+                };
+                let query = match settings.position_to_content {
+                    true => Some(match settings.shared_key {
+                        true => by_heads(table.linear(
+                            &qkv_weight.narrow(0, 0, hidden),
+                            Some(&qkv_bias.narrow(0, 0, hidden)),
+                        )),
+                        false => through(&names.query, &names.position_query)?,
+                    }),
+                    false => None,
+                };
+                projected.push(Projected { key, query });
+            }
             // The feed-forward width, as the weights have it.
             let inner_bias = weights.take(&format!("{}.bias", names.intermediate))?;
             let inner = inner_bias.size()[0];
@@ -240,6 +309,9 @@ impl Encoder {
         let activation = shape
             .activation()
             .ok_or_else(|| Error::InvalidModel(format!("no activation `{}`", shape.hidden_act)))?;
+        let disentangled = shape
+            .disentanglement
+            .map(|settings| Disentangled::new(settings, projected));
         let mut encoder = Self {
             word_embeddings,
             position_embeddings,
@@ -248,6 +320,7 @@ impl Encoder {
             embeddings_norm,
             embeddings_project,
             relative_bias,
+            disentangled,
             layers,
             activation,
             heads: shape.num_attention_heads,
@@ -367,9 +440,12 @@ impl Encoder {
                 }
                 hidden = project.forward(&hidden).to_kind(Kind::Float);
             }
+            // DeBERTa's indices into the relative embeddings, the same for every layer.
+            let indices = self.disentangled.as_ref().map(|d| d.indices(tokens));
             for (i, layer) in self.layers.iter().enumerate() {
                 let seen = ranges.as_deref_mut().map(|r| &mut r.layers[i]);
-                hidden = self.layer_forward(layer, &hidden, &grid, seen);
+                let place = (i, &grid, indices.as_ref());
+                hidden = self.layer_forward(layer, &hidden, place, seen);
             }
             grid.unpack(&hidden).view([batch, tokens, self.hidden])
         })
@@ -384,7 +460,7 @@ impl Encoder {
         &self,
         layer: &Layer,
         hidden: &Tensor,
-        grid: &Grid,
+        (index, grid, indices): (usize, &Grid, Option<&(Tensor, Tensor)>),
         mut seen: Option<&mut [Option<Tensor>; 4]>,
     ) -> Tensor {
         let mut record = |slot: usize, x: &Tensor| {
@@ -394,7 +470,17 @@ impl Encoder {
         };
         record(0, hidden);
         let qkv = grid.unpack(&layer.qkv.forward(hidden));
-        let context = grid.pack(&attention(&qkv, grid, self.heads));
+        let relative = |query: &Tensor, key: &Tensor| {
+            let (disentangled, indices) = (self.disentangled.as_ref()?, indices?);
+            disentangled.scores(index, query, key, self.heads, indices)
+        };
+        let extra = self.disentangled.as_ref().map(|d| {
+            (
+                &relative as &dyn Fn(&Tensor, &Tensor) -> Option<Tensor>,
+                d.scale_factor(),
+            )
+        });
+        let context = grid.pack(&attention(&qkv, grid, self.heads, extra));
         record(1, &context);
         // bf16 + f32 adds in f32.
         let attended = layer

@@ -40,6 +40,38 @@ pub struct EncoderShape {
     /// family.
     #[serde(skip)]
     pub position_offset: i64,
+    /// Whether the embeddings add absolute positions (DeBERTa-v3's do not). Set by the
+    /// family.
+    #[serde(skip, default = "yes")]
+    pub absolute_positions: bool,
+    /// Disentangled attention's settings (DeBERTa's). Set by the family.
+    #[serde(skip)]
+    pub disentanglement: Option<Disentanglement>,
+}
+
+/// How a DeBERTa layer's attention sees relative positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Disentanglement {
+    /// Relative distances embedded each way (`position_buckets`, else
+    /// `max_relative_positions`): the table holds `2 · span` rows.
+    pub span: i64,
+    /// Log buckets of distances (`position_buckets`); 0 or less: exact distances.
+    pub buckets: i64,
+    /// The largest distance the buckets reach (`max_relative_positions`).
+    pub max_distance: i64,
+    /// `c2p`: content attends to position.
+    pub content_to_position: bool,
+    /// `p2c`: position attends to content.
+    pub position_to_content: bool,
+    /// The relative embeddings go through the layer's own key and query projections
+    /// (`share_att_key`), not projections of their own.
+    pub shared_key: bool,
+    /// The relative embeddings are layer-normed first (`norm_rel_ebd` `layer_norm`).
+    pub normalized: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for EncoderShape {
@@ -56,6 +88,8 @@ impl Default for EncoderShape {
             position_embedding_type: default_position(),
             pad_token_id: None,
             position_offset: 0,
+            absolute_positions: true,
+            disentanglement: None,
         }
     }
 }

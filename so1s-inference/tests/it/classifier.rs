@@ -114,13 +114,13 @@ async fn weights_that_do_not_fit_the_config_fail_with_a_load_error() {
     assert!(message.contains("loading the model failed"), "{message}");
 }
 
-/// Makes the classifier's feed-forward activation `relu`: rust-bert runs it, so1s's own
+/// Makes the classifier's feed-forward activation `mish`: rust-bert runs it, so1s's own
 /// encoder (every precision) refuses it.
-fn use_relu(dir: &std::path::Path) {
+fn use_mish(dir: &std::path::Path) {
     let config = dir.join("config.json");
     let text = std::fs::read_to_string(&config).unwrap();
     assert!(text.contains("\"hidden_act\": \"gelu\""));
-    std::fs::write(&config, text.replace("\"gelu\"", "\"relu\"")).unwrap();
+    std::fs::write(&config, text.replace("\"gelu\"", "\"mish\"")).unwrap();
 }
 
 #[tokio::test]
@@ -148,12 +148,12 @@ async fn a_classifier_runs_in_int8_close_to_rust_berts_and_what_it_cannot_run_is
         );
     }
 
-    use_relu(dir.path());
+    use_mish(dir.path());
     let Err(error) = load(dir.path(), int8).await else {
-        panic!("the own pass ran relu");
+        panic!("the own pass ran mish");
     };
     let error = error.to_string();
-    assert!(error.contains("relu"), "{error}");
+    assert!(error.contains("mish"), "{error}");
     assert!(error.contains("own forward pass"), "{error}");
     // rust-bert still serves it, and auto falls back to it.
     assert_eq!(
@@ -163,7 +163,7 @@ async fn a_classifier_runs_in_int8_close_to_rust_berts_and_what_it_cannot_run_is
     let service = load(dir.path(), test_options()).await.unwrap();
     assert_eq!(service.info().forward_pass, "rust-bert");
     assert!(
-        service.info().reason.contains("relu"),
+        service.info().reason.contains("mish"),
         "{}",
         service.info().reason
     );
@@ -202,7 +202,7 @@ async fn a_build_smoke_tests_the_precision_the_manifest_asks_for() {
     let model = dir.path().join("model");
     tiny_classifier(&model, &LABELS, 7, "model.safetensors").unwrap();
     // rust-bert would run it; int8 (so1s's own pass) cannot: the build must fail.
-    use_relu(&model);
+    use_mish(&model);
     std::fs::write(
         model.join("so1s.toml"),
         "task = \"sequence-classification\"\n[serving]\nprecision = \"int8\"\n",
@@ -211,7 +211,7 @@ async fn a_build_smoke_tests_the_precision_the_manifest_asks_for() {
     let (built, log) = build_bundle(dir.path(), &model).await;
     let error = built.unwrap_err().to_string();
     assert!(error.contains("int8"), "{error}\n{}", log.text());
-    assert!(error.contains("relu"), "{error}\n{}", log.text());
+    assert!(error.contains("mish"), "{error}\n{}", log.text());
     assert!(log.text().contains("smoke test"), "{}", log.text());
 }
 

@@ -76,6 +76,7 @@ impl Family for DistilBert {
             intermediate: format!("{p}.ffn.lin1"),
             output: format!("{p}.ffn.lin2"),
             output_norm: format!("{p}.output_layer_norm"),
+            ..LayerNames::default()
         }
     }
 

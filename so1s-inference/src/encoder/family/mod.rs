@@ -7,6 +7,7 @@
 //! are and what differs.
 
 mod bert;
+mod deberta;
 mod distilbert;
 mod electra;
 mod mpnet;
@@ -52,6 +53,12 @@ pub trait Family: Sync {
         None
     }
 
+    /// The relative position embeddings of disentangled attention and their layer norm
+    /// (DeBERTa's), if the family has them.
+    fn relative_embeddings(&self) -> Option<(&'static str, Option<&'static str>)> {
+        None
+    }
+
     /// The names of layer `i`'s weights: BERT's by default.
     fn layer(&self, i: usize) -> LayerNames {
         let p = format!("encoder.layer.{i}");
@@ -64,6 +71,7 @@ pub trait Family: Sync {
             intermediate: format!("{p}.intermediate.dense"),
             output: format!("{p}.output.dense"),
             output_norm: format!("{p}.output.LayerNorm"),
+            ..LayerNames::default()
         }
     }
 
@@ -78,7 +86,7 @@ pub trait Family: Sync {
 }
 
 /// The families so1s's own encoder runs, by architecture: a new family is one more line.
-const FAMILIES: [(Architecture, &dyn Family); 7] = [
+const FAMILIES: [(Architecture, &dyn Family); 8] = [
     (Architecture::Bert, &bert::Bert),
     (Architecture::DistilBert, &distilbert::DistilBert),
     (Architecture::Roberta, &roberta::ROBERTA),
@@ -86,6 +94,7 @@ const FAMILIES: [(Architecture, &dyn Family); 7] = [
     (Architecture::Camembert, &roberta::CAMEMBERT),
     (Architecture::Electra, &electra::Electra),
     (Architecture::Mpnet, &mpnet::Mpnet),
+    (Architecture::DebertaV2, &deberta::DebertaV2),
 ];
 
 /// The family of `architecture`, if so1s's own encoder runs it.
@@ -119,7 +128,7 @@ pub struct EmbeddingNames {
 
 /// The names of one transformer layer's weights, each the prefix of a `.weight` and a
 /// `.bias`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LayerNames {
     /// The attention's query projection.
     pub query: String,
@@ -137,6 +146,12 @@ pub struct LayerNames {
     pub output: String,
     /// The layer norm after the feed-forward's residual sum.
     pub output_norm: String,
+    /// Disentangled attention's own projections of the relative embeddings, when the layer
+    /// does not share its key and query projections with them (DeBERTa's `pos_key_proj`,
+    /// `pos_query_proj`).
+    pub position_key: Option<String>,
+    /// See [`LayerNames::position_key`].
+    pub position_query: Option<String>,
 }
 
 /// A sequence classifier's head on the first token's state: a dense layer and its

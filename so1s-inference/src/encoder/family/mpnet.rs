@@ -48,6 +48,7 @@ impl Family for Mpnet {
             intermediate: format!("{p}.intermediate.dense"),
             output: format!("{p}.output.dense"),
             output_norm: format!("{p}.output.LayerNorm"),
+            ..LayerNames::default()
         }
     }
 

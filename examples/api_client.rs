@@ -55,6 +55,15 @@ async fn main() -> anyhow::Result<()> {
             println!("a {}-value embedding, starting {}", vector.len(), vector[0])
         }
         Prediction::Label { label, score, .. } => println!("{label} ({score:.3})"),
+        Prediction::Entities(entities) => {
+            for entity in entities {
+                println!(
+                    "{} `{}` ({:.3})",
+                    entity.entity_group, entity.word, entity.score
+                )
+            }
+        }
+        Prediction::Relevance { score, .. } => println!("relevance {score:.3}"),
     }
     Ok(())
 }

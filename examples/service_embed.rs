@@ -32,7 +32,7 @@ async fn main() -> anyhow::Result<()> {
         .into_iter()
         .map(|p| match p {
             Prediction::Embedding(v) => Ok(v),
-            Prediction::Label { label, .. } => anyhow::bail!("not an embedding model: {label}"),
+            other => anyhow::bail!("not an embedding model: {other:?}"),
         })
         .collect::<anyhow::Result<_>>()?;
     for (i, text) in texts.iter().enumerate().skip(1) {

@@ -8,7 +8,7 @@ use common::api::{
     broken_model_archive, first_values, minilm_archive, swap_under_load, tar_with_entry, Api,
 };
 use common::{hello_world_cosine_of, minilm_dir};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::process::Command;
 
 #[tokio::test]
@@ -460,5 +460,48 @@ async fn hub_shaped_models_of_other_families_go_live_and_answer_as_transformers(
             .product();
         assert!(dot / norms >= 0.99999, "{text}: cosine {}", dot / norms);
     }
+
+    // A token classifier (DeBERTa-v3) and a cross-encoder (BERT), as the hub ships them:
+    // their tasks told from config.json, served on their routes through the gateway.
+    let ner = fixture("deberta-v3-ner-tiny");
+    api.upload("ner", packed_with(&ner.join("model"), &manifest))
+        .await;
+    assert_eq!(api.settle("ner", "v1").await["state"], "live");
+    let expected = read("deberta-v3-ner-tiny");
+    let sentence = &expected["sentences"][4];
+    let text = sentence["text"].as_str().unwrap();
+    let body = api.predict_json("/inference/ner/predict", text).await;
+    let got = body["result"].as_array().unwrap();
+    let want = sentence["entities"].as_array().unwrap();
+    assert_eq!(got.len(), want.len(), "{body}");
+    for (got, want) in got.iter().zip(want) {
+        for key in ["entity_group", "word", "start", "end"] {
+            assert_eq!(got[key], want[key], "{key}: {got} vs {want}");
+        }
+    }
+
+    let reranker = fixture("bert-reranker-tiny");
+    api.upload("reranker", packed_with(&reranker.join("model"), &manifest))
+        .await;
+    assert_eq!(api.settle("reranker", "v1").await["state"], "live");
+    let expected = read("bert-reranker-tiny");
+    let query = &expected["queries"][1];
+    let response = api
+        .client
+        .post(format!("{}/inference/reranker/rerank", api.base))
+        .json(&json!({"query": query["query"], "texts": query["texts"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let ranked: Value = response.json().await.unwrap();
+    let order: Vec<&Value> = ranked
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["index"])
+        .collect();
+    let want: Vec<&Value> = query["order"].as_array().unwrap().iter().collect();
+    assert_eq!(order, want, "{ranked}");
     api.stop();
 }

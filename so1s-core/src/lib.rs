@@ -93,4 +93,4 @@ pub mod store;
 
 pub use error::{ClientError, Error, Result};
 pub use model::{ModelLayout, ModelName, Task, VersionId};
-pub use predict::{LabelScore, Prediction};
+pub use predict::{Entity, LabelScore, Prediction};

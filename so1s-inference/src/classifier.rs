@@ -94,7 +94,7 @@ impl RustBertClassifier {
 
     /// [`RustBertClassifier::predict`] of texts tokenized already.
     pub fn predict_ids<S: AsRef<[i64]>>(&self, ids: &[S]) -> Result<Vec<Prediction>> {
-        let scores = run_in_passes(ids, self.pad_id, PassCost::Padded, |ids, mask| {
+        let scores = run_in_passes(ids, self.pad_id, PassCost::Padded, |_, ids, mask| {
             let logits = tch::no_grad(|| {
                 self.model.forward_t(
                     Some(ids),

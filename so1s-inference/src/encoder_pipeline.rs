@@ -8,9 +8,12 @@ use crate::encoder::{
     family, run_in_passes, ClassifierHead, CpuFeatures, Encoder, EncoderShape, Family, PassCost,
     Precision, Weights,
 };
+use crate::entities::{self, Token};
 use crate::guard::loading;
 use crate::output::{label_prediction, rows, Scoring};
-use crate::tokenize::{self, Stripped, Tokenize};
+use crate::pipeline::ids;
+use crate::tokenize::{self, Encoded, Stripped, Tokenize};
+use crate::Input;
 use serde::Deserialize;
 use so1s_core::model::read_json;
 use so1s_core::model::{ModelLayout, Task};
@@ -38,6 +41,13 @@ enum Output {
         labels: Vec<String>,
         scoring: Scoring,
     },
+    /// Each token's logits, softmaxed over `labels`, grouped into entities.
+    Entities {
+        head: ClassifierHead,
+        labels: Vec<String>,
+    },
+    /// A cross-encoder's one logit and its sigmoid.
+    Relevance(ClassifierHead),
 }
 
 /// What [`EncoderPipeline::plan`] found a model to be, before any weight is read.
@@ -97,6 +107,15 @@ impl EncoderPipeline {
                 }
             }
             Task::SequenceClassification => plan.scoring = Scoring::of(layout)?,
+            Task::TokenClassification => {}
+            Task::Rerank => {
+                if layout.labels.len() != 1 {
+                    return Err(Error::InvalidModel(format!(
+                        "a reranker (cross-encoder) answers one score; this model has {} labels",
+                        layout.labels.len()
+                    )));
+                }
+            }
         }
         Ok(plan)
     }
@@ -129,19 +148,21 @@ impl EncoderPipeline {
         let mut weights = loading(|| Weights::read(&layout.weights, family.prefix()))?;
         let encoder =
             loading(|| Encoder::load(&mut weights, family, &plan.shape, precision, &calibration))?;
+        let hidden = plan.shape.hidden_size;
+        let labels = layout.labels.len();
+        let mut sequence_head =
+            || loading(|| ClassifierHead::load(&mut weights, &family.classifier(), hidden, labels));
         let output = match layout.task {
             Task::SentenceEmbeddings => Output::Embedding(loading(|| Modules::load(layout))?),
             Task::SequenceClassification => Output::Labels {
-                head: loading(|| {
-                    ClassifierHead::load(
-                        &mut weights,
-                        &family.classifier(),
-                        plan.shape.hidden_size,
-                        layout.labels.len(),
-                    )
-                })?,
+                head: sequence_head()?,
                 labels: layout.labels.clone(),
                 scoring: plan.scoring,
+            },
+            Task::Rerank => Output::Relevance(sequence_head()?),
+            Task::TokenClassification => Output::Entities {
+                head: loading(|| ClassifierHead::per_token(&mut weights, hidden, labels))?,
+                labels: layout.labels.clone(),
             },
         };
         if encoder.max_positions() < max_len {
@@ -168,7 +189,8 @@ impl EncoderPipeline {
     pub fn output_dim(&self) -> usize {
         match &self.output {
             Output::Embedding(modules) => modules.width(self.encoder.hidden_size()),
-            Output::Labels { labels, .. } => labels.len(),
+            Output::Labels { labels, .. } | Output::Entities { labels, .. } => labels.len(),
+            Output::Relevance(_) => 1,
         }
     }
 
@@ -219,6 +241,93 @@ impl EncoderPipeline {
                     .map(|scores| label_prediction(labels, &scores))
                     .collect())
             }
+            Output::Entities { .. } | Output::Relevance(_) => {
+                let inputs = ids
+                    .iter()
+                    .map(|ids| Input {
+                        ids: Some(ids.as_ref().to_vec()),
+                        ..Input::default()
+                    })
+                    .collect::<Vec<_>>();
+                self.predict_inputs(&inputs)
+            }
+        }
+    }
+
+    /// One prediction per input, in order: [`EncoderPipeline::predict_ids`] of their ids,
+    /// with what a token classifier (the tokens' spans) and a cross-encoder (the pairs'
+    /// segment ids) need beside. An input without ids is tokenized here.
+    pub fn predict_inputs(&self, inputs: &[Input]) -> Result<Vec<Prediction>> {
+        match &self.output {
+            Output::Embedding(_) | Output::Labels { .. } => {
+                self.predict_ids(&ids(inputs, &*self.tokenizer)?)
+            }
+            Output::Relevance(head) => {
+                let ids = ids(inputs, &*self.tokenizer)?;
+                let types: Vec<&[i64]> = inputs.iter().map(|i| i.type_ids.as_slice()).collect();
+                let logits = self.run_typed(&ids, Some(&types), |_, hidden, _| {
+                    rows::<f64>(head.logits(hidden).to_kind(Kind::Double), "the scores")
+                })?;
+                Ok(logits
+                    .into_iter()
+                    .map(|logit| {
+                        let logit = logit.first().copied().unwrap_or(f64::NAN);
+                        Prediction::Relevance {
+                            score: 1.0 / (1.0 + (-logit).exp()),
+                            logit,
+                        }
+                    })
+                    .collect())
+            }
+            Output::Entities { head, labels } => {
+                // The tokens' spans: as the request handler kept them, else made here.
+                let mut encoded: Vec<Encoded> = Vec::with_capacity(inputs.len());
+                for input in inputs {
+                    encoded.push(match (&input.ids, input.offsets.is_empty()) {
+                        (Some(ids), false) => Encoded {
+                            ids: ids.clone(),
+                            type_ids: Vec::new(),
+                            offsets: input.offsets.clone(),
+                        },
+                        _ => self
+                            .tokenizer
+                            .encode(std::slice::from_ref(&input.text))?
+                            .pop()
+                            .unwrap_or_default(),
+                    });
+                }
+                let ids: Vec<&[i64]> = encoded.iter().map(|e| e.ids.as_slice()).collect();
+                let scores = self.run_typed(&ids, None, |texts, hidden, _| {
+                    let scores = head.token_logits(hidden).softmax(-1, Kind::Double);
+                    texts
+                        .iter()
+                        .enumerate()
+                        .map(|(row, &text)| {
+                            let tokens = ids[text].len() as i64;
+                            rows::<f64>(scores.get(row as i64).narrow(0, 0, tokens), "the scores")
+                        })
+                        .collect()
+                })?;
+                Ok(encoded
+                    .iter()
+                    .zip(scores)
+                    .map(|(encoded, scores)| {
+                        let tokens: Vec<Token> = encoded
+                            .ids
+                            .iter()
+                            .zip(&scores)
+                            .enumerate()
+                            .map(|(i, (&id, scores))| Token {
+                                id,
+                                span: encoded.offsets.get(i).copied().flatten(),
+                                scores,
+                            })
+                            .collect();
+                        let words = |ids: &[i64]| self.tokenizer.join_tokens(ids);
+                        Prediction::Entities(entities::group(labels, &tokens, words))
+                    })
+                    .collect())
+            }
         }
     }
 
@@ -241,12 +350,36 @@ impl EncoderPipeline {
         ids: &[S],
         per_pass: impl Fn(&Tensor, &Tensor) -> Result<Vec<T>>,
     ) -> Result<Vec<T>> {
+        self.run_typed(ids, None, |_, hidden, mask| per_pass(hidden, mask))
+    }
+
+    /// [`EncoderPipeline::run`] with each sequence's segment ids (`types`: a pair's; an empty
+    /// one is all 0), and `per_pass` told which sequences (indices into `ids`) the pass holds.
+    fn run_typed<T: Default + Clone, S: AsRef<[i64]>>(
+        &self,
+        ids: &[S],
+        types: Option<&[&[i64]]>,
+        per_pass: impl Fn(&[usize], &Tensor, &Tensor) -> Result<Vec<T>>,
+    ) -> Result<Vec<T>> {
         let cost = PassCost::Packed {
             hidden: self.encoder.hidden_size(),
         };
-        run_in_passes(ids, self.pad_id, cost, |ids, mask| {
-            let hidden = self.encoder.forward(ids, mask);
-            tch::no_grad(|| per_pass(&hidden, mask))
+        run_in_passes(ids, self.pad_id, cost, |texts, pass_ids, mask| {
+            let hidden = match types {
+                Some(types) => {
+                    let longest = pass_ids.size().get(1).copied().unwrap_or(0) as usize;
+                    let mut padded = Vec::with_capacity(texts.len() * longest);
+                    for &text in texts {
+                        let own = types.get(text).copied().unwrap_or_default();
+                        padded.extend(own.iter().take(longest));
+                        padded.extend(std::iter::repeat_n(0, longest - own.len().min(longest)));
+                    }
+                    let types = Tensor::from_slice(&padded).view([texts.len() as i64, -1]);
+                    self.encoder.forward_pairs(pass_ids, &types, mask)
+                }
+                None => self.encoder.forward(pass_ids, mask),
+            };
+            tch::no_grad(|| per_pass(texts, &hidden, mask))
         })
     }
 }

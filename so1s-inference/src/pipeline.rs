@@ -96,6 +96,10 @@ impl Pipeline {
             Task::SequenceClassification => Ok(Pipeline::Classification(Box::new(
                 RustBertClassifier::load(layout, model_type)?,
             ))),
+            task @ (Task::TokenClassification | Task::Rerank) => Err(Error::InvalidModel(format!(
+                "rust-bert serves sentence embeddings and sequence classification here; {task} \
+                 runs on so1s's own encoder"
+            ))),
         })?;
         let output_shape = match &pipeline {
             Pipeline::Embeddings(model) => {
@@ -137,6 +141,10 @@ impl Pipeline {
                 && !matches!(
                     layout.architecture,
                     Architecture::Electra | Architecture::DebertaV2
+                )
+                && matches!(
+                    layout.task,
+                    Task::SentenceEmbeddings | Task::SequenceClassification
                 );
             if !has_model {
                 return Err(Error::InvalidModel(format!(
@@ -203,14 +211,17 @@ impl Predictor for Pipeline {
             Pipeline::Classification(model) => {
                 model.predict_ids(&ids(inputs, &*model.tokenizer())?)
             }
-            Pipeline::Encoder(model) => model.predict_ids(&ids(inputs, &*model.tokenizer())?),
+            Pipeline::Encoder(model) => model.predict_inputs(inputs),
         })
     }
 }
 
 /// The token ids of `inputs`: as the request handler made them, or by `tokenizer` for an
 /// input that came without (a caller that built its [`Input`] by hand).
-fn ids<'a>(inputs: &'a [Input], tokenizer: &dyn Tokenize) -> Result<Vec<Cow<'a, [i64]>>> {
+pub(crate) fn ids<'a>(
+    inputs: &'a [Input],
+    tokenizer: &dyn Tokenize,
+) -> Result<Vec<Cow<'a, [i64]>>> {
     inputs
         .iter()
         .map(|input| match &input.ids {

@@ -2,7 +2,7 @@
 //! [`Input`]s into predictions and hands out the [`Tokenize`]r its requests are tokenized with
 //! before they reach the model thread; [`ModelInfo`] says what a loaded model is and answers.
 
-use crate::tokenize::Tokenize;
+use crate::tokenize::{Encoded, Tokenize};
 use serde::Serialize;
 use so1s_core::model::Task;
 use so1s_core::{Prediction, Result};
@@ -30,6 +30,11 @@ pub struct Input {
     /// Its token ids (special tokens in, truncated at the model's length), when the model
     /// has a [`Predictor::tokenizer`].
     pub ids: Option<Vec<i64>>,
+    /// Its segment ids (a pair's second text is 1); empty: all 0.
+    pub type_ids: Vec<i64>,
+    /// Its tokens' character spans in `text` (a token classifier's), `None` for special
+    /// tokens; empty when not kept.
+    pub offsets: Vec<Option<(usize, usize)>>,
 }
 
 impl Input {
@@ -37,21 +42,33 @@ impl Input {
     pub fn batch(texts: Vec<String>, tokenizer: Option<&dyn Tokenize>) -> Result<Vec<Input>> {
         Ok(match tokenizer {
             Some(tokenizer) => {
-                let ids = tokenizer.token_ids(&texts)?;
-                texts
-                    .into_iter()
-                    .zip(ids)
-                    .map(|(text, ids)| Input {
-                        text,
-                        ids: Some(ids),
-                    })
-                    .collect()
+                let encoded = tokenizer.encode(&texts)?;
+                texts.into_iter().zip(encoded).map(Input::encoded).collect()
             }
             None => texts
                 .into_iter()
-                .map(|text| Input { text, ids: None })
+                .map(|text| Input {
+                    text,
+                    ..Input::default()
+                })
                 .collect(),
         })
+    }
+
+    /// `query` paired with each of `texts`, for a cross-encoder: each input's text is the
+    /// second of its pair.
+    pub fn pairs(query: &str, texts: Vec<String>, tokenizer: &dyn Tokenize) -> Result<Vec<Input>> {
+        let encoded = tokenizer.encode_pairs(query, &texts)?;
+        Ok(texts.into_iter().zip(encoded).map(Input::encoded).collect())
+    }
+
+    fn encoded((text, encoded): (String, Encoded)) -> Input {
+        Input {
+            text,
+            ids: Some(encoded.ids),
+            type_ids: encoded.type_ids,
+            offsets: encoded.offsets,
+        }
     }
 
     /// The tokens this input takes in a forward pass: its ids, or estimated from its words.

@@ -166,6 +166,39 @@ impl TransformerService {
             return Ok(Vec::new());
         }
         let inputs = self.tokenize(texts).await?;
+        self.submit(inputs, timeout).await
+    }
+
+    /// Each of `texts`' relevance to `query` ([`Prediction::Relevance`]), in the texts'
+    /// order: a cross-encoder's pairs, queued as [`TransformerService::predict_within`]
+    /// queues texts. A model whose tokenizer takes no pairs is an invalid input.
+    pub async fn rerank_within(
+        &self,
+        query: String,
+        texts: Vec<String>,
+        timeout: Duration,
+    ) -> Result<Vec<Prediction>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(tokenizer) = self.inner.tokenizer.clone() else {
+            return Err(Error::InvalidInput(
+                "this model's forward pass takes no sentence pairs".into(),
+            ));
+        };
+        let bytes: usize = texts.iter().map(String::len).sum::<usize>() + query.len();
+        let pair = move || Input::pairs(&query, texts, &*tokenizer);
+        let inputs = match bytes <= INLINE_TOKENIZE_BYTES {
+            true => pair()?,
+            false => tokio::task::spawn_blocking(pair)
+                .await
+                .map_err(|e| Error::Inference(format!("tokenizing the request: {e}")))??,
+        };
+        self.submit(inputs, timeout).await
+    }
+
+    /// Queues `inputs` for the model thread and waits for their predictions.
+    async fn submit(&self, inputs: Vec<Input>, timeout: Duration) -> Result<Vec<Prediction>> {
         let (reply, answer) = oneshot::channel();
         let now = Instant::now();
         let job = Job {

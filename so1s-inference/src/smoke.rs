@@ -43,5 +43,7 @@ pub async fn smoke_test(layout: ModelLayout) -> Result<String> {
             format!("a {}-value embedding", vector.len())
         }
         Prediction::Label { label, score, .. } => format!("label `{label}` ({score:.3})"),
+        Prediction::Entities(entities) => format!("{} entities", entities.len()),
+        Prediction::Relevance { score, .. } => format!("relevance {score:.3}"),
     })
 }

@@ -131,7 +131,9 @@ impl ModelLayout {
         let tokenizer = tokenizer_files(dir, architecture, tokenizer_config.as_ref())?;
 
         let (labels, sentence_transformer) = match task {
-            Task::SequenceClassification => (labels(&config)?, None),
+            Task::SequenceClassification | Task::TokenClassification | Task::Rerank => {
+                (labels(&config)?, None)
+            }
             // A plain encoder (no modules.json) embeds by mean pooling.
             Task::SentenceEmbeddings => match dir.join("modules.json").is_file() {
                 true => (Vec::new(), Some(sentence_transformer_files(dir)?)),
@@ -185,23 +187,33 @@ fn infer_task(dir: &Path, config: &Value) -> Result<Task> {
     if dir.join("modules.json").is_file() {
         return Ok(Task::SentenceEmbeddings);
     }
-    let classifies = config
+    let heads: Vec<&str> = config
         .get("architectures")
         .and_then(Value::as_array)
-        .is_some_and(|archs| {
-            archs
-                .iter()
-                .filter_map(Value::as_str)
-                .any(|arch| arch.ends_with("ForSequenceClassification"))
+        .map(|archs| archs.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let has = |head: &str| heads.iter().any(|arch| arch.ends_with(head));
+    if has("ForTokenClassification") {
+        return Ok(Task::TokenClassification);
+    }
+    if has("ForSequenceClassification") {
+        // One label is a score, not a choice: a cross-encoder, as TEI and sentence-transformers
+        // take it.
+        let one_label = config
+            .get("id2label")
+            .and_then(Value::as_object)
+            .is_some_and(|labels| labels.len() == 1);
+        return Ok(match one_label {
+            true => Task::Rerank,
+            false => Task::SequenceClassification,
         });
-    if classifies {
-        return Ok(Task::SequenceClassification);
     }
     Err(Error::InvalidModel(format!(
-        "cannot tell the model's task from its files (no modules.json, no *ForSequenceClassification \
-         in config.json's architectures): add {MANIFEST_FILE} with a line `task = \"{}\"` or `task = \"{}\"`",
+        "cannot tell the model's task from its files (no modules.json, no \
+         *ForSequenceClassification or *ForTokenClassification in config.json's architectures): \
+         add {MANIFEST_FILE} with a line such as `task = \"{}\"` (so1s serves {})",
         Task::SentenceEmbeddings,
-        Task::SequenceClassification
+        Task::ALL.map(Task::as_str).join(", ")
     )))
 }
 
@@ -429,6 +441,47 @@ mod tests {
         );
         let err = ModelLayout::inspect(dir.path()).unwrap_err();
         assert!(err.to_string().contains("id2label"), "{err}");
+    }
+
+    #[test]
+    fn token_classifiers_and_one_label_cross_encoders_are_told_from_their_config() {
+        let dir = classifier_dir();
+        let config = |architecture: &str, labels: &str| {
+            format!(
+                r#"{{"model_type": "bert", "architectures": ["{architecture}"], "id2label": {labels}}}"#
+            )
+        };
+        let cases = [
+            (
+                "BertForTokenClassification",
+                r#"{"0": "O", "1": "B-PER"}"#,
+                Task::TokenClassification,
+            ),
+            (
+                "BertForSequenceClassification",
+                r#"{"0": "LABEL_0"}"#,
+                Task::Rerank,
+            ),
+            (
+                "BertForSequenceClassification",
+                r#"{"0": "neg", "1": "pos"}"#,
+                Task::SequenceClassification,
+            ),
+        ];
+        for (architecture, labels, task) in cases {
+            write(dir.path(), "config.json", &config(architecture, labels));
+            let layout = ModelLayout::inspect(dir.path()).unwrap();
+            assert_eq!(layout.task, task, "{architecture} {labels}");
+            assert!(!layout.labels.is_empty());
+        }
+        // so1s.toml overrides: a one-label classifier kept as a classifier.
+        write(
+            dir.path(),
+            "so1s.toml",
+            "task = \"sequence-classification\"\n",
+        );
+        let layout = ModelLayout::inspect(dir.path()).unwrap();
+        assert_eq!(layout.task, Task::SequenceClassification);
     }
 
     #[test]

@@ -33,17 +33,30 @@ pub enum Task {
     SentenceEmbeddings,
     /// Text → one label of `config.json`'s `id2label`, with its probability.
     SequenceClassification,
+    /// Text → the entities among its tokens, labelled by `id2label` (a
+    /// `*ForTokenClassification`: named entities).
+    TokenClassification,
+    /// A query and texts → each text's relevance to the query (a cross-encoder: a
+    /// `*ForSequenceClassification` with one label).
+    Rerank,
 }
 
 impl Task {
     /// Every task, in the spelling manifests use.
-    pub const ALL: [Task; 2] = [Task::SentenceEmbeddings, Task::SequenceClassification];
+    pub const ALL: [Task; 4] = [
+        Task::SentenceEmbeddings,
+        Task::SequenceClassification,
+        Task::TokenClassification,
+        Task::Rerank,
+    ];
 
     /// The task's name as written in `so1s.toml`.
     pub fn as_str(self) -> &'static str {
         match self {
             Task::SentenceEmbeddings => "sentence-embeddings",
             Task::SequenceClassification => "sequence-classification",
+            Task::TokenClassification => "token-classification",
+            Task::Rerank => "rerank",
         }
     }
 }

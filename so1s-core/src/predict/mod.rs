@@ -9,7 +9,7 @@ mod precision;
 mod request;
 
 pub use precision::{CpuFeatures, ForwardPass, Precision};
-pub use request::{InputLimits, PredictRequest};
+pub use request::{InputLimits, PredictRequest, Ranked, RerankRequest};
 
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -29,6 +29,31 @@ pub enum Prediction {
         /// request asks (`"all_scores": true`).
         scores: Option<Vec<LabelScore>>,
     },
+    /// The entities of a token classifier, grouped as transformers' token-classification
+    /// pipeline does with `aggregation_strategy="simple"`.
+    Entities(Vec<Entity>),
+    /// A cross-encoder's relevance of a (query, text) pair.
+    Relevance {
+        /// The sigmoid of the logit, in `[0, 1]`.
+        score: f64,
+        /// The model's raw score.
+        logit: f64,
+    },
+}
+
+/// One entity of a text: adjacent tokens of one entity type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entity {
+    /// The entity type: the label without its `B-` / `I-` prefix.
+    pub entity_group: String,
+    /// The entity's text as the tokenizer decodes its tokens.
+    pub word: String,
+    /// Where it starts in the text sent, in characters (Unicode scalar values).
+    pub start: usize,
+    /// Where it ends (exclusive), in characters.
+    pub end: usize,
+    /// The mean of its tokens' scores.
+    pub score: f64,
 }
 
 /// One label's probability.
@@ -57,7 +82,9 @@ impl Prediction {
 
 /// Serialized as the reply object of one text: `{"result": [..]}` for an embedding,
 /// `{"result": "<label>", "score": 0.97}` for a label (the original service's shape), with
-/// `"scores": [{"label": .., "score": ..}, ..]` when it carries every label's.
+/// `"scores": [{"label": .., "score": ..}, ..]` when it carries every label's;
+/// `{"result": [{"entity_group", "word", "start", "end", "score"}, ..]}` for entities and
+/// `{"result": 0.93, "logit": 2.6}` for a relevance.
 impl Serialize for Prediction {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
@@ -79,12 +106,24 @@ impl Serialize for Prediction {
                 }
                 map.end()
             }
+            Prediction::Entities(entities) => {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("result", entities)?;
+                map.end()
+            }
+            Prediction::Relevance { score, logit } => {
+                let mut map = serializer.serialize_map(Some(2))?;
+                map.serialize_entry("result", score)?;
+                map.serialize_entry("logit", logit)?;
+                map.end()
+            }
         }
     }
 }
 
-/// Read back from the reply object: a string `result` with a `score` is a label, a list of
-/// numbers an embedding.
+/// Read back from the reply object: a string `result` with a `score` is a label, a number
+/// with a `logit` a relevance, a list of entity objects entities (an empty list too), a list
+/// of numbers an embedding.
 impl<'de> Deserialize<'de> for Prediction {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
@@ -95,6 +134,13 @@ impl<'de> Deserialize<'de> for Prediction {
                 score: f64,
                 #[serde(default)]
                 scores: Option<Vec<LabelScore>>,
+            },
+            Relevance {
+                result: f64,
+                logit: f64,
+            },
+            Entities {
+                result: Vec<Entity>,
             },
             Embedding {
                 result: Vec<f32>,
@@ -110,6 +156,11 @@ impl<'de> Deserialize<'de> for Prediction {
                 score,
                 scores,
             },
+            Reply::Relevance { result, logit } => Prediction::Relevance {
+                score: result,
+                logit,
+            },
+            Reply::Entities { result } => Prediction::Entities(result),
             Reply::Embedding { result } => Prediction::Embedding(result),
         })
     }
@@ -169,6 +220,18 @@ mod tests {
                 }]),
             },
             Prediction::Embedding(vec![0.5, -0.25, 1.0]),
+            Prediction::Entities(vec![Entity {
+                entity_group: "PER".into(),
+                word: "봉준호".into(),
+                start: 3,
+                end: 6,
+                score: 0.75,
+            }]),
+            Prediction::Entities(Vec::new()),
+            Prediction::Relevance {
+                score: 0.875,
+                logit: 1.9459,
+            },
         ] {
             let json = serde_json::to_string(&prediction).unwrap();
             assert_eq!(

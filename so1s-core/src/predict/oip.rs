@@ -64,6 +64,8 @@ pub struct Infer {
     pub outputs: Vec<(String, bool)>,
     /// Whether outputs not named go back as binary data (`binary_data_output`).
     pub binary_by_default: bool,
+    /// The request's `query` parameter: a reranker scores each text against it.
+    pub query: Option<String>,
 }
 
 fn flag(parameters: &Map<String, Value>, name: &str) -> Result<Option<bool>> {
@@ -177,11 +179,24 @@ impl Infer {
                 Ok((output.name.clone(), binary))
             })
             .collect::<Result<_>>()?;
+        let query = match request.parameters.get("query") {
+            None => None,
+            Some(Value::String(query)) => {
+                limits.check(std::slice::from_ref(query), |_| "parameter `query`".into())?;
+                Some(query.clone())
+            }
+            Some(other) => {
+                return Err(invalid(format!(
+                    "parameter `query` must be a string, not {other}"
+                )))
+            }
+        };
         Ok(Self {
             id: request.id,
             texts,
             outputs,
             binary_by_default,
+            query,
         })
     }
 }
@@ -288,11 +303,14 @@ pub fn output_names(task: Task) -> &'static [&'static str] {
     match task {
         Task::SentenceEmbeddings => &["embedding"],
         Task::SequenceClassification => &["label", "score", "scores"],
+        Task::TokenClassification => &["entities"],
+        Task::Rerank => &["score", "logit"],
     }
 }
 
 /// Every output tensor of a request's predictions (one per text, with every label's scores
-/// for a classifier), in [`output_names`] order.
+/// for a classifier; a text's entities as one JSON string; a reranker's scores in the texts'
+/// order), in [`output_names`] order.
 pub fn tensors(predictions: Vec<Prediction>) -> Result<Vec<Tensor>> {
     let n = predictions.len();
     let Some(first) = predictions.first() else {
@@ -313,6 +331,45 @@ pub fn tensors(predictions: Vec<Prediction>) -> Result<Vec<Tensor>> {
                 shape: vec![n, dim],
                 data: TensorData::Fp32(data),
             }])
+        }
+        Prediction::Entities(_) => {
+            let mut texts = Vec::with_capacity(n);
+            for prediction in predictions {
+                let Prediction::Entities(entities) = prediction else {
+                    return Err(Error::Inference("the predictions differ in kind".into()));
+                };
+                texts.push(
+                    serde_json::to_string(&entities)
+                        .map_err(|e| Error::Inference(format!("encoding the entities: {e}")))?,
+                );
+            }
+            Ok(vec![Tensor {
+                name: "entities",
+                shape: vec![n],
+                data: TensorData::Bytes(texts),
+            }])
+        }
+        Prediction::Relevance { .. } => {
+            let (mut scores, mut logits) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            for prediction in predictions {
+                let Prediction::Relevance { score, logit } = prediction else {
+                    return Err(Error::Inference("the predictions differ in kind".into()));
+                };
+                scores.push(score as f32);
+                logits.push(logit as f32);
+            }
+            Ok(vec![
+                Tensor {
+                    name: "score",
+                    shape: vec![n],
+                    data: TensorData::Fp32(scores),
+                },
+                Tensor {
+                    name: "logit",
+                    shape: vec![n],
+                    data: TensorData::Fp32(logits),
+                },
+            ])
         }
         Prediction::Label { scores, .. } => {
             let labels = scores.as_ref().map_or(0, Vec::len);
@@ -437,12 +494,24 @@ pub fn model_metadata(name: &str, version: &str, task: Task, dims: usize) -> Val
             json!({"name": "score", "datatype": "FP32", "shape": [-1]}),
             json!({"name": "scores", "datatype": "FP32", "shape": [-1, dims]}),
         ],
+        Task::TokenClassification => {
+            vec![json!({"name": "entities", "datatype": "BYTES", "shape": [-1]})]
+        }
+        Task::Rerank => vec![
+            json!({"name": "score", "datatype": "FP32", "shape": [-1]}),
+            json!({"name": "logit", "datatype": "FP32", "shape": [-1]}),
+        ],
     };
+    let mut inputs = vec![json!({"name": TEXT_INPUT, "datatype": "BYTES", "shape": [-1]})];
+    if task == Task::Rerank {
+        inputs[0]["parameters"] =
+            json!({"query": "the request's parameter `query`: each text is scored against it"});
+    }
     json!({
         "name": name,
         "versions": [version],
         "platform": "so1s",
-        "inputs": [{"name": TEXT_INPUT, "datatype": "BYTES", "shape": [-1]}],
+        "inputs": inputs,
         "outputs": outputs,
     })
 }
@@ -580,6 +649,7 @@ mod tests {
                 .map(|(n, b)| (n.to_owned(), b))
                 .collect(),
             binary_by_default,
+            query: None,
         }
     }
 

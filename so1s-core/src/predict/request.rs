@@ -1,7 +1,8 @@
 //! The predict request body and its validation.
 
+use super::Prediction;
 use crate::{Error, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `POST /predict` body: one text or a list of texts.
 #[derive(Debug, Clone, Deserialize)]
@@ -15,6 +16,80 @@ pub struct PredictRequest {
     /// most likely label's.
     #[serde(default)]
     pub all_scores: bool,
+}
+
+/// `POST /rerank` body (text-embeddings-inference's shape): a query and the texts to order
+/// by their relevance to it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RerankRequest {
+    /// What the texts are scored against.
+    pub query: String,
+    /// The texts to rank.
+    pub texts: Vec<String>,
+    /// The model's raw scores (logits) instead of their sigmoid.
+    #[serde(default)]
+    pub raw_scores: bool,
+    /// Each ranked text in the reply beside its index.
+    #[serde(default)]
+    pub return_text: bool,
+    /// Accepted for TEI's clients: so1s always truncates at the model's length.
+    #[serde(default)]
+    pub truncate: Option<bool>,
+}
+
+/// One ranked text of a `/rerank` reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ranked {
+    /// The text's position in the request's `texts`.
+    pub index: usize,
+    /// Its relevance: the sigmoid of the model's score, or the score itself with
+    /// `raw_scores`.
+    pub score: f64,
+    /// The text, with `return_text`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+impl RerankRequest {
+    /// The request checked against `limits` (the query and every text): empty `texts` is an
+    /// invalid input.
+    pub fn check(&self, limits: &InputLimits) -> Result<()> {
+        if self.texts.is_empty() {
+            return Err(Error::InvalidInput(
+                "`texts` is empty: nothing to rank".into(),
+            ));
+        }
+        limits.check(std::slice::from_ref(&self.query), |_| "`query`".into())?;
+        limits.check(&self.texts, |i| format!("`texts[{i}]`"))
+    }
+
+    /// The texts ranked by `relevance` (one [`Prediction::Relevance`] per text, in order),
+    /// most relevant first.
+    pub fn rank(self, relevance: Vec<Prediction>) -> Result<Vec<Ranked>> {
+        if relevance.len() != self.texts.len() {
+            return Err(Error::Inference(format!(
+                "the model scored {} of {} texts",
+                relevance.len(),
+                self.texts.len()
+            )));
+        }
+        let mut ranked = Vec::with_capacity(self.texts.len());
+        for (index, (text, prediction)) in self.texts.into_iter().zip(relevance).enumerate() {
+            let Prediction::Relevance { score, logit } = prediction else {
+                return Err(Error::InvalidInput(
+                    "this model is no reranker (cross-encoder): POST /predict instead".into(),
+                ));
+            };
+            ranked.push(Ranked {
+                index,
+                score: if self.raw_scores { logit } else { score },
+                text: self.return_text.then_some(text),
+            });
+        }
+        ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.index.cmp(&b.index)));
+        Ok(ranked)
+    }
 }
 
 /// Bounds on what one request may ask.
@@ -150,5 +225,52 @@ mod tests {
     #[test]
     fn unknown_fields_are_refused() {
         assert!(serde_json::from_str::<PredictRequest>(r#"{"txt": "a"}"#).is_err());
+    }
+
+    #[test]
+    fn reranked_texts_come_most_relevant_first_with_their_index() {
+        let request: RerankRequest = serde_json::from_str(
+            r#"{"query": "q", "texts": ["a", "b", "c"], "return_text": true}"#,
+        )
+        .unwrap();
+        let limits = InputLimits {
+            max_input_chars: 10,
+            max_texts: 3,
+        };
+        request.check(&limits).unwrap();
+        let relevance = |score: f64, logit: f64| Prediction::Relevance { score, logit };
+        let scores = vec![
+            relevance(0.2, -1.4),
+            relevance(0.9, 2.2),
+            relevance(0.5, 0.0),
+        ];
+        let ranked = request.clone().rank(scores.clone()).unwrap();
+        let order: Vec<(usize, f64, Option<&str>)> = ranked
+            .iter()
+            .map(|r| (r.index, r.score, r.text.as_deref()))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                (1, 0.9, Some("b")),
+                (2, 0.5, Some("c")),
+                (0, 0.2, Some("a"))
+            ]
+        );
+        let raw = RerankRequest {
+            raw_scores: true,
+            return_text: false,
+            ..request.clone()
+        };
+        let ranked = raw.rank(scores).unwrap();
+        assert_eq!((ranked[0].score, ranked[0].text.clone()), (2.2, None));
+        assert!(request.clone().rank(vec![relevance(0.1, 0.0)]).is_err());
+        let too_many = InputLimits {
+            max_input_chars: 10,
+            max_texts: 2,
+        };
+        assert!(request.check(&too_many).is_err());
+        let empty: RerankRequest = serde_json::from_str(r#"{"query": "q", "texts": []}"#).unwrap();
+        assert!(empty.check(&limits).is_err());
     }
 }

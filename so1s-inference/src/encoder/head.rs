@@ -40,6 +40,22 @@ impl ClassifierHead {
     }
 
     /// Logits `[batch, labels]` of the last hidden states `[batch, tokens, hidden]`.
+    /// A token classifier's head (every family's `*ForTokenClassification`): one linear
+    /// layer, `classifier`, over each token's state.
+    pub fn per_token(weights: &mut Weights, hidden: i64, labels: usize) -> Result<Self> {
+        let names = HeadNames {
+            dense: None,
+            out: "classifier",
+        };
+        Self::load(weights, &names, hidden, labels)
+    }
+
+    /// Each token's logits `[batch, tokens, labels]` of hidden states `[batch, tokens,
+    /// hidden]` (a [`ClassifierHead::per_token`] head).
+    pub fn token_logits(&self, hidden: &Tensor) -> Tensor {
+        self.out.forward(hidden)
+    }
+
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
         let first = hidden.select(1, 0);
         let pooled = match &self.dense {

@@ -68,6 +68,8 @@ pub struct Encoder {
     position_offset: i64,
     /// The first token type's embedding (every token is of type 0).
     token_type_embedding: Option<Tensor>,
+    /// Every token type's embedding `[types, width]`, for sentence pairs.
+    token_types: Option<Tensor>,
     embeddings_norm: LayerNorm,
     /// ELECTRA's projection of narrow embeddings to the hidden width.
     embeddings_project: Option<Linear>,
@@ -154,12 +156,11 @@ impl Encoder {
             (Some(name), true) => Some(weights.take(&format!("{name}.weight"))?),
             _ => None,
         };
-        let token_type_embedding = match names.token_type {
-            Some(name) => weights
-                .take_optional(&format!("{name}.weight"))
-                .map(|table| table.get(0)),
+        let token_types = match names.token_type {
+            Some(name) => weights.take_optional(&format!("{name}.weight")),
             None => None,
         };
+        let token_type_embedding = token_types.as_ref().map(|table| table.get(0));
         for (name, tensor) in [
             ("word", Some(&word_embeddings)),
             ("position", position_embeddings.as_ref()),
@@ -317,6 +318,7 @@ impl Encoder {
             position_embeddings,
             position_offset: shape.position_offset,
             token_type_embedding,
+            token_types,
             embeddings_norm,
             embeddings_project,
             relative_bias,
@@ -345,7 +347,7 @@ impl Encoder {
             let ids: Vec<i64> = ids.iter().take(self.max_positions()).copied().collect();
             let ids = Tensor::from_slice(&ids).view([1, -1]);
             let mask = ids.ones_like();
-            let _ = self.run(&ids, &mask, Some(&mut ranges));
+            let _ = self.run(&ids, None, &mask, Some(&mut ranges));
         }
         let levels = match cpu.vnni() {
             true => WEIGHT_LEVELS_VNNI,
@@ -401,7 +403,14 @@ impl Encoder {
     /// The last hidden states `[batch, tokens, hidden]` of token ids `[batch, tokens]`
     /// (int64) with attention mask `[batch, tokens]` (1 for tokens, 0 for padding).
     pub fn forward(&self, ids: &Tensor, mask: &Tensor) -> Tensor {
-        self.run(ids, mask, None)
+        self.run(ids, None, mask, None)
+    }
+
+    /// [`Encoder::forward`] of sentence pairs: `types` `[batch, tokens]` (int64) gives each
+    /// token's segment (0 the first text, 1 the second), embedded where the family has token
+    /// types (BERT's); families without them ignore it, as transformers does.
+    pub fn forward_pairs(&self, ids: &Tensor, types: &Tensor, mask: &Tensor) -> Tensor {
+        self.run(ids, Some(types), mask, None)
     }
 
     /// [`Encoder::forward`], recording each linear layer's input ranges into `ranges`.
@@ -411,7 +420,13 @@ impl Encoder {
     /// attention sees the padded `[batch, tokens]` grid (its query/key/value rows scattered
     /// into it and its output gathered back), and the linear layers, layer norms and GELU
     /// compute no padding at all.
-    fn run(&self, ids: &Tensor, mask: &Tensor, mut ranges: Option<&mut Ranges>) -> Tensor {
+    fn run(
+        &self,
+        ids: &Tensor,
+        types: Option<&Tensor>,
+        mask: &Tensor,
+        mut ranges: Option<&mut Ranges>,
+    ) -> Tensor {
         tch::no_grad(|| {
             let (batch, tokens) = ids.size2().unwrap_or((0, 0));
             // MPNet's bias of each query–key pair, [heads, tokens, tokens].
@@ -430,8 +445,12 @@ impl Encoder {
                 let at = grid.positions() + self.position_offset;
                 embedded += positions.index_select(0, &at);
             }
-            if let Some(token_type) = &self.token_type_embedding {
-                embedded += token_type;
+            match (types, &self.token_types, &self.token_type_embedding) {
+                (Some(types), Some(table), _) => {
+                    embedded += table.index_select(0, &grid.pack(&types.flatten(0, -1)));
+                }
+                (_, _, Some(token_type)) => embedded += token_type,
+                _ => {}
             }
             let mut hidden = self.embeddings_norm.forward(&embedded);
             if let Some(project) = &self.embeddings_project {

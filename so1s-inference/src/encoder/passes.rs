@@ -42,13 +42,14 @@ impl PassCost {
 
 /// Runs token sequences (`[CLS] … [SEP]` each) through a model in passes of similar lengths
 /// ([`plan_passes`] with `cost`): each pass pads its texts with `pad_id` to its longest and
-/// calls `forward(ids, mask)` (`[texts, tokens]` int64, mask 1 for tokens and 0 for
-/// padding), which returns one row per text. Rows come back in the sequences' order.
+/// calls `forward(texts, ids, mask)` (the pass's indices into `encoded`; `[texts, tokens]`
+/// int64, mask 1 for tokens and 0 for padding), which returns one row per text. Rows come
+/// back in the sequences' order.
 pub fn run_in_passes<T: Default + Clone, S: AsRef<[i64]>>(
     encoded: &[S],
     pad_id: i64,
     cost: PassCost,
-    forward: impl Fn(&Tensor, &Tensor) -> so1s_core::Result<Vec<T>>,
+    forward: impl Fn(&[usize], &Tensor, &Tensor) -> so1s_core::Result<Vec<T>>,
 ) -> so1s_core::Result<Vec<T>> {
     let mut order: Vec<usize> = (0..encoded.len()).collect();
     order.sort_by_key(|&i| encoded[i].as_ref().len());
@@ -68,7 +69,7 @@ pub fn run_in_passes<T: Default + Clone, S: AsRef<[i64]>>(
         let shape = [texts.len() as i64, longest as i64];
         let ids = Tensor::from_slice(&ids).view(shape);
         let mask = Tensor::from_slice(&mask).view(shape);
-        for (&i, row) in texts.iter().zip(forward(&ids, &mask)?) {
+        for (&i, row) in texts.iter().zip(forward(texts, &ids, &mask)?) {
             out[i] = row;
         }
     }
@@ -161,7 +162,7 @@ mod tests {
     fn passes_pad_with_a_mask_and_rows_come_back_in_order() {
         let encoded = vec![vec![7, 8, 9], vec![5], vec![1, 2]];
         // Each row: the ids the pass saw for that text, padding and mask included.
-        let rows = run_in_passes(&encoded, 0, PassCost::Padded, |ids, mask| {
+        let rows = run_in_passes(&encoded, 0, PassCost::Padded, |_, ids, mask| {
             let ids: Vec<Vec<i64>> = Vec::try_from(ids).unwrap();
             let mask: Vec<Vec<i64>> = Vec::try_from(mask).unwrap();
             Ok(ids.into_iter().zip(mask).collect::<Vec<_>>())

@@ -19,7 +19,7 @@ use so1s_core::http::error::{body_limited, json_error, recover, ApiError};
 use so1s_core::metrics::{render, HttpMetrics};
 use so1s_core::model::{Manifest, ModelLayout, Task};
 use so1s_core::predict::{ForwardPass, Precision};
-use so1s_core::predict::{InputLimits, PredictRequest};
+use so1s_core::predict::{InputLimits, PredictRequest, RerankRequest};
 use so1s_core::{Error, Prediction, Result};
 use std::future::Future;
 use std::path::PathBuf;
@@ -266,6 +266,12 @@ fn routes(
         .and(warp::header::optional::<u64>(TIMEOUT_HEADER))
         .and(body_limited(body_limit))
         .then(predict);
+    let rerank = warp::path!("rerank")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(warp::header::optional::<u64>(TIMEOUT_HEADER))
+        .and(body_limited(body_limit))
+        .then(rerank);
     let healthz = warp::path!("healthz")
         .and(warp::get())
         .map(|| json_response(StatusCode::OK, &json!({"status": "alive"})));
@@ -302,6 +308,8 @@ fn routes(
 
     let observe = state.http_metrics.clone();
     predict
+        .or(rerank)
+        .unify()
         .or(healthz)
         .unify()
         .or(readyz)
@@ -326,6 +334,7 @@ fn routes(
 fn route_name(path: &str) -> &'static str {
     match path {
         "/predict" => "/predict",
+        "/rerank" => "/rerank",
         "/healthz" => "/healthz",
         "/readyz" => "/readyz",
         "/metrics" => "/metrics",
@@ -368,6 +377,41 @@ async fn answer(state: &State, timeout_ms: Option<u64>, body: &[u8]) -> Result<R
         serde_json::to_vec(&json!({ "results": predictions }))
     }
     .map_err(|e| Error::Inference(format!("encoding the reply: {e}")))?;
+    Ok(state.answer(body, "application/json"))
+}
+
+async fn rerank(state: Arc<State>, timeout_ms: Option<u64>, body: Bytes) -> Response {
+    match answer_rerank(&state, timeout_ms, &body).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+/// `POST /rerank {"query", "texts", "raw_scores"?, "return_text"?}` →
+/// `[{"index", "score"}, ..]`, most relevant first: text-embeddings-inference's route.
+async fn answer_rerank(
+    state: &State,
+    timeout_ms: Option<u64>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let service = state.service.get().ok_or(Error::NotReady)?;
+    let request: RerankRequest = serde_json::from_slice(body).map_err(|e| json_error(&e))?;
+    if service.info().task != Task::Rerank {
+        return Err(Error::InvalidInput(format!(
+            "this model answers {}, not rerank: POST /predict",
+            service.info().task
+        ))
+        .into());
+    }
+    request.check(&state.settings.limits)?;
+    let timeout = timeout_ms
+        .map(Duration::from_millis)
+        .unwrap_or(service.options().request_timeout);
+    let relevance = service
+        .rerank_within(request.query.clone(), request.texts.clone(), timeout)
+        .await?;
+    let body = serde_json::to_vec(&request.rank(relevance)?)
+        .map_err(|e| Error::Inference(format!("encoding the reply: {e}")))?;
     Ok(state.answer(body, "application/json"))
 }
 

@@ -18,6 +18,7 @@ use crate::TransformerService;
 use bytes::Bytes;
 use serde_json::json;
 use so1s_core::http::error::{body_limited, ApiError};
+use so1s_core::model::Task;
 use so1s_core::predict::oip::{self, Infer};
 use so1s_core::Error;
 use std::sync::Arc;
@@ -186,7 +187,22 @@ async fn answer(
         .map(Duration::from_millis)
         .unwrap_or(service.options().request_timeout);
     let texts = std::mem::take(&mut request.texts);
-    let predictions = service.predict_within(texts, timeout).await?;
+    let predictions = match (request.query.take(), service.info().task) {
+        (Some(query), Task::Rerank) => service.rerank_within(query, texts, timeout).await?,
+        (None, Task::Rerank) => {
+            return Err(Error::InvalidInput(
+                "a reranker scores texts against the request's parameter `query`: give one".into(),
+            )
+            .into())
+        }
+        (Some(_), task) => {
+            return Err(Error::InvalidInput(format!(
+                "parameter `query` is a reranker's; this model answers {task}"
+            ))
+            .into())
+        }
+        (None, _) => service.predict_within(texts, timeout).await?,
+    };
     let tensors = oip::tensors(predictions)?;
     let settings = &state.settings;
     let reply = oip::reply(&settings.name, &settings.version, &request, tensors)?;

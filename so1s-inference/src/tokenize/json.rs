@@ -1,11 +1,14 @@
 //! [`JsonTokenizer`]: a model's `tokenizer.json`, read by Hugging Face's `tokenizers` crate.
 
-use super::Tokenize;
+use super::{Encoded, Tokenize};
 use serde_json::Value;
 use so1s_core::model::read_json;
 use so1s_core::{Error, Result};
 use std::path::Path;
-use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::{
+    Decoder, EncodeInput, Encoding, Tokenizer, TruncationDirection, TruncationParams,
+    TruncationStrategy,
+};
 
 /// `tokenizer.json` as transformers' fast tokenizer runs it with `truncation=True`: the
 /// file's normalizer, pre-tokenizer, model and post-processor (its special tokens and
@@ -13,6 +16,7 @@ use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStr
 pub struct JsonTokenizer {
     tokenizer: Tokenizer,
     pad_id: i64,
+    offsets: bool,
 }
 
 impl JsonTokenizer {
@@ -43,7 +47,13 @@ impl JsonTokenizer {
         Ok(Self {
             tokenizer,
             pad_id: pad_id as i64,
+            offsets: false,
         })
+    }
+
+    /// Whether [`Tokenize::encode`] gives each token's character span.
+    pub fn keep_offsets(&mut self, offsets: bool) {
+        self.offsets = offsets;
     }
 
     /// The id of the padding token.
@@ -65,12 +75,69 @@ impl Tokenize for JsonTokenizer {
         texts
             .iter()
             .map(|text| {
-                let encoding = self
-                    .tokenizer
-                    .encode_fast(text.as_str(), true)
-                    .map_err(|e| Error::InvalidInput(format!("tokenizing: {e}")))?;
+                let encoding = self.run(text.as_str(), false)?;
                 Ok(encoding.get_ids().iter().map(|&id| id as i64).collect())
             })
             .collect()
+    }
+
+    fn encode(&self, texts: &[String]) -> Result<Vec<Encoded>> {
+        texts
+            .iter()
+            .map(|text| {
+                Ok(encoded(
+                    &self.run(text.as_str(), self.offsets)?,
+                    self.offsets,
+                ))
+            })
+            .collect()
+    }
+
+    fn encode_pairs(&self, query: &str, texts: &[String]) -> Result<Vec<Encoded>> {
+        texts
+            .iter()
+            .map(|text| Ok(encoded(&self.run((query, text.as_str()), false)?, false)))
+            .collect()
+    }
+
+    fn join_tokens(&self, ids: &[i64]) -> String {
+        let tokens: Vec<String> = ids
+            .iter()
+            .filter_map(|&id| self.tokenizer.id_to_token(id as u32))
+            .collect();
+        match self.tokenizer.get_decoder() {
+            Some(decoder) => decoder
+                .decode(tokens.clone())
+                .unwrap_or_else(|_| tokens.join(" ")),
+            None => tokens.join(" "),
+        }
+    }
+}
+
+impl JsonTokenizer {
+    fn run<'s>(&self, input: impl Into<EncodeInput<'s>>, offsets: bool) -> Result<Encoding> {
+        let encoded = match offsets {
+            true => self.tokenizer.encode_char_offsets(input, true),
+            false => self.tokenizer.encode_fast(input, true),
+        };
+        encoded.map_err(|e| Error::InvalidInput(format!("tokenizing: {e}")))
+    }
+}
+
+/// `encoding` as the forward pass takes it, with its tokens' spans when `offsets`.
+fn encoded(encoding: &Encoding, offsets: bool) -> Encoded {
+    let ids = |values: &[u32]| values.iter().map(|&id| id as i64).collect();
+    Encoded {
+        ids: ids(encoding.get_ids()),
+        type_ids: ids(encoding.get_type_ids()),
+        offsets: match offsets {
+            true => encoding
+                .get_offsets()
+                .iter()
+                .zip(encoding.get_special_tokens_mask())
+                .map(|(&span, &special)| (special == 0).then_some(span))
+                .collect(),
+            false => Vec::new(),
+        },
     }
 }

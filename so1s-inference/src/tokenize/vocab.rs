@@ -2,9 +2,10 @@
 //! (WordPiece's `vocab.txt`, BPE's `vocab.json` and `merges.txt`, sentencepiece models),
 //! WordPiece text composed (NFC) first as transformers' BERT tokenizer does.
 
-use super::Tokenize;
+use super::{Encoded, Tokenize};
 use rust_bert::pipelines::common::{ModelType, TokenizerOption};
 use rust_tokenizers::tokenizer::TruncationStrategy;
+use rust_tokenizers::TokenizedInput;
 use so1s_core::model::{Architecture, ModelLayout, TOKENIZER_JSON};
 use so1s_core::{Error, Result};
 use std::borrow::Cow;
@@ -16,6 +17,8 @@ pub struct VocabTokenizer {
     max_len: usize,
     /// WordPiece tokenizers read NFC text (Hugging Face's BERT tokenizer normalizes so).
     compose: bool,
+    /// Whether [`Tokenize::encode`] gives each token's character span.
+    offsets: bool,
 }
 
 impl VocabTokenizer {
@@ -25,7 +28,14 @@ impl VocabTokenizer {
             tokenizer,
             max_len,
             compose,
+            offsets: false,
         }
+    }
+
+    /// Whether [`Tokenize::encode`] gives each token's character span (of the composed
+    /// text, which for WordPiece is the text sent unless it was decomposed).
+    pub(crate) fn keep_offsets(&mut self, offsets: bool) {
+        self.offsets = offsets;
     }
 
     /// The id of the padding token.
@@ -36,7 +46,62 @@ impl VocabTokenizer {
 
 impl Tokenize for VocabTokenizer {
     fn token_ids(&self, texts: &[String]) -> Result<Vec<Vec<i64>>> {
-        Ok(encode(&self.tokenizer, texts, self.max_len, self.compose))
+        Ok(encode(&self.tokenizer, texts, self.max_len, self.compose)
+            .into_iter()
+            .map(|encoded| encoded.token_ids)
+            .collect())
+    }
+
+    fn encode(&self, texts: &[String]) -> Result<Vec<Encoded>> {
+        Ok(encode(&self.tokenizer, texts, self.max_len, self.compose)
+            .into_iter()
+            .map(|input| encoded(input, self.offsets))
+            .collect())
+    }
+
+    fn encode_pairs(&self, query: &str, texts: &[String]) -> Result<Vec<Encoded>> {
+        let query = self.composed(query);
+        let texts: Vec<Cow<str>> = texts.iter().map(|t| self.composed(t)).collect();
+        let pairs: Vec<(&str, &str)> = texts.iter().map(|t| (query.as_ref(), t.as_ref())).collect();
+        Ok(self
+            .tokenizer
+            .encode_pair_list(&pairs, self.max_len, &TruncationStrategy::LongestFirst, 0)
+            .into_iter()
+            .map(|input| encoded(input, false))
+            .collect())
+    }
+
+    fn join_tokens(&self, ids: &[i64]) -> String {
+        self.tokenizer.decode(ids, false, false)
+    }
+}
+
+impl VocabTokenizer {
+    fn composed<'t>(&self, text: &'t str) -> Cow<'t, str> {
+        match self.compose {
+            true => nfc(text),
+            false => Cow::Borrowed(text),
+        }
+    }
+}
+
+/// rust_tokenizers' encoding as the forward pass takes it.
+fn encoded(input: TokenizedInput, offsets: bool) -> Encoded {
+    Encoded {
+        type_ids: input.segment_ids.iter().map(|&s| s as i64).collect(),
+        offsets: match offsets {
+            true => input
+                .token_offsets
+                .iter()
+                .zip(&input.special_tokens_mask)
+                .map(|(span, &special)| {
+                    span.filter(|_| special == 0)
+                        .map(|o| (o.begin as usize, o.end as usize))
+                })
+                .collect(),
+            false => Vec::new(),
+        },
+        ids: input.token_ids,
     }
 }
 
@@ -48,14 +113,14 @@ pub(crate) fn composes(architecture: Architecture) -> bool {
     )
 }
 
-/// `texts` as token ids, `[CLS] … [SEP]`, truncated at `max_len`; with `compose`,
+/// `texts` encoded, `[CLS] … [SEP]`, truncated at `max_len`; with `compose`,
 /// NFC-normalized first, as Hugging Face's BERT (WordPiece) tokenizer does.
 fn encode(
     tokenizer: &TokenizerOption,
     texts: &[String],
     max_len: usize,
     compose: bool,
-) -> Vec<Vec<i64>> {
+) -> Vec<TokenizedInput> {
     let texts: Vec<Cow<str>> = texts
         .iter()
         .map(|t| match compose {
@@ -63,11 +128,7 @@ fn encode(
             false => Cow::Borrowed(t.as_str()),
         })
         .collect();
-    tokenizer
-        .encode_list(&texts, max_len, &TruncationStrategy::LongestFirst, 0)
-        .into_iter()
-        .map(|encoded| encoded.token_ids)
-        .collect()
+    tokenizer.encode_list(&texts, max_len, &TruncationStrategy::LongestFirst, 0)
 }
 
 /// `text` in Unicode normalization form C (composed): what Hugging Face's BERT tokenizer

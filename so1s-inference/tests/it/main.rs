@@ -7,4 +7,5 @@ mod classifier;
 mod minilm;
 mod predict_server;
 mod support;
+mod tasks;
 mod transformers_fixtures;

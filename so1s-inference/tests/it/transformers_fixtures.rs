@@ -14,14 +14,15 @@ use so1s_inference::{EncoderPipeline, ServiceOptions};
 use std::path::{Path, PathBuf};
 
 #[derive(Deserialize)]
-struct Expected {
+pub(crate) struct Expected {
     /// `sentence-embeddings` or `sequence-classification` (the older fixtures say nothing:
     /// classifiers).
     #[serde(default)]
-    task: Option<String>,
+    pub(crate) task: Option<String>,
     #[serde(default)]
     labels: Vec<String>,
     max_length: usize,
+    #[serde(default)]
     sentences: Vec<Sentence>,
 }
 
@@ -41,10 +42,10 @@ struct Sentence {
     embedding: Vec<f32>,
 }
 
-struct Fixture {
-    name: String,
-    dir: PathBuf,
-    expected: Expected,
+pub(crate) struct Fixture {
+    pub(crate) name: String,
+    pub(crate) dir: PathBuf,
+    pub(crate) expected: Expected,
 }
 
 impl Fixture {
@@ -65,7 +66,12 @@ impl Fixture {
 fn fixtures() -> Vec<Fixture> {
     all_fixtures()
         .into_iter()
-        .filter(|f| f.expected.task.as_deref() != Some("sentence-embeddings"))
+        .filter(|f| {
+            matches!(
+                f.expected.task.as_deref(),
+                None | Some("sequence-classification")
+            )
+        })
         .collect()
 }
 
@@ -78,7 +84,7 @@ fn embedders() -> Vec<Fixture> {
 }
 
 /// Every directory under `tests/fixtures` with an `expected.json`.
-fn all_fixtures() -> Vec<Fixture> {
+pub(crate) fn all_fixtures() -> Vec<Fixture> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let mut fixtures: Vec<Fixture> = std::fs::read_dir(&root)
         .unwrap()

@@ -1,7 +1,7 @@
 //! The gateway: a predict request forwarded to the model's live version (while a split is set,
 //! to one of its versions by weight, the same one for the same `x-so1s-session`), streamed both ways,
 //! with bounds on how long the upstream may take. `/inference/{name}/predict` goes to the
-//! predict server's `/predict`; the Open Inference Protocol's `/v2/models/{name}/...` to the
+//! predict server's `/predict`, `/inference/{name}/rerank` to its `/rerank`; the Open Inference Protocol's `/v2/models/{name}/...` to the
 //! same path there.
 
 use super::upload::idle_body;
@@ -49,9 +49,18 @@ pub struct Forward {
 impl Forward {
     /// `POST /predict`.
     pub fn predict() -> Self {
+        Self::post("/predict")
+    }
+
+    /// `POST /rerank`.
+    pub fn rerank() -> Self {
+        Self::post("/rerank")
+    }
+
+    fn post(path: &str) -> Self {
         Self {
             post: true,
-            path: "/predict".into(),
+            path: path.into(),
             version: None,
         }
     }
@@ -100,7 +109,8 @@ impl Default for GatewayTimeouts {
 }
 
 /// The gateway's routes, open or (with `inference_auth`) for any token: `POST
-/// /inference/{name}/predict` and `POST /inference/predict`, then the Open Inference
+/// /inference/{name}/predict` and `POST /inference/predict` (and `.../rerank` beside each),
+/// then the Open Inference
 /// Protocol's (`/v2...`). Fails only if the HTTP client cannot be made.
 pub fn routes(
     platform: &Arc<Platform>,
@@ -113,19 +123,32 @@ pub fn routes(
     let inference_guard = guard::inference(tokens.clone(), inference_auth);
     let with = with_platform(platform);
     let body = idle_body(limits.body_idle_timeout);
+    // `/inference/{name}/{route}` and, for the default model, `/inference/{route}`: `predict`
+    // and (for cross-encoders) `rerank`.
+    let route = || {
+        warp::path::param::<String>().and_then(|route: String| async move {
+            match route.as_str() {
+                "predict" => Ok(Forward::predict()),
+                "rerank" => Ok(Forward::rerank()),
+                _ => Err(warp::reject::not_found()),
+            }
+        })
+    };
     let predict_named = warp::path("inference")
         .and(model_name())
-        .and(warp::path("predict"))
+        .and(route())
         .and(warp::path::end())
         .and(warp::post())
-        .map(Some);
-    let predict_default = warp::path!("inference" / "predict")
+        .map(|name, forward| (Some(name), forward));
+    let predict_default = warp::path("inference")
+        .and(route())
+        .and(warp::path::end())
         .and(warp::post())
-        .map(|| None);
+        .map(|forward| (None, forward));
     let predict = predict_named
         .or(predict_default)
         .unify()
-        .and(warp::any().map(Forward::predict))
+        .untuple_one()
         .and(inference_guard.clone())
         .and(with.clone())
         .and(client.clone())

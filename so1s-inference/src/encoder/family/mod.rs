@@ -219,7 +219,8 @@ mod tests {
                 "xlm-roberta",
                 "camembert",
                 "electra",
-                "mpnet"
+                "mpnet",
+                "deberta-v2"
             ]
         );
         assert!(of(Architecture::Albert).is_none());

@@ -3,6 +3,7 @@
 //! sentence-transformers modules (pooling, Dense, Normalize: sentence embeddings) or a
 //! classification head and its softmax or sigmoid (sequence classifiers).
 
+use crate::accuracy::{self, Accuracy};
 use crate::embedding::{Modules, Pooling};
 use crate::encoder::{
     family, run_in_passes, ClassifierHead, CpuFeatures, Encoder, EncoderShape, Family, PassCost,
@@ -11,7 +12,6 @@ use crate::encoder::{
 use crate::entities::{self, Token};
 use crate::guard::loading;
 use crate::output::{label_prediction, rows, Scoring};
-use crate::pipeline::ids;
 use crate::tokenize::{self, Encoded, Stripped, Tokenize};
 use crate::Input;
 use serde::Deserialize;
@@ -29,6 +29,8 @@ pub struct EncoderPipeline {
     output: Output,
     max_len: usize,
     pad_id: i64,
+    /// What `auto` precision measured and chose.
+    accuracy: Option<Accuracy>,
 }
 
 /// What the pipeline makes of the encoder's hidden states.
@@ -121,10 +123,56 @@ impl EncoderPipeline {
     }
 
     /// Loads a model [`EncoderPipeline::plan`] accepts, its encoder's matrix products in
-    /// `precision` ([`Precision::Auto`]: bf16 where the CPU has it natively, else f32).
+    /// `precision`. [`Precision::Auto`] takes bf16 where the CPU has it natively *and* the
+    /// model keeps to the accuracy contract in it ([`crate::accuracy`]: measured against
+    /// f32 on the calibration texts, [`EncoderPipeline::accuracy`]), else f32.
     pub fn load(layout: &ModelLayout, precision: Precision) -> Result<Self> {
         let plan = Self::plan(layout)?;
-        let (precision, _) = precision.resolve(CpuFeatures::detect());
+        let (resolved, _) = precision.resolve(CpuFeatures::detect());
+        if precision != Precision::Auto || resolved == Precision::F32 {
+            return Self::load_in(layout, &plan, resolved);
+        }
+        let candidate = Self::load_in(layout, &plan, resolved)?;
+        let reference = Self::load_in(layout, &plan, Precision::F32)?;
+        let inputs = candidate.calibration_inputs(layout)?;
+        let drift = accuracy::compare(
+            &reference.predict_inputs(&inputs)?,
+            &candidate.predict_inputs(&inputs)?,
+        );
+        let within = drift.within();
+        let measured = resolved.as_str();
+        let mut chosen = match within {
+            true => candidate,
+            false => reference,
+        };
+        chosen.accuracy = Some(Accuracy {
+            measured,
+            drift,
+            chosen: match within {
+                true => measured,
+                false => Precision::F32.as_str(),
+            },
+        });
+        Ok(chosen)
+    }
+
+    /// What `auto` measured and chose, when it measured.
+    pub fn accuracy(&self) -> Option<&Accuracy> {
+        self.accuracy.as_ref()
+    }
+
+    /// The inputs the accuracy contract is measured on: the calibration texts (each paired
+    /// with the first, for a cross-encoder).
+    fn calibration_inputs(&self, layout: &ModelLayout) -> Result<Vec<Input>> {
+        let texts: Vec<String> = CALIBRATION_TEXTS.iter().map(|t| t.to_string()).collect();
+        match layout.task {
+            Task::Rerank => Input::pairs(&texts[0], texts[1..].to_vec(), &*self.tokenizer),
+            _ => Input::batch(texts, Some(&*self.tokenizer)),
+        }
+    }
+
+    /// [`EncoderPipeline::load`] in `precision`, resolved already.
+    fn load_in(layout: &ModelLayout, plan: &EncoderPlan, precision: Precision) -> Result<Self> {
         // The longest input: what the model was trained on (sentence-transformers' or
         // so1s.toml's length), never more than its position embeddings.
         let positions = plan.shape.max_tokens().unwrap_or(512);
@@ -177,6 +225,7 @@ impl EncoderPipeline {
             tokenizer,
             encoder,
             output,
+            accuracy: None,
         })
     }
 
@@ -260,10 +309,10 @@ impl EncoderPipeline {
     pub fn predict_inputs(&self, inputs: &[Input]) -> Result<Vec<Prediction>> {
         match &self.output {
             Output::Embedding(_) | Output::Labels { .. } => {
-                self.predict_ids(&ids(inputs, &*self.tokenizer)?)
+                self.predict_ids(&Input::ids(inputs, &*self.tokenizer)?)
             }
             Output::Relevance(head) => {
-                let ids = ids(inputs, &*self.tokenizer)?;
+                let ids = Input::ids(inputs, &*self.tokenizer)?;
                 let types: Vec<&[i64]> = inputs.iter().map(|i| i.type_ids.as_slice()).collect();
                 let logits = self.run_typed(&ids, Some(&types), |_, hidden, _| {
                     rows::<f64>(head.logits(hidden).to_kind(Kind::Double), "the scores")

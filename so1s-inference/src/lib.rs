@@ -21,8 +21,12 @@
 //!   rust-bert ([`RustBertClassifier`], rust-bert's sentence embeddings).
 //! - `encoder`: so1s's own forward pass of BERT-style encoders, in f32, bf16 or int8; the
 //!   model families it runs are one file each in `encoder::family`, behind one trait.
+//!   `encoder_pipeline` puts a tokenizer, the encoder and a task's output together
+//!   (embeddings, labels, `entities` of a token classifier, a cross-encoder's relevance).
+//! - [`accuracy`]: the accuracy contract `auto` precision keeps: bf16 only within tolerance
+//!   of f32 on calibration texts.
 //! - [`server`]: the predict server of one model version (`so1s-predict`): `POST /predict`,
-//!   health, readiness, metrics, model metadata and the Open Inference Protocol.
+//!   `POST /rerank`, health, readiness, metrics, model metadata and the Open Inference Protocol.
 //! - [`smoke`]: a build's smoke test in this process ([`InProcessSmokeTest`], the
 //!   [`so1s_core::build::SmokeRunner`] binaries with inference supply).
 //! - `metrics`: the model thread's Prometheus metrics ([`ServiceMetrics`]).
@@ -47,6 +51,7 @@
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod accuracy;
 pub mod alloc;
 mod batch;
 mod classifier;

@@ -32,7 +32,7 @@ pub struct ServiceOptions {
     /// Who runs the forward pass ([`Pipeline::choose`](crate::Pipeline::choose)).
     pub forward_pass: ForwardPass,
     /// The precision of so1s's own forward pass ([`Precision::Auto`]: bf16 where the CPU
-    /// has it natively, else f32).
+    /// has it natively and the model keeps the accuracy contract in it, else f32).
     pub precision: Precision,
 }
 

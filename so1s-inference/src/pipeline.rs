@@ -12,7 +12,6 @@ use rust_bert::pipelines::sentence_embeddings::{
 use so1s_core::model::{Architecture, ModelLayout, Task};
 use so1s_core::predict::{CpuFeatures, ForwardPass, Precision};
 use so1s_core::{Error, Prediction, Result};
-use std::borrow::Cow;
 use std::sync::Arc;
 use tch::Device;
 
@@ -38,8 +37,18 @@ impl Pipeline {
         precision: Precision,
     ) -> Result<(Self, ModelInfo)> {
         let (own, reason) = Self::choose(layout, pass, precision, CpuFeatures::detect())?;
-        if let Some(precision) = own {
+        if let Some(resolved) = own {
+            // `auto` is measured against the accuracy contract as it loads.
+            let precision = match precision {
+                Precision::Auto => Precision::Auto,
+                _ => resolved,
+            };
             let pipeline = EncoderPipeline::load(layout, precision)?;
+            let accuracy = pipeline.accuracy().cloned();
+            let reason = match &accuracy {
+                Some(accuracy) => format!("{reason}; {accuracy}"),
+                None => reason,
+            };
             let info = ModelInfo {
                 task: layout.task,
                 architecture: layout.architecture.as_str(),
@@ -52,6 +61,7 @@ impl Pipeline {
                     Precision::Int8 => "so1s-int8",
                 },
                 reason,
+                accuracy,
             };
             return Ok((Pipeline::Encoder(Box::new(pipeline)), info));
         }
@@ -119,6 +129,7 @@ impl Pipeline {
             max_sequence_length: layout.max_sequence_length,
             forward_pass: "rust-bert",
             reason,
+            accuracy: None,
         };
         Ok((pipeline, info))
     }
@@ -209,29 +220,9 @@ impl Predictor for Pipeline {
                     .collect())
             }
             Pipeline::Classification(model) => {
-                model.predict_ids(&ids(inputs, &*model.tokenizer())?)
+                model.predict_ids(&Input::ids(inputs, &*model.tokenizer())?)
             }
             Pipeline::Encoder(model) => model.predict_inputs(inputs),
         })
     }
-}
-
-/// The token ids of `inputs`: as the request handler made them, or by `tokenizer` for an
-/// input that came without (a caller that built its [`Input`] by hand).
-pub(crate) fn ids<'a>(
-    inputs: &'a [Input],
-    tokenizer: &dyn Tokenize,
-) -> Result<Vec<Cow<'a, [i64]>>> {
-    inputs
-        .iter()
-        .map(|input| match &input.ids {
-            Some(ids) => Ok(Cow::Borrowed(ids.as_slice())),
-            None => Ok(Cow::Owned(
-                tokenizer
-                    .token_ids(std::slice::from_ref(&input.text))?
-                    .pop()
-                    .unwrap_or_default(),
-            )),
-        })
-        .collect()
 }

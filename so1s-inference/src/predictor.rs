@@ -2,10 +2,12 @@
 //! [`Input`]s into predictions and hands out the [`Tokenize`]r its requests are tokenized with
 //! before they reach the model thread; [`ModelInfo`] says what a loaded model is and answers.
 
+use crate::accuracy::Accuracy;
 use crate::tokenize::{Encoded, Tokenize};
 use serde::Serialize;
 use so1s_core::model::Task;
 use so1s_core::{Prediction, Result};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// Something that turns a batch of inputs into one prediction per input.
@@ -62,6 +64,23 @@ impl Input {
         Ok(texts.into_iter().zip(encoded).map(Input::encoded).collect())
     }
 
+    /// The token ids of `inputs`: as the request handler made them, or by `tokenizer` for
+    /// an input that came without (a caller that built its [`Input`] by hand).
+    pub fn ids<'a>(inputs: &'a [Input], tokenizer: &dyn Tokenize) -> Result<Vec<Cow<'a, [i64]>>> {
+        inputs
+            .iter()
+            .map(|input| match &input.ids {
+                Some(ids) => Ok(Cow::Borrowed(ids.as_slice())),
+                None => Ok(Cow::Owned(
+                    tokenizer
+                        .token_ids(std::slice::from_ref(&input.text))?
+                        .pop()
+                        .unwrap_or_default(),
+                )),
+            })
+            .collect()
+    }
+
     fn encoded((text, encoded): (String, Encoded)) -> Input {
         Input {
             text,
@@ -108,6 +127,9 @@ pub struct ModelInfo {
     /// `so1s-bf16`, `so1s-int8`).
     pub forward_pass: &'static str,
     /// Why that forward pass and precision: what `auto` found (the CPU's bf16, what the
-    /// own encoder covers) or that they were asked for.
+    /// own encoder covers, the accuracy contract) or that they were asked for.
     pub reason: String,
+    /// What `auto` precision measured against f32 and chose ([`crate::accuracy`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<Accuracy>,
 }

@@ -298,6 +298,7 @@ mod tests {
             max_sequence_length: None,
             forward_pass: "test",
             reason: "a test predictor".into(),
+            accuracy: None,
         }
     }
 

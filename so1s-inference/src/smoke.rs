@@ -33,7 +33,7 @@ pub async fn smoke_test(layout: ModelLayout) -> Result<String> {
         ..ServiceOptions::default()
     };
     let service = TransformerService::load(layout, options).await?;
-    Ok(match service.predict_one(SMOKE_TEXT).await? {
+    let answer = match service.predict_one(SMOKE_TEXT).await? {
         Prediction::Embedding(vector) => {
             if vector.iter().any(|x| !x.is_finite()) {
                 return Err(Error::InvalidModel(
@@ -45,5 +45,10 @@ pub async fn smoke_test(layout: ModelLayout) -> Result<String> {
         Prediction::Label { label, score, .. } => format!("label `{label}` ({score:.3})"),
         Prediction::Entities(entities) => format!("{} entities", entities.len()),
         Prediction::Relevance { score, .. } => format!("relevance {score:.3}"),
+    };
+    // What `auto` precision measured goes into the version's events.
+    Ok(match &service.info().accuracy {
+        Some(accuracy) => format!("{answer}; precision {accuracy}"),
+        None => answer,
     })
 }

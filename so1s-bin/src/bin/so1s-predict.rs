@@ -38,8 +38,9 @@ struct Args {
     /// rust-bert), so1s, or rust-bert (default: the model's so1s.toml, else auto).
     #[arg(long, env = "SO1S_FORWARD_PASS")]
     forward_pass: Option<so1s_core::predict::ForwardPass>,
-    /// Precision of so1s's own forward pass: auto (bf16 where the CPU has native bf16, else
-    /// f32), f32, bf16 or int8 (default: the model's so1s.toml, else auto).
+    /// Precision of so1s's own forward pass: auto (bf16 where the CPU has native bf16 and the
+    /// model keeps within tolerance of f32 in it, else f32), f32, bf16 or int8 (default: the
+    /// model's so1s.toml, else auto).
     #[arg(long, env = "SO1S_PRECISION")]
     precision: Option<so1s_core::predict::Precision>,
     /// Most texts per forward pass (default: the model's so1s.toml, else 32).

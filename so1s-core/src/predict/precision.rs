@@ -8,8 +8,9 @@ use std::sync::OnceLock;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Precision {
-    /// bf16 where the CPU multiplies bf16 natively ([`CpuFeatures::native_bf16`]), f32
-    /// elsewhere.
+    /// bf16 where the CPU multiplies bf16 natively ([`CpuFeatures::native_bf16`]) and the
+    /// model, measured against f32 as it loads, keeps the accuracy contract in it
+    /// (so1s-inference's `accuracy`); f32 elsewhere.
     #[default]
     Auto,
     /// 32-bit floats, as trained: exact.

@@ -3,7 +3,8 @@
 //! transformers did: the same token ids (pairs too); the entities of its token-classification
 //! pipeline with `aggregation_strategy="simple"` (groups, words, character offsets; scores
 //! within 1e-4 in f32); the cross-encoders' order, sigmoid scores and raw logits on
-//! `/rerank`, and both through the Open Inference Protocol.
+//! `/rerank`, and both through the Open Inference Protocol. And `auto` precision keeps bf16
+//! only where a model keeps the accuracy contract in it.
 
 use crate::support::TestServer;
 use crate::transformers_fixtures::all_fixtures;
@@ -228,5 +229,54 @@ async fn cross_encoders_rank_as_transformers_on_the_rerank_route() {
         let (status, reply) = json_of(&server, "/rerank", json!({"query": "q", "texts": []})).await;
         assert_eq!(status, 422, "{name}: {reply}");
         server.stop().await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn auto_precision_keeps_bf16_only_where_the_model_keeps_the_accuracy_contract() {
+    use crate::support::{load, test_options};
+    use so1s_core::predict::CpuFeatures;
+    let native = CpuFeatures::detect().native_bf16();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    for name in ["electra-nsmc-tiny", "bert-bge-tiny", "bert-reranker-tiny"] {
+        let service = load(&root.join(name).join("model"), test_options())
+            .await
+            .unwrap();
+        let info = service.info();
+        match (&info.accuracy, native) {
+            // No native bf16: f32, nothing to measure.
+            (None, false) => assert_eq!(info.forward_pass, "so1s-f32", "{name}"),
+            (Some(accuracy), true) => {
+                assert_eq!(accuracy.measured, "bf16");
+                assert_eq!(
+                    accuracy.chosen == "bf16",
+                    accuracy.drift.within(),
+                    "{name}: {accuracy}"
+                );
+                assert_eq!(info.forward_pass, format!("so1s-{}", accuracy.chosen));
+                assert!(info.reason.contains("calibration texts"), "{}", info.reason);
+                println!("{name}: {accuracy}");
+            }
+            other => panic!("{name}: native bf16 {native}, accuracy {other:?}"),
+        }
+    }
+    // The seed-shaped ELECTRA classifier under the default precision answers transformers'
+    // scores within the contract (bf16 moved them by up to 0.08, so auto keeps it in f32 on
+    // a bf16 CPU).
+    let fixture = root.join("electra-nsmc-tiny");
+    let expected: Value =
+        serde_json::from_slice(&std::fs::read(fixture.join("expected.json")).unwrap()).unwrap();
+    let service = load(&fixture.join("model"), test_options()).await.unwrap();
+    for sentence in expected["sentences"].as_array().unwrap() {
+        let prediction = service
+            .predict_one(sentence["text"].as_str().unwrap())
+            .await
+            .unwrap();
+        let so1s_core::Prediction::Label { label, score, .. } = prediction else {
+            panic!("a label");
+        };
+        assert_eq!(label, sentence["label"].as_str().unwrap());
+        let want = sentence["score"].as_f64().unwrap();
+        assert!((score - want).abs() <= 0.0051, "{label}: {score} vs {want}");
     }
 }

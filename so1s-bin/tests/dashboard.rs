@@ -344,6 +344,18 @@ async fn the_dashboard_signs_in_uploads_follows_events_predicts_and_hides_action
     }
     text_until(&browser, &fact("minilm", "live"), PATIENCE, |t| t == "v2").await;
     assert_eq!(api.model("minilm").await["live_version"], "v2");
+    // The Precision column shows what the build measured and chose (the record's), or "—"
+    // where nothing was measured (no native bf16).
+    let precision = api.version("minilm", "v2").await["artifact"]["precision"].clone();
+    let cell = r#"article[data-model="minilm"] tr[data-version="v2"] td:nth-of-type(4)"#;
+    let expected = match precision["chosen"].as_str() {
+        Some(chosen) => {
+            let cosine = precision["drift"]["value"].as_f64().unwrap();
+            format!("{chosen} cos {cosine:.5}")
+        }
+        None => "—".to_owned(),
+    };
+    text_until(&browser, cell, PATIENCE, |t| t == expected).await;
 
     // Try it: the page's prediction is MiniLM's embedding of the text.
     type_into(&browser, "#try-text", "Hello world").await;

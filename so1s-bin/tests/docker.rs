@@ -366,6 +366,7 @@ async fn a_container_that_cannot_serve_is_removed_and_a_restart_adopts_the_live_
         artifact: Artifact::Image {
             reference: runtime,
             id: None,
+            precision: None,
         },
     };
     let failed = EventLog::default();

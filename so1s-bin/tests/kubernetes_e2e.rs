@@ -29,6 +29,7 @@ fn target(version: &str, image: &str) -> Target {
         artifact: Artifact::Image {
             reference: image.to_owned(),
             id: None,
+            precision: None,
         },
     }
 }

@@ -281,6 +281,11 @@ async fn answers_as_transformers(api: &Api, expected: &Value, version: &str) {
 
 /// [`answers_as_transformers`] through `path`.
 async fn answers_at(api: &Api, path: &str, expected: &Value, version: &str) {
+    answers_within(api, path, expected, version, 1e-4).await
+}
+
+/// [`answers_at`] with scores within `tolerance` of transformers'.
+async fn answers_within(api: &Api, path: &str, expected: &Value, version: &str, tolerance: f64) {
     for sentence in expected["sentences"].as_array().unwrap() {
         let text = sentence["text"].as_str().unwrap();
         let response = api
@@ -296,7 +301,7 @@ async fn answers_at(api: &Api, path: &str, expected: &Value, version: &str) {
         assert_eq!(body["result"], sentence["label"], "{text}: {body}");
         let score = body["score"].as_f64().unwrap();
         assert!(
-            (score - sentence["score"].as_f64().unwrap()).abs() <= 1e-4,
+            (score - sentence["score"].as_f64().unwrap()).abs() <= tolerance,
             "{text}: {body}"
         );
         let scores = body["scores"].as_array().unwrap();
@@ -308,7 +313,7 @@ async fn answers_at(api: &Api, path: &str, expected: &Value, version: &str) {
             .zip(sentence["scores"].as_array().unwrap())
         {
             assert_eq!(&entry["label"], label);
-            assert!((entry["score"].as_f64().unwrap() - want.as_f64().unwrap()).abs() <= 1e-4);
+            assert!((entry["score"].as_f64().unwrap() - want.as_f64().unwrap()).abs() <= tolerance);
         }
     }
 }
@@ -390,6 +395,50 @@ async fn the_seeds_electra_classifier_serves_from_safetensors_and_from_a_checked
     assert!(!marker.exists(), "the hostile pickle ran");
     // v2 kept serving through both.
     answers_as_transformers(&api, &expected, "v2").await;
+
+    // v5: no so1s.toml, so precision `auto`, and a forged build record in the archive
+    // (claiming bf16 kept every answer): the build removes it and measures for itself. The
+    // answers keep the accuracy contract (scores within 0.005, the same labels) and the
+    // version's record says what was measured and chosen.
+    let forged = br#"{"precision": {"measured": "bf16", "chosen": "bf16", "drift":
+        {"measure": "largest_score_change", "value": 0.0, "tolerance": 1.0,
+         "same_answers": true, "texts": 1}}}"#;
+    api.upload(
+        "sentiment",
+        packed_with(&fixture.join("model"), &[("so1s-build.json", forged)]),
+    )
+    .await;
+    let record = api.settle("sentiment", "v5").await;
+    assert_eq!(record["state"], "live", "{record}");
+    let events = api.events("sentiment", "v5").await;
+    assert!(
+        events.contains("so1s-build.json removed: the build writes its own"),
+        "{events}"
+    );
+    answers_within(&api, "/inference/predict", &expected, "v5", 0.005).await;
+    let native_bf16 = so1s_core::predict::CpuFeatures::detect().native_bf16();
+    let precision = &record["artifact"]["precision"];
+    let bundle = std::path::PathBuf::from(record["artifact"]["dir"].as_str().unwrap());
+    match native_bf16 {
+        true => {
+            assert_eq!(precision["measured"], "bf16", "{record}");
+            assert_eq!(precision["drift"]["tolerance"], 0.005, "{record}");
+            let within = precision["drift"]["value"].as_f64().unwrap() <= 0.005
+                && precision["drift"]["same_answers"] == true;
+            let chosen = if within { "bf16" } else { "f32" };
+            assert_eq!(precision["chosen"], chosen, "{record}");
+            assert!(events.contains("calibration texts"), "{events}");
+            let kept: Value =
+                serde_json::from_slice(&std::fs::read(bundle.join("so1s-build.json")).unwrap())
+                    .unwrap();
+            assert_eq!(&kept["precision"], precision);
+        }
+        // Nothing to measure: f32, and no record in the bundle.
+        false => {
+            assert!(precision.is_null(), "{record}");
+            assert!(!bundle.join("so1s-build.json").exists());
+        }
+    }
     api.stop();
 }
 

@@ -336,6 +336,23 @@ function trafficBar(traffic) {
     }));
 }
 
+// What `auto` precision measured at build and chose, in a cell: the precision served and
+// the drift from f32 (the whole measurement in the tooltip); "—" where nothing was measured
+// (a precision asked for, or a CPU without native bf16: f32).
+function precisionCell(v) {
+  const p = v.artifact && v.artifact.precision;
+  if (!p) return h("td", { class: "hint" }, "—");
+  const d = p.drift;
+  const cosine = d.measure === "least_cosine";
+  const value = cosine ? `cos ${d.value.toFixed(5)}` : `Δ ${d.value.toFixed(4)}`;
+  const verdict = p.chosen === p.measured ? "within the contract"
+    : d.same_answers ? "outside the contract" : "answers changed";
+  const title = `${p.measured} against f32 on ${d.texts} calibration texts: ` +
+    `${cosine ? "least cosine" : "largest score change"} ${d.value} ` +
+    `(tolerance ${d.tolerance}), ${verdict}: serves ${p.chosen}`;
+  return h("td", { class: "precision", title }, h("code", {}, p.chosen), ` ${value}`);
+}
+
 function versionsTable(view) {
   const name = view.name;
   const rows = [...view.versions].reverse().map((v) => {
@@ -376,6 +393,7 @@ function versionsTable(view) {
         ? h("span", { class: "hint" }, ` ${v.weight}%`) : null),
       h("td", { class: "num" }, bytes(v.size)),
       h("td", {}, h("code", { title: v.sha256 }, v.sha256.slice(0, 12))),
+      precisionCell(v),
       h("td", {}, when(v.stored_at * 1000)),
       h("td", {}, when(v.updated_at_ms)),
       h("td", { class: "error-cell" }, v.error || ""),
@@ -384,7 +402,8 @@ function versionsTable(view) {
   return h("div", { class: "scroll" }, h("table", { class: "versions" },
     h("caption", { class: "sr-only" }, `Versions of ${name}`),
     h("thead", {}, h("tr", {},
-      ["Version", "State", "Size", "sha256", "Stored", "Changed", "Error", ""].map((title) =>
+      ["Version", "State", "Size", "sha256", "Precision", "Stored", "Changed", "Error", ""]
+        .map((title) =>
         h("th", { scope: "col" }, title)))),
     h("tbody", {}, rows)));
 }

@@ -3,66 +3,10 @@
 //! classification, token and rerank scores within 0.005 with the same labels, entities and
 //! order. [`compare`] measures that between two passes' predictions.
 
-use serde::Serialize;
+pub use so1s_core::predict::accuracy::{
+    Accuracy, Drift, Measure, COSINE_TOLERANCE, SCORE_TOLERANCE,
+};
 use so1s_core::Prediction;
-
-/// The least cosine an embedding may keep.
-pub const COSINE_TOLERANCE: f64 = 0.9999;
-/// The most a score (a label's, an entity's, a relevance) may move.
-pub const SCORE_TOLERANCE: f64 = 0.005;
-
-/// How far a precision's answers moved from f32's on the calibration texts.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Drift {
-    /// `least cosine` (embeddings) or `largest score change` (everything else).
-    pub measure: &'static str,
-    /// Its value.
-    pub value: f64,
-    /// What the contract allows: the least cosine, or the largest change.
-    pub tolerance: f64,
-    /// Whether every text kept its label, its entities or its rank.
-    pub same_answers: bool,
-    /// How many texts (or pairs) it was measured on.
-    pub texts: usize,
-}
-
-impl Drift {
-    /// Whether the contract holds.
-    pub fn within(&self) -> bool {
-        let close = match self.measure {
-            "least cosine" => self.value >= self.tolerance,
-            _ => self.value <= self.tolerance,
-        };
-        close && self.same_answers
-    }
-}
-
-/// What `auto` chose and why: the precision it measured, the drift, the precision it took.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Accuracy {
-    /// The faster precision measured (`bf16`).
-    pub measured: &'static str,
-    /// Its drift from f32.
-    pub drift: Drift,
-    /// The precision taken: the measured one if within the contract, else `f32`.
-    pub chosen: &'static str,
-}
-
-impl std::fmt::Display for Accuracy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let d = &self.drift;
-        let verdict = match d.within() {
-            true => "within the contract",
-            false if !d.same_answers => "answers changed",
-            false => "outside the contract",
-        };
-        write!(
-            f,
-            "{} against f32 on {} calibration texts: {} {:.5} (tolerance {}), {verdict}: {}",
-            self.measured, d.texts, d.measure, d.value, d.tolerance, self.chosen
-        )
-    }
-}
 
 /// The drift of `candidate` from `reference`, prediction by prediction (the same inputs,
 /// in order).
@@ -114,14 +58,14 @@ pub fn compare(reference: &[Prediction], candidate: &[Prediction]) -> Drift {
     same &= rank(&relevance.0) == rank(&relevance.1);
     match embeddings {
         true => Drift {
-            measure: "least cosine",
+            measure: Measure::LeastCosine,
             value: cosine,
             tolerance: COSINE_TOLERANCE,
             same_answers: same,
             texts: reference.len(),
         },
         false => Drift {
-            measure: "largest score change",
+            measure: Measure::LargestScoreChange,
             value: change,
             tolerance: SCORE_TOLERANCE,
             same_answers: same,
@@ -171,7 +115,7 @@ mod tests {
 
         let e = |x: &[f32]| Prediction::Embedding(x.to_vec());
         let near = compare(&[e(&[1.0, 0.0])], &[e(&[1.0, 0.001])]);
-        assert_eq!(near.measure, "least cosine");
+        assert_eq!(near.measure, Measure::LeastCosine);
         assert!(near.within(), "{near:?}");
         assert!(!compare(&[e(&[1.0, 0.0])], &[e(&[1.0, 0.1])]).within());
 

@@ -17,6 +17,7 @@ use crate::Input;
 use serde::Deserialize;
 use so1s_core::model::read_json;
 use so1s_core::model::{ModelLayout, Task};
+use so1s_core::predict::BuildRecord;
 use so1s_core::{Error, Prediction, Result};
 use std::sync::Arc;
 use tch::{Kind, Tensor};
@@ -125,12 +126,22 @@ impl EncoderPipeline {
     /// Loads a model [`EncoderPipeline::plan`] accepts, its encoder's matrix products in
     /// `precision`. [`Precision::Auto`] takes bf16 where the CPU has it natively *and* the
     /// model keeps to the accuracy contract in it ([`crate::accuracy`]: measured against
-    /// f32 on the calibration texts, [`EncoderPipeline::accuracy`]), else f32.
+    /// f32 on the calibration texts, [`EncoderPipeline::accuracy`]), else f32. What the
+    /// build measured (its [`BuildRecord`] in the model directory) is served as it chose,
+    /// without loading the model twice.
     pub fn load(layout: &ModelLayout, precision: Precision) -> Result<Self> {
         let plan = Self::plan(layout)?;
         let (resolved, _) = precision.resolve(CpuFeatures::detect());
         if precision != Precision::Auto || resolved == Precision::F32 {
             return Self::load_in(layout, &plan, resolved);
+        }
+        let built = BuildRecord::read(&layout.dir)?
+            .and_then(|record| record.precision)
+            .filter(|accuracy| accuracy.measured == resolved);
+        if let Some(accuracy) = built {
+            let mut chosen = Self::load_in(layout, &plan, accuracy.chosen)?;
+            chosen.accuracy = Some(accuracy);
+            return Ok(chosen);
         }
         let candidate = Self::load_in(layout, &plan, resolved)?;
         let reference = Self::load_in(layout, &plan, Precision::F32)?;
@@ -139,20 +150,12 @@ impl EncoderPipeline {
             &reference.predict_inputs(&inputs)?,
             &candidate.predict_inputs(&inputs)?,
         );
-        let within = drift.within();
-        let measured = resolved.as_str();
-        let mut chosen = match within {
+        let accuracy = Accuracy::of(resolved, drift);
+        let mut chosen = match accuracy.chosen == resolved {
             true => candidate,
             false => reference,
         };
-        chosen.accuracy = Some(Accuracy {
-            measured,
-            drift,
-            chosen: match within {
-                true => measured,
-                false => Precision::F32.as_str(),
-            },
-        });
+        chosen.accuracy = Some(accuracy);
         Ok(chosen)
     }
 

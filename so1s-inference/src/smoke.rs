@@ -5,7 +5,7 @@
 
 use crate::{ServiceOptions, TransformerService};
 use async_trait::async_trait;
-use so1s_core::build::smoke::{SmokeRunner, SMOKE_TEXT};
+use so1s_core::build::smoke::{SmokeReport, SmokeRunner, SMOKE_TEXT};
 use so1s_core::model::ModelLayout;
 use so1s_core::{Error, Prediction, Result};
 
@@ -15,15 +15,16 @@ pub struct InProcessSmokeTest;
 
 #[async_trait]
 impl SmokeRunner for InProcessSmokeTest {
-    async fn run(&self, layout: ModelLayout) -> Result<String> {
+    async fn run(&self, layout: ModelLayout) -> Result<SmokeReport> {
         smoke_test(layout).await
     }
 }
 
 /// Loads the model of `layout` here and runs one prediction, with the forward pass it will
 /// be served with (its so1s.toml may choose the forward pass and precision): one the model
-/// cannot run fails here, before any rollout. Returns what the model answered, in words.
-pub async fn smoke_test(layout: ModelLayout) -> Result<String> {
+/// cannot run fails here, before any rollout. Reports what the model answered, in words,
+/// and what `auto` precision measured against f32 and chose.
+pub async fn smoke_test(layout: ModelLayout) -> Result<SmokeReport> {
     let options = ServiceOptions {
         max_batch_size: 1,
         queue_capacity: 1,
@@ -46,9 +47,9 @@ pub async fn smoke_test(layout: ModelLayout) -> Result<String> {
         Prediction::Entities(entities) => format!("{} entities", entities.len()),
         Prediction::Relevance { score, .. } => format!("relevance {score:.3}"),
     };
-    // What `auto` precision measured goes into the version's events.
-    Ok(match &service.info().accuracy {
-        Some(accuracy) => format!("{answer}; precision {accuracy}"),
-        None => answer,
+    // What `auto` precision measured goes into the version's record and its bundle.
+    Ok(SmokeReport {
+        answer,
+        precision: service.info().accuracy.clone(),
     })
 }

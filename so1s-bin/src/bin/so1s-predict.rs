@@ -72,8 +72,8 @@ struct Args {
     /// Keep glibc's default malloc settings instead of the ones tuned for inference.
     #[arg(long, env = "SO1S_NO_MALLOC_TUNING")]
     no_malloc_tuning: bool,
-    /// Load the model, run one prediction, print what it answered and exit (a build's
-    /// smoke test); no server starts.
+    /// Load the model, run one prediction, print what it answered and what `auto`
+    /// precision measured (a JSON line) and exit (a build's smoke test); no server starts.
     #[arg(long)]
     smoke_test: bool,
     /// Cap this process's address space (MiB): a model that needs more fails to load
@@ -120,10 +120,11 @@ async fn main() -> anyhow::Result<()> {
     if args.smoke_test {
         let layout = so1s_core::ModelLayout::inspect(&args.model_dir)
             .map_err(|e| anyhow::anyhow!(e.chain()))?;
-        let answer = so1s_inference::smoke::smoke_test(layout)
+        let report = so1s_inference::smoke::smoke_test(layout)
             .await
             .map_err(|e| anyhow::anyhow!(e.chain()))?;
-        println!("{answer}");
+        // The last line is the report, as JSON: the build reads it.
+        println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
     tracing::info!(?args, "starting so1s-predict");

@@ -7,6 +7,7 @@ use super::{Artifact, ImageBuilder};
 use crate::events::Events;
 use crate::model::checkpoint::{self, InPlace};
 use crate::model::ModelLayout;
+use crate::predict::BuildRecord;
 use crate::store::StoredVersion;
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -43,7 +44,7 @@ impl BundleBuilder {
         archive: &Path,
         staging: &Path,
         events: &Events,
-    ) -> Result<PathBuf> {
+    ) -> Result<(PathBuf, BuildRecord)> {
         events.progress(format!(
             "unpacking the {} archive ({} bytes, sha256 {})",
             match version.format {
@@ -77,6 +78,18 @@ impl BundleBuilder {
             }
             None => {}
         }
+        // Only the build writes a build record: one that came with the upload goes unread.
+        if blocking({
+            let root = root.clone();
+            move || BuildRecord::remove(&root)
+        })
+        .await?
+        {
+            events.log(format!(
+                "{} removed: the build writes its own",
+                BuildRecord::FILE
+            ));
+        }
         events.progress("checking the model files");
         let layout = {
             let root = root.clone();
@@ -97,9 +110,17 @@ impl BundleBuilder {
             blocking(move || crate::model::size::check_config_matches_weights(&layout)).await?;
         }
         events.progress("smoke test: loading the model and running one prediction");
-        let answer = self.smoke.run(&root, layout, events).await?;
-        events.log(format!("smoke prediction: {answer}"));
-        Ok(root)
+        let report = self.smoke.run(&root, layout, events).await?;
+        events.log(format!("smoke prediction: {report}"));
+        // What `auto` measured is kept with the bundle: its servers serve that choice.
+        let record = BuildRecord {
+            precision: report.precision,
+        };
+        if record.precision.is_some() {
+            let (root, record) = (root.clone(), record.clone());
+            blocking(move || record.write(&root)).await?;
+        }
+        Ok((root, record))
     }
 }
 
@@ -152,8 +173,8 @@ impl ImageBuilder for BundleBuilder {
         let checked = self
             .unpack_and_check(version, archive, &staging, events)
             .await;
-        let root = match checked {
-            Ok(root) => root,
+        let (root, record) = match checked {
+            Ok(checked) => checked,
             Err(e) => {
                 let _ = tokio::fs::remove_dir_all(&staging).await;
                 return Err(e);
@@ -170,6 +191,7 @@ impl ImageBuilder for BundleBuilder {
         let relative = root.strip_prefix(&staging).unwrap_or(Path::new(""));
         Ok(Artifact::Bundle {
             dir: target.join(relative),
+            precision: record.precision,
         })
     }
 
@@ -179,7 +201,7 @@ impl ImageBuilder for BundleBuilder {
     }
 
     async fn remove(&self, artifact: &Artifact) -> Result<()> {
-        if let Artifact::Bundle { dir } = artifact {
+        if let Artifact::Bundle { dir, .. } = artifact {
             // The bundle is ROOT/<model>/<version>[/<wrapped folder>]: remove the version's folder.
             let version_dir = dir
                 .ancestors()

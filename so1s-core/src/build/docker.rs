@@ -370,6 +370,7 @@ impl DockerImageBuilder {
         Ok(Artifact::Image {
             reference,
             id: Some(id),
+            precision: None,
         })
     }
 
@@ -426,13 +427,15 @@ impl ImageBuilder for DockerImageBuilder {
         archive: &Path,
         events: &Events,
     ) -> Result<Artifact> {
-        let Artifact::Bundle { dir } = self.bundles.build(version, archive, events).await? else {
+        let bundle = self.bundles.build(version, archive, events).await?;
+        let Artifact::Bundle { dir, precision } = &bundle else {
             return Err(Error::Backend("the bundle builder made no bundle".into()));
         };
-        let built = self.build_image(version, &dir, events).await;
+        let built = self.build_image(version, dir, events).await;
         // The image holds the model now (or the build failed): the unpacked copy goes.
-        let _ = self.bundles.remove(&Artifact::Bundle { dir }).await;
-        built
+        let precision = precision.clone();
+        let _ = self.bundles.remove(&bundle).await;
+        Ok(built?.with_precision(precision))
     }
 
     /// The unpacked copies under `work_dir` only live while their image is built: at

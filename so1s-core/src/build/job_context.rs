@@ -45,7 +45,7 @@ impl JobContext {
         let scratch = self.out.join(".bundle");
         let bundles = BundleBuilder::new(&scratch, smoke);
         let artifact = bundles.build(&stored, &self.archive, events).await?;
-        let Artifact::Bundle { dir } = &artifact else {
+        let Artifact::Bundle { dir, .. } = &artifact else {
             return Err(Error::Backend("the bundle builder made no bundle".into()));
         };
         let io = |context: &str| {

@@ -275,6 +275,7 @@ impl ImageBuilder for KubeImageBuilder {
         Ok(Artifact::Image {
             reference,
             id: None,
+            precision: None,
         })
     }
 

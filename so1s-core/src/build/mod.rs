@@ -27,22 +27,27 @@ pub use job_context::JobContext;
 #[cfg(feature = "kubernetes")]
 #[cfg_attr(docsrs, doc(cfg(feature = "kubernetes")))]
 pub use kubernetes::{KubeBuildConfig, KubeImageBuilder};
-pub use smoke::{SmokeProcess, SmokeRunner, SmokeTest};
+pub use smoke::{SmokeProcess, SmokeReport, SmokeRunner, SmokeTest};
 
 use crate::events::Events;
+use crate::predict::Accuracy;
 use crate::store::StoredVersion;
 use crate::Result;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// What a build produces.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Artifact {
     /// A validated, unpacked model directory (the embedded backend).
     Bundle {
         /// The model directory.
         dir: PathBuf,
+        /// What `auto` precision measured at build and chose (also in the bundle's
+        /// [`BuildRecord::FILE`](crate::predict::BuildRecord::FILE)).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        precision: Option<Accuracy>,
     },
     /// A container image (the docker and Kubernetes backends).
     Image {
@@ -51,13 +56,47 @@ pub enum Artifact {
         /// The image id (`sha256:...`) the build produced: what is run, even if the tag moves.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
+        /// What `auto` precision measured at build and chose, when the build reported it
+        /// (a Kubernetes build Job measures in the cluster: its image holds the record,
+        /// the api server does not see it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        precision: Option<Accuracy>,
     },
+}
+
+impl Artifact {
+    /// A bundle directory with no precision measured.
+    pub fn bundle(dir: impl Into<PathBuf>) -> Self {
+        Artifact::Bundle {
+            dir: dir.into(),
+            precision: None,
+        }
+    }
+
+    /// This artifact, with what `auto` precision measured at build.
+    pub fn with_precision(mut self, measured: Option<Accuracy>) -> Self {
+        match &mut self {
+            Artifact::Bundle { precision, .. } | Artifact::Image { precision, .. } => {
+                *precision = measured
+            }
+        }
+        self
+    }
+
+    /// What `auto` precision measured at build and chose, when known.
+    pub fn precision(&self) -> Option<&Accuracy> {
+        match self {
+            Artifact::Bundle { precision, .. } | Artifact::Image { precision, .. } => {
+                precision.as_ref()
+            }
+        }
+    }
 }
 
 impl std::fmt::Display for Artifact {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Artifact::Bundle { dir } => write!(f, "bundle {}", dir.display()),
+            Artifact::Bundle { dir, .. } => write!(f, "bundle {}", dir.display()),
             Artifact::Image { reference, .. } => write!(f, "image {reference}"),
         }
     }

@@ -5,8 +5,10 @@
 
 use crate::events::Events;
 use crate::model::ModelLayout;
+use crate::predict::Accuracy;
 use crate::{Error, Result};
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -16,15 +18,36 @@ use tokio::io::AsyncReadExt;
 /// The text of the smoke prediction.
 pub const SMOKE_TEXT: &str = "so1s smoke test: does this model answer?";
 
+/// What a smoke test found: the model's answer, and what `auto` precision measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SmokeReport {
+    /// What the model answered, in words (`a 384-value embedding`, ``label `positive`
+    /// (0.973)``).
+    pub answer: String,
+    /// What `auto` precision measured against f32 and chose, when it measured (a CPU with
+    /// native bf16, so1s's own forward pass).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<Accuracy>,
+}
+
+impl std::fmt::Display for SmokeReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.precision {
+            Some(accuracy) => write!(f, "{}; precision {accuracy}", self.answer),
+            None => f.write_str(&self.answer),
+        }
+    }
+}
+
 /// Loads a model and runs one prediction in the calling process: what
 /// [`SmokeTest::InProcess`] runs. so1s-core runs no model itself (it links no libtorch);
 /// so1s-inference's `InProcessSmokeTest` is the one binaries with inference supply.
 #[async_trait]
 pub trait SmokeRunner: Send + Sync + std::fmt::Debug {
     /// Loads the model of `layout` with the forward pass it will be served with, runs one
-    /// prediction of [`SMOKE_TEXT`], and says what the model answered, in words (`a
-    /// 384-value embedding`, ``label `positive` (0.973)``).
-    async fn run(&self, layout: ModelLayout) -> Result<String>;
+    /// prediction of [`SMOKE_TEXT`], and reports what the model answered and what `auto`
+    /// precision measured.
+    async fn run(&self, layout: ModelLayout) -> Result<SmokeReport>;
 }
 
 /// Where the smoke test runs.
@@ -69,9 +92,14 @@ impl SmokeProcess {
 const MAX_OUTPUT: u64 = 64 << 10;
 
 impl SmokeTest {
-    /// Runs the smoke test of the model in `dir` (already inspected as `layout`); returns
-    /// what the model answered, in words.
-    pub async fn run(&self, dir: &Path, layout: ModelLayout, events: &Events) -> Result<String> {
+    /// Runs the smoke test of the model in `dir` (already inspected as `layout`); reports
+    /// what the model answered and what `auto` precision measured.
+    pub async fn run(
+        &self,
+        dir: &Path,
+        layout: ModelLayout,
+        events: &Events,
+    ) -> Result<SmokeReport> {
         match self {
             SmokeTest::InProcess(runner) => runner.run(layout).await,
             SmokeTest::Child(child) => {
@@ -86,8 +114,8 @@ impl SmokeTest {
 }
 
 /// Runs `so1s-predict --smoke-test` on `dir` under the limits; its last line of stdout is
-/// the answer, its last line of stderr the error.
-async fn in_child(child: &SmokeProcess, dir: &Path) -> Result<String> {
+/// its [`SmokeReport`] as JSON, its last line of stderr the error.
+async fn in_child(child: &SmokeProcess, dir: &Path) -> Result<SmokeReport> {
     let mut process = tokio::process::Command::new(&child.predict_bin)
         .arg("--smoke-test")
         .arg("--model-dir")
@@ -138,8 +166,11 @@ async fn in_child(child: &SmokeProcess, dir: &Path) -> Result<String> {
             .map(|l| l.trim().to_owned())
     };
     if status.success() {
-        return last_line(&out)
-            .ok_or_else(|| Error::InvalidModel("the smoke test answered nothing".into()));
+        let line = last_line(&out)
+            .ok_or_else(|| Error::InvalidModel("the smoke test answered nothing".into()))?;
+        return serde_json::from_str(&line).map_err(|e| {
+            Error::InvalidModel(format!("the smoke test's report is not one ({e}): {line}"))
+        });
     }
     // The error line (`Error: ...`), else whatever came last.
     let text = String::from_utf8_lossy(&err);

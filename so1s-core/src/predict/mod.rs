@@ -1,13 +1,17 @@
 //! Predictions as plain data, shared by the predict server (so1s-inference), the gateway and
 //! the api client: the request and reply types, the Open Inference Protocol's messages
 //! ([`oip`]), and the serving choices a model's `so1s.toml` may make ([`Precision`],
-//! [`ForwardPass`]) with the CPU features `auto` reads ([`CpuFeatures`]). Running a model is
-//! so1s-inference's: this module links no libtorch.
+//! [`ForwardPass`]) with the CPU features `auto` reads ([`CpuFeatures`]), and what `auto`
+//! precision measured against f32 and chose ([`accuracy`]: kept by the build in the bundle
+//! and the version's record). Running a model is so1s-inference's: this module links no
+//! libtorch.
 
+pub mod accuracy;
 pub mod oip;
 mod precision;
 mod request;
 
+pub use accuracy::{Accuracy, BuildRecord, Drift, Measure};
 pub use precision::{CpuFeatures, ForwardPass, Precision};
 pub use request::{InputLimits, PredictRequest, Ranked, RerankRequest};
 

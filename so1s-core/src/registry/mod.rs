@@ -207,9 +207,7 @@ mod tests {
             let registry = open(&dir);
             registry.add(stored("m", 1)).unwrap();
             registry.add(stored("m", 2)).unwrap();
-            let artifact = Artifact::Bundle {
-                dir: "/b/m/v1".into(),
-            };
+            let artifact = Artifact::bundle("/b/m/v1");
             registry
                 .apply(
                     &model,
@@ -236,12 +234,7 @@ mod tests {
         let live = registry.live(&model).unwrap();
         assert_eq!(live.stored.version, v1);
         assert!(live.live_since_ms.is_some());
-        assert_eq!(
-            live.artifact,
-            Some(Artifact::Bundle {
-                dir: "/b/m/v1".into()
-            })
-        );
+        assert_eq!(live.artifact, Some(Artifact::bundle("/b/m/v1")));
         // Recovery is the platform's decision: the registry keeps what it was told.
         assert_eq!(
             registry.version(&model, v2).unwrap().state,

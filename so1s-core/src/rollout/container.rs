@@ -113,7 +113,7 @@ pub fn container_spec(
     target: &Target,
     host_port: u16,
 ) -> Result<ContainerCreateBody> {
-    let Artifact::Image { reference, id } = &target.artifact else {
+    let Artifact::Image { reference, id, .. } = &target.artifact else {
         return Err(Error::Conflict(format!(
             "the docker backend runs images, not {}",
             target.artifact
@@ -224,6 +224,7 @@ mod tests {
         Artifact::Image {
             reference: "so1s/minilm:v2".into(),
             id: Some("sha256:abc".into()),
+            precision: None,
         }
     }
 
@@ -296,10 +297,11 @@ mod tests {
         let by_tag = Artifact::Image {
             reference: "so1s/minilm:v2".into(),
             id: None,
+            precision: None,
         };
         let spec = container_spec(&settings(), &target(by_tag), 1).unwrap();
         assert_eq!(spec.image.as_deref(), Some("so1s/minilm:v2"));
-        let bundle = Artifact::Bundle { dir: "/b".into() };
+        let bundle = Artifact::bundle("/b");
         assert!(container_spec(&settings(), &target(bundle), 1).is_err());
     }
 

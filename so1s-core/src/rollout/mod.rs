@@ -39,7 +39,7 @@ use std::sync::Arc;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 /// What to deploy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Target {
     /// The model.
     pub model: ModelName,
@@ -50,7 +50,7 @@ pub struct Target {
 }
 
 /// A version that is live.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Deployment {
     /// What was deployed.
     pub target: Target,
@@ -59,7 +59,7 @@ pub struct Deployment {
 }
 
 /// A version to serve and its share (percent) of the model's requests.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Arm {
     /// The version.
     pub target: Target,

@@ -167,7 +167,7 @@ impl Instances for Processes {
 
     /// Starts the child and waits until it is ready and answers; kills it on any failure.
     async fn start(&self, target: &Target, events: &Events) -> Result<Started<Child>> {
-        let Artifact::Bundle { dir } = &target.artifact else {
+        let Artifact::Bundle { dir, .. } = &target.artifact else {
             return Err(Error::Conflict(format!(
                 "the process backend runs model bundles, not {}",
                 target.artifact

@@ -302,7 +302,7 @@ async fn a_classifier_uploaded_as_pytorch_model_bin_is_converted_and_answers_the
     );
     let (built, log) = build_bundle(dir.path(), &model).await;
     let artifact = built.unwrap_or_else(|e| panic!("{}\n{}", e.chain(), log.text()));
-    let Artifact::Bundle { dir: bundle } = artifact else {
+    let Artifact::Bundle { dir: bundle, .. } = artifact else {
         panic!("a bundle");
     };
     assert!(

@@ -235,7 +235,7 @@ async fn cross_encoders_rank_as_transformers_on_the_rerank_route() {
 #[tokio::test]
 async fn auto_precision_keeps_bf16_only_where_the_model_keeps_the_accuracy_contract() {
     use crate::support::{load, test_options};
-    use so1s_core::predict::CpuFeatures;
+    use so1s_core::predict::{CpuFeatures, Precision};
     let native = CpuFeatures::detect().native_bf16();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     for name in ["electra-nsmc-tiny", "bert-bge-tiny", "bert-reranker-tiny"] {
@@ -247,13 +247,16 @@ async fn auto_precision_keeps_bf16_only_where_the_model_keeps_the_accuracy_contr
             // No native bf16: f32, nothing to measure.
             (None, false) => assert_eq!(info.forward_pass, "so1s-f32", "{name}"),
             (Some(accuracy), true) => {
-                assert_eq!(accuracy.measured, "bf16");
+                assert_eq!(accuracy.measured, Precision::Bf16);
                 assert_eq!(
-                    accuracy.chosen == "bf16",
+                    accuracy.chosen == Precision::Bf16,
                     accuracy.drift.within(),
                     "{name}: {accuracy}"
                 );
-                assert_eq!(info.forward_pass, format!("so1s-{}", accuracy.chosen));
+                assert_eq!(
+                    info.forward_pass,
+                    format!("so1s-{}", accuracy.chosen.as_str())
+                );
                 assert!(info.reason.contains("calibration texts"), "{}", info.reason);
                 println!("{name}: {accuracy}");
             }

@@ -96,9 +96,7 @@ fn target(version: VersionId) -> Target {
     Target {
         model: model(),
         version,
-        artifact: Artifact::Bundle {
-            dir: format!("/bundles/{version}").into(),
-        },
+        artifact: Artifact::bundle(format!("/bundles/{version}")),
     }
 }
 

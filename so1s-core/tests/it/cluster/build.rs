@@ -109,7 +109,8 @@ async fn a_build_job_is_created_followed_and_its_logs_streamed() {
         artifact,
         Artifact::Image {
             reference: "registry.test/so1s/minilm:v3".into(),
-            id: None
+            id: None,
+            precision: None,
         }
     );
     let log = recorded.text();

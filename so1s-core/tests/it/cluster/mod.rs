@@ -41,6 +41,7 @@ fn target(n: u32) -> Target {
         artifact: Artifact::Image {
             reference: format!("registry.test/so1s/minilm:v{n}"),
             id: None,
+            precision: None,
         },
     }
 }

@@ -35,6 +35,7 @@ pub fn fake_artifact(model: &str, version: &str) -> Artifact {
     Artifact::Image {
         reference: format!("fake/{model}:{version}"),
         id: None,
+        precision: None,
     }
 }
 
@@ -96,7 +97,7 @@ impl ImageBuilder for FakeBuilder {
     async fn remove(&self, artifact: &Artifact) -> Result<()> {
         let what = match artifact {
             Artifact::Image { reference, .. } => reference.clone(),
-            Artifact::Bundle { dir } => dir.display().to_string(),
+            Artifact::Bundle { dir, .. } => dir.display().to_string(),
         };
         self.calls.push(format!("remove {what}"));
         Ok(())

@@ -1,5 +1,6 @@
 -- wrk script: POST one sentence per request, cycling through a fixed list, in the body
--- shape of the server under test (`wrk ... -s post.lua URL -- so1s` or `-- bentoml`).
+-- shape of the server under test (`wrk ... -s post.lua URL -- so1s` or `-- bentoml`); with
+-- `-- rerank`, one query against all eight sentences per request (both servers' shape).
 local sentences = {
   "Hello world",
   "Model serving should never drop a request.",
@@ -14,6 +15,12 @@ local bodies = {}
 
 function init(args)
   local style = args[1] or "so1s"
+  if style == "rerank" then
+    local texts = '"' .. table.concat(sentences, '", "') .. '"'
+    bodies[1] = '{"query": "what is model serving?", "texts": [' .. texts .. ']}'
+    bodies[2] = '{"query": "Where does the cat sleep?", "texts": [' .. texts .. ']}'
+    return
+  end
   for i, s in ipairs(sentences) do
     if style == "bentoml" then
       bodies[i] = '{"texts": ["' .. s .. '"]}'

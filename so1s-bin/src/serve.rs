@@ -112,6 +112,8 @@ impl ServeArgs {
         config.default_model = default_model;
         config.max_upload_bytes = self.max_upload_bytes;
         config.max_concurrent_builds = self.limits.max_concurrent_builds;
+        config.scale.wake_queue = self.limits.wake_queue;
+        config.scale.wake_timeout = Duration::from_secs(self.limits.wake_timeout_secs);
         config.build_memory_mib = self.limits.build_memory_mib;
         config.inference_auth = self.inference_auth;
         config.dashboard = !self.no_dashboard;
@@ -157,6 +159,14 @@ pub struct LimitArgs {
     /// Event streams open at once per version (more: 429).
     #[arg(long, env = "SO1S_MAX_EVENT_SUBSCRIBERS", default_value_t = 16)]
     pub max_event_subscribers: usize,
+    /// Requests the gateway holds per model while it wakes from zero (more: 503 with
+    /// Retry-After).
+    #[arg(long, env = "SO1S_WAKE_QUEUE", default_value_t = 1024)]
+    pub wake_queue: usize,
+    /// Seconds the gateway holds a request while its model wakes from zero; then 503 with
+    /// Retry-After.
+    #[arg(long, env = "SO1S_WAKE_TIMEOUT_SECS", default_value_t = 60)]
+    pub wake_timeout_secs: u64,
 }
 
 impl LimitArgs {

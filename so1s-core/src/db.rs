@@ -68,6 +68,14 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE versions ADD COLUMN weight INTEGER;
     UPDATE versions SET weight = 100 WHERE state = 'live';
     DROP INDEX versions_one_live;",
+    // 4: scale to zero. A model's idle policy (seconds without a request before its
+    // instances stop; 0 = always on), whether it is scaled to zero now, and its wake-ups.
+    "CREATE TABLE scale (
+        model TEXT PRIMARY KEY,
+        idle_after_s INTEGER NOT NULL DEFAULT 0,
+        asleep INTEGER NOT NULL DEFAULT 0,
+        wakeups INTEGER NOT NULL DEFAULT 0
+    );",
 ];
 
 /// Opens (creating and migrating) the database at `path`.

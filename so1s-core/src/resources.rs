@@ -80,6 +80,32 @@ pub struct ModelView {
     pub predict: String,
     /// Every version, oldest first.
     pub versions: Vec<VersionView>,
+    /// Its idle policy and whether its instances run.
+    #[serde(default)]
+    pub scale: ScaleView,
+}
+
+/// What `GET /v1/models/{name}` says of a model's scaling.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScaleView {
+    /// Seconds without a request after which its instances stop; 0: always on.
+    pub idle_after_s: u64,
+    /// Whether its instances run (`false` while scaled to zero, or with no live version).
+    pub running: bool,
+    /// How often it was woken.
+    pub wakeups: u64,
+    /// When its last request was routed (ms since the Unix epoch), while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_request_at: Option<u64>,
+}
+
+/// What `PATCH /v1/models/{name}` changes: the idle policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPatch {
+    /// Seconds without a request after which the model's instances stop; 0: always on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_after_s: Option<u64>,
 }
 
 /// A line of `GET /v1/models`.

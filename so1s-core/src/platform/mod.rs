@@ -13,17 +13,22 @@
 //!   places it.
 //! - After a restart ([`Platform::recover`]) every version caught in the middle of its
 //!   pipeline is taken up again, and what the crash left half-done is removed.
+//! - An idle model sleeps: with an idle policy, its instances stop after that long without
+//!   a request and its next request wakes it, held by the gateway meanwhile.
 //!
 //! Each concern is an `impl Platform` block of its own: `upload` (upload, build, delete),
 //! `deploy` (rollouts in a model's turn: after a build, rollback, promote), `traffic`
-//! (splits), `recovery` (after a restart) and `incidents` (exits and crash loops of live
-//! versions).
+//! (splits), `recovery` (after a restart), `incidents` (exits and crash loops of live
+//! versions) and `scale` (scale to zero and wake).
 
 mod deploy;
 mod incidents;
 mod recovery;
+mod scale;
 mod traffic;
 mod upload;
+
+pub use scale::ScaleOptions;
 
 use crate::build::ImageBuilder;
 use crate::events::{Events, Stage};
@@ -42,6 +47,8 @@ pub struct PlatformOptions {
     /// Builds that may run at once; more wait in upload order. Each build unpacks and
     /// loads a model, so on a small machine one at a time is the safe choice.
     pub max_concurrent_builds: usize,
+    /// How idle models are scaled to zero and woken.
+    pub scale: ScaleOptions,
 }
 
 impl Default for PlatformOptions {
@@ -49,6 +56,7 @@ impl Default for PlatformOptions {
         Self {
             default_model: None,
             max_concurrent_builds: default_concurrent_builds(),
+            scale: ScaleOptions::default(),
         }
     }
 }
@@ -82,13 +90,16 @@ pub struct Platform {
     max_concurrent_builds: usize,
     /// One change of a model's traffic at a time.
     locks: ModelLocks,
+    scale_options: ScaleOptions,
+    /// Requests held while their model wakes.
+    held: scale::Held,
 }
 
 impl Platform {
     /// A platform over the given backends. `routes` must be the table `rollout` switches.
     ///
     /// Within a Tokio runtime it also starts following the rollout's
-    /// [`Incident`](crate::rollout::Incident)s.
+    /// [`Incident`](crate::rollout::Incident)s and looking for idle models.
     pub fn new(
         store: Arc<dyn ModelStore>,
         builder: Arc<dyn ImageBuilder>,
@@ -110,10 +121,14 @@ impl Platform {
             builds: Arc::new(Semaphore::new(max_concurrent_builds)),
             max_concurrent_builds,
             locks: ModelLocks::default(),
+            scale_options: options.scale,
+            held: scale::Held::default(),
         });
-        if let (Some(mut incidents), Ok(runtime)) =
-            (incidents, tokio::runtime::Handle::try_current())
-        {
+        let runtime = tokio::runtime::Handle::try_current();
+        if let Ok(runtime) = &runtime {
+            Self::watch_idle(&platform, runtime);
+        }
+        if let (Some(mut incidents), Ok(runtime)) = (incidents, runtime) {
             let platform = Arc::downgrade(&platform);
             runtime.spawn(async move {
                 while let Some(incident) = incidents.recv().await {

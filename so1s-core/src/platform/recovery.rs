@@ -96,6 +96,11 @@ impl Platform {
             let _turn = self.locks.lock(&model).await;
             let version = record.stored.version;
             let events = self.events(&model, version, Stage::Rollout);
+            let scale = self.registry.scale(&model);
+            if scale.asleep && scale.idle_after_s > 0 {
+                self.restore_scaled_to_zero(&model, &events).await;
+                continue;
+            }
             events.progress("api server restarted: bringing the live version back");
             let target = Target {
                 model: model.clone(),
@@ -118,9 +123,30 @@ impl Platform {
         }
     }
 
-    /// Starts the other versions of a split the live version was brought back with.
-    async fn restore_split(&self, model: &ModelName, split: &Split, events: &Events) {
-        let arms: Vec<Arm> = split
+    /// Takes up a model that was scaled to zero as such: nothing starts before its next
+    /// request.
+    async fn restore_scaled_to_zero(&self, model: &ModelName, events: &Events) {
+        let Some(split) = self.registry.split(model) else {
+            return;
+        };
+        let arms = self.arms_of(model, &split);
+        events.progress("api server restarted: the model stays scaled to zero until a request");
+        match self
+            .rollout
+            .resume_scaled_to_zero(model, &arms, events)
+            .await
+        {
+            Ok(()) => self.default_if_unset(model),
+            Err(e) => events.error(format!(
+                "could not take {model} up scaled to zero: {}",
+                e.chain()
+            )),
+        }
+    }
+
+    /// The arms of `split`: each version with its artifact and weight.
+    fn arms_of(&self, model: &ModelName, split: &Split) -> Vec<Arm> {
+        split
             .arms()
             .iter()
             .filter_map(|&(version, weight)| {
@@ -132,7 +158,12 @@ impl Platform {
                 };
                 Some(Arm { target, weight })
             })
-            .collect();
+            .collect()
+    }
+
+    /// Starts the other versions of a split the live version was brought back with.
+    async fn restore_split(&self, model: &ModelName, split: &Split, events: &Events) {
+        let arms = self.arms_of(model, split);
         events.progress(format!(
             "bringing the traffic split back: {}",
             split.describe()

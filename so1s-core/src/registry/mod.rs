@@ -1,8 +1,9 @@
 //! [`Registry`]: models, versions, their states and events, kept across api-server restarts.
 //!
 //! The registry lives in the api server's SQLite database (`<data-dir>/so1s.db`, see
-//! [`crate::db`]): a table of models, one of versions and one of events. Events are
-//! appended, never rewritten, so recording one costs the same however long the history is.
+//! [`crate::db`]): a table of versions, one of events and one of models' scale-to-zero
+//! policies ([`Scale`]). Events are appended, never rewritten, so recording one costs the
+//! same however long the history is.
 //! Each state change is one transaction with its event, and the change that makes a version
 //! live retires the one it replaces in the same transaction: a crash leaves either the old
 //! version live or the new one, never both or neither. State changes are written with
@@ -17,12 +18,14 @@
 mod events;
 mod import;
 mod record;
+mod scale;
 mod sql;
 pub(crate) mod state;
 mod transitions;
 
 pub use events::MAX_EVENTS;
 pub use record::{Transition, VersionRecord};
+pub use scale::{Scale, MAX_IDLE_AFTER_S};
 pub use state::VersionState;
 
 use crate::db::{self, database};

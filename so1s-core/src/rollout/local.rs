@@ -4,7 +4,8 @@
 //! The rollout owns what is the same for every such backend, once: starting the versions of a
 //! split that do not run yet (and removing them again if one fails), switching the gateway's
 //! [`Routes`] and draining the versions left out before they are stopped, each live
-//! instance's [`Health`] and [`Incident`]s (with the crash-loop rule), undeploy and shutdown.
+//! instance's [`Health`] and [`Incident`]s (with the crash-loop rule), scaling a model to zero
+//! and waking it, undeploy and shutdown.
 //! The backend starts, adopts, supervises and stops one instance.
 
 use super::health::ExitHistory;
@@ -215,6 +216,8 @@ pub struct LocalRollout<I: Instances> {
     instances: Arc<I>,
     /// For each model, one live instance per version of its split.
     live: Mutex<HashMap<ModelName, Vec<Live<I::Instance>>>>,
+    /// The models scaled to zero: the versions of their split, to start when they wake.
+    asleep: Mutex<HashMap<ModelName, Vec<Target>>>,
     locks: ModelLocks,
     incidents: Incidents,
     routes: Routes,
@@ -234,6 +237,7 @@ impl<I: Instances> LocalRollout<I> {
         Self {
             instances: Arc::new(instances),
             live: Mutex::new(HashMap::new()),
+            asleep: Mutex::new(HashMap::new()),
             locks: ModelLocks::default(),
             incidents: Incidents::default(),
             routes,
@@ -251,7 +255,7 @@ impl<I: Instances> LocalRollout<I> {
     /// Serves `model` by the split of `arms`: starts (or, with `adopt`, first tries to adopt)
     /// each version that does not run yet, switches traffic, then drains and stops the
     /// versions left out. On failure the instances it started are stopped and nothing
-    /// changes.
+    /// changes. A model scaled to zero is awake after it.
     async fn roll(
         &self,
         model: &ModelName,
@@ -261,6 +265,22 @@ impl<I: Instances> LocalRollout<I> {
     ) -> Result<Vec<Deployment>> {
         let split = split_of(arms)?;
         let _one_at_a_time = self.locks.lock(model).await;
+        let deployments = self
+            .roll_in_turn(model, &split, arms, adopt, events)
+            .await?;
+        self.asleep.lock().await.remove(model);
+        Ok(deployments)
+    }
+
+    /// [`LocalRollout::roll`] in `model`'s turn.
+    async fn roll_in_turn(
+        &self,
+        model: &ModelName,
+        split: &Split,
+        arms: &[Arm],
+        adopt: bool,
+        events: &Events,
+    ) -> Result<Vec<Deployment>> {
         let mut started = Vec::new();
         for Arm { target, .. } in arms {
             if let Some(live) = self.running(model, target.version).await {
@@ -283,7 +303,7 @@ impl<I: Instances> LocalRollout<I> {
             .into_iter()
             .map(|(target, instance)| self.supervise(target, instance, events))
             .collect();
-        let (deployments, left_out) = self.place(model, &split, started, events).await;
+        let (deployments, left_out) = self.place(model, split, started, events).await;
         for (old, supervised) in left_out {
             let version = old.target.version;
             if let Some(instance) = supervised.end().await {
@@ -471,6 +491,69 @@ impl<I: Instances> Rollout for LocalRollout<I> {
         self.primary(model).await
     }
 
+    fn scales_to_zero(&self) -> bool {
+        true
+    }
+
+    async fn scale_to_zero(&self, model: &ModelName, events: &Events) -> Result<bool> {
+        let _one_at_a_time = self.locks.lock(model).await;
+        // Parked first: from now on a request waits for the wake instead of reaching an
+        // instance about to stop.
+        let Some(upstreams) = self.routes.park(model) else {
+            return Ok(false);
+        };
+        let instances = self.live.lock().await.remove(model).unwrap_or_default();
+        for upstream in upstreams {
+            drain(&upstream, self.drain_timeout, events).await;
+        }
+        let mut targets = Vec::new();
+        for (deployment, supervised) in instances {
+            if let Some(instance) = supervised.end().await {
+                self.instances.stop(instance).await;
+            }
+            self.incidents.forget(model, deployment.target.version);
+            targets.push(deployment.target);
+        }
+        self.asleep.lock().await.insert(model.clone(), targets);
+        Ok(true)
+    }
+
+    async fn wake(&self, model: &ModelName, events: &Events) -> Result<bool> {
+        let _one_at_a_time = self.locks.lock(model).await;
+        let targets = match self.asleep.lock().await.get(model) {
+            Some(targets) => targets.clone(),
+            None => return Ok(false),
+        };
+        let Some(split) = self.routes.split(model) else {
+            return Ok(false);
+        };
+        let arms: Vec<Arm> = targets
+            .into_iter()
+            .filter_map(|target| {
+                let weight = split.weight(target.version)?;
+                Some(Arm { target, weight })
+            })
+            .collect();
+        self.roll_in_turn(model, &split, &arms, false, events)
+            .await?;
+        self.asleep.lock().await.remove(model);
+        Ok(true)
+    }
+
+    async fn resume_scaled_to_zero(
+        &self,
+        model: &ModelName,
+        arms: &[Arm],
+        _events: &Events,
+    ) -> Result<()> {
+        let split = split_of(arms)?;
+        let _one_at_a_time = self.locks.lock(model).await;
+        self.routes.park_split(model, split);
+        let targets = arms.iter().map(|arm| arm.target.clone()).collect();
+        self.asleep.lock().await.insert(model.clone(), targets);
+        Ok(())
+    }
+
     async fn health(&self, model: &ModelName) -> Option<Health> {
         let live = self.primary(model).await?;
         self.incidents.health(model, live.target.version)
@@ -482,6 +565,7 @@ impl<I: Instances> Rollout for LocalRollout<I> {
 
     async fn undeploy(&self, model: &ModelName) -> Result<()> {
         let _one_at_a_time = self.locks.lock(model).await;
+        self.asleep.lock().await.remove(model);
         let upstreams = self.routes.remove(model);
         let instances = self.live.lock().await.remove(model).unwrap_or_default();
         for upstream in upstreams {
@@ -497,6 +581,7 @@ impl<I: Instances> Rollout for LocalRollout<I> {
     }
 
     async fn shutdown(&self) {
+        self.asleep.lock().await.clear();
         let live: Vec<_> = self.live.lock().await.drain().collect();
         for (model, _) in &live {
             self.routes.remove(model);

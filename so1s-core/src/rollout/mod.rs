@@ -108,7 +108,49 @@ pub trait Rollout: Send + Sync {
     }
 
     /// The live deployment of `model`, if any (while a split is set: its heaviest version's).
+    /// `None` while it is scaled to zero.
     async fn status(&self, model: &ModelName) -> Option<Deployment>;
+
+    /// Whether [`Rollout::scale_to_zero`] can stop a model's instances.
+    fn scales_to_zero(&self) -> bool {
+        false
+    }
+
+    /// Scales `model` to zero: its routes are parked (requests to it wait for
+    /// [`Rollout::wake`]), then every instance of its live versions is drained and stopped;
+    /// the versions stay live. Returns whether it ran (`false`: nothing ran to stop).
+    ///
+    /// The default: this backend cannot scale to zero ([`Rollout::scales_to_zero`]).
+    async fn scale_to_zero(&self, model: &ModelName, _events: &Events) -> Result<bool> {
+        Err(crate::Error::Conflict(format!(
+            "this backend cannot scale {model} to zero"
+        )))
+    }
+
+    /// Starts the versions of `model` that [`Rollout::scale_to_zero`] stopped (each ready
+    /// and smoke-tested, as in a rollout) and routes its traffic to them again, by the split
+    /// it had. Returns whether it woke the model (`false`: it was not scaled to zero). On
+    /// failure it stays scaled to zero.
+    async fn wake(&self, _model: &ModelName, _events: &Events) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// Takes up `model`, scaled to zero when the api server stopped, as scaled to zero: its
+    /// routes parked with the split of `arms`, nothing started until [`Rollout::wake`].
+    ///
+    /// The default brings its versions back as [`Rollout::resume`] and
+    /// [`Rollout::split`] do.
+    async fn resume_scaled_to_zero(
+        &self,
+        model: &ModelName,
+        arms: &[Arm],
+        events: &Events,
+    ) -> Result<()> {
+        match arms {
+            [one] => self.resume(&one.target, events).await.map(|_| ()),
+            _ => self.split(model, arms, events).await.map(|_| ()),
+        }
+    }
 
     /// How the live version of `model` is doing after its rollout: restarts, readiness,
     /// crash loops. `None` when the backend knows nothing more than [`Rollout::status`].

@@ -2,9 +2,12 @@
 //! and shared among versions by weight while a split is set.
 //!
 //! Each upstream counts the requests in flight to it, so a rollout can switch traffic to the
-//! new version and then wait for the old one to drain before stopping it.
+//! new version and then wait for the old one to drain before stopping it. Each model's
+//! traffic notes when its last request came, so an idle model can be scaled to zero: its
+//! routes are then *parked* (its split kept, no upstream) until it is woken.
 
 use super::traffic::{self, Split};
+use crate::clock::now_ms;
 use crate::model::{ModelName, VersionId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -80,15 +83,19 @@ pub struct Routes {
 #[derive(Debug, Default)]
 struct Table {
     models: HashMap<ModelName, Arc<Traffic>>,
+    /// Models scaled to zero: their split, kept for when they wake.
+    parked: HashMap<ModelName, Split>,
     default_model: Option<ModelName>,
 }
 
-/// One model's upstreams, in the split's order, and the count of requests picked by weight.
+/// One model's upstreams, in the split's order, the count of requests picked by weight, and
+/// when (unix ms) the last request was routed, or the traffic set.
 #[derive(Debug)]
 struct Traffic {
     split: Split,
     upstreams: Vec<Arc<Upstream>>,
     picked: AtomicU64,
+    last_request_ms: AtomicU64,
 }
 
 impl Traffic {
@@ -162,7 +169,9 @@ impl Routes {
             split: split.clone(),
             upstreams,
             picked: AtomicU64::new(0),
+            last_request_ms: AtomicU64::new(now_ms()),
         };
+        table.parked.remove(model);
         table.models.insert(model.clone(), Arc::new(traffic));
         replaced
     }
@@ -191,6 +200,7 @@ impl Routes {
             split: traffic.split.clone(),
             upstreams,
             picked: AtomicU64::new(traffic.picked.load(Ordering::Relaxed)),
+            last_request_ms: AtomicU64::new(traffic.last_request_ms.load(Ordering::Relaxed)),
         };
         table.models.insert(model.clone(), Arc::new(traffic));
         true
@@ -202,13 +212,56 @@ impl Routes {
         traffic.upstream(version).map(|u| u.url.clone())
     }
 
-    /// Stops routing `model`; returns the upstreams it had.
+    /// Stops routing `model` (parked or not); returns the upstreams it had.
     pub fn remove(&self, model: &ModelName) -> Vec<Arc<Upstream>> {
-        self.write()
+        let mut table = self.write();
+        table.parked.remove(model);
+        table
             .models
             .remove(model)
             .map(|traffic| traffic.upstreams.clone())
             .unwrap_or_default()
+    }
+
+    /// Parks `model` (it is scaled to zero): its requests find no upstream, its split is
+    /// kept for [`Routes::set`] to route again when it wakes. Returns the upstreams it had,
+    /// for draining; `None` if it is not routed.
+    pub fn park(&self, model: &ModelName) -> Option<Vec<Arc<Upstream>>> {
+        let mut table = self.write();
+        let traffic = table.models.remove(model)?;
+        table.parked.insert(model.clone(), traffic.split.clone());
+        Some(traffic.upstreams.clone())
+    }
+
+    /// Parks `model` with `split` without its having been routed (it was scaled to zero
+    /// when the api server stopped).
+    pub fn park_split(&self, model: &ModelName, split: Split) {
+        let mut table = self.write();
+        table.models.remove(model);
+        table.parked.insert(model.clone(), split);
+    }
+
+    /// Whether `model` is parked (scaled to zero).
+    pub fn is_parked(&self, model: &ModelName) -> bool {
+        self.read().parked.contains_key(model)
+    }
+
+    /// How long `model` has had no request: `None` while one is in flight, or if it is not
+    /// routed (parked included).
+    pub fn idle_for(&self, model: &ModelName) -> Option<Duration> {
+        let traffic = self.read().models.get(model)?.clone();
+        if traffic.upstreams.iter().any(|u| u.in_flight() > 0) {
+            return None;
+        }
+        let last = traffic.last_request_ms.load(Ordering::Relaxed);
+        Some(Duration::from_millis(now_ms().saturating_sub(last)))
+    }
+
+    /// When (unix ms) `model`'s last request was routed, or its traffic set, if it is routed.
+    pub fn last_request_ms(&self, model: &ModelName) -> Option<u64> {
+        let table = self.read();
+        let traffic = table.models.get(model)?;
+        Some(traffic.last_request_ms.load(Ordering::Relaxed))
     }
 
     /// The upstream of `model` that `pick` chooses, counted as in flight until the guard
@@ -226,17 +279,20 @@ impl Routes {
             }
         };
         let upstream = traffic.upstream(version)?.clone();
-        // Counted while the table is locked: a switch cannot slip between lookup and count.
+        // Counted while the table is locked: a switch (or a scale to zero) cannot slip
+        // between lookup and count.
         upstream.in_flight.fetch_add(1, Ordering::SeqCst);
+        traffic.last_request_ms.store(now_ms(), Ordering::Relaxed);
         Some(InFlight { upstream })
     }
 
-    /// How `model`'s traffic is split, if it is routed.
+    /// How `model`'s traffic is split, if it is routed (or parked).
     pub fn split(&self, model: &ModelName) -> Option<Split> {
-        self.read()
-            .models
-            .get(model)
-            .map(|traffic| traffic.split.clone())
+        let table = self.read();
+        match table.models.get(model) {
+            Some(traffic) => Some(traffic.split.clone()),
+            None => table.parked.get(model).cloned(),
+        }
     }
 
     /// The version that counts as `model`'s live one: its split's heaviest.

@@ -71,6 +71,8 @@ pub struct ServeConfig {
     pub max_upload_bytes: u64,
     /// Builds that run at once; later uploads wait their turn.
     pub max_concurrent_builds: usize,
+    /// How idle models are scaled to zero and woken.
+    pub scale: crate::platform::ScaleOptions,
     /// Address-space limit (MiB) of each build's smoke-test process.
     pub build_memory_mib: u64,
     /// Whether `/inference/...` needs a token too.
@@ -94,6 +96,7 @@ impl ServeConfig {
             default_model: None,
             max_upload_bytes: 4 << 30,
             max_concurrent_builds: crate::platform::default_concurrent_builds(),
+            scale: Default::default(),
             build_memory_mib: 4096,
             inference_auth: false,
             admin_token: None,
@@ -120,6 +123,7 @@ impl ServeConfig {
             PlatformOptions {
                 default_model: self.default_model.clone(),
                 max_concurrent_builds: self.max_concurrent_builds,
+                scale: self.scale,
             },
         );
         let tokens = self.tokens()?;

@@ -21,6 +21,7 @@ fn options(max_concurrent_builds: usize) -> PlatformOptions {
     PlatformOptions {
         default_model: None,
         max_concurrent_builds,
+        ..Default::default()
     }
 }
 

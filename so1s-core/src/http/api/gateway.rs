@@ -1,6 +1,7 @@
 //! The gateway: a predict request forwarded to the model's live version (while a split is set,
 //! to one of its versions by weight, the same one for the same `x-so1s-session`), streamed both ways,
-//! with bounds on how long the upstream may take. `/inference/{name}/predict` goes to the
+//! with bounds on how long the upstream may take. A request to a model scaled to zero is held
+//! while it wakes, then forwarded. `/inference/{name}/predict` goes to the
 //! predict server's `/predict`, `/inference/{name}/rerank` to its `/rerank`; the Open Inference Protocol's `/v2/models/{name}/...` to the
 //! same path there.
 
@@ -254,7 +255,15 @@ pub async fn proxy(
         (None, Some(key)) => Pick::Session(key),
         (None, None) => Pick::Any,
     };
-    let Some(in_flight) = routes.acquire(&name, pick) else {
+    let mut acquired = routes.acquire(&name, pick);
+    if acquired.is_none() && routes.is_parked(&name) {
+        // Scaled to zero: held until the model is awake, then forwarded.
+        if let Err(e) = platform.wake_for_request(&name).await {
+            return not_awake(&name, &e);
+        }
+        acquired = routes.acquire(&name, pick);
+    }
+    let Some(in_flight) = acquired else {
         if platform.registry().versions(&name).is_err() {
             return ApiError::from(Error::NotFound(format!("unknown model {name}")))
                 .into_response();
@@ -325,6 +334,27 @@ fn upstream_error(name: &ModelName, error: &reqwest::Error) -> Response {
         ))
     };
     ApiError::from(error).into_response()
+}
+
+/// A request to a model scaled to zero that could not be held until it woke: `503` with
+/// `Retry-After` (soon when only the hold was full or too long, later when the wake failed).
+fn not_awake(name: &ModelName, error: &Error) -> Response {
+    let (error_type, retry_after) = match error {
+        Error::Busy(_) => ("waking", 1),
+        Error::Timeout(_) => ("waking", 5),
+        _ => ("wake_failed", 30),
+    };
+    let message = format!(
+        "model {name} is scaled to zero and not awake: {}",
+        crate::redact::host_paths(&error.chain())
+    );
+    let mut response =
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error_type, message).into_response();
+    response.headers_mut().insert(
+        warp::http::header::RETRY_AFTER,
+        warp::http::HeaderValue::from(retry_after),
+    );
+    response
 }
 
 fn not_live(message: &str) -> Response {

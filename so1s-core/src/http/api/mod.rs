@@ -4,7 +4,8 @@
 //! |---|---|---|
 //! | `POST /v1/models/{name}/versions` | deployer | upload an archive (raw body, or multipart field `model`) → 202 |
 //! | `GET /v1/models` | viewer | models with their live version |
-//! | `GET /v1/models/{name}` | viewer | one model and all its versions |
+//! | `GET /v1/models/{name}` | viewer | one model, all its versions and its `scale` |
+//! | `PATCH /v1/models/{name}` | deployer | its idle policy: `{"idle_after_s": N}` (0: always on) |
 //! | `GET /v1/models/{name}/versions/{version}` | viewer | one version: state, sha256, error, timestamps |
 //! | `GET /v1/models/{name}/versions/{version}/events` | viewer | build and rollout progress (server-sent events) |
 //! | `POST /v1/models/{name}/rollback` | deployer | back to the previous good version |
@@ -14,7 +15,7 @@
 //! | `DELETE /v1/models/{name}/versions/{version}` | deployer | delete a version that is not serving |
 //! | `GET /v1/tokens`, `POST /v1/tokens`, `DELETE /v1/tokens/{name}` | admin | list, create, revoke api tokens |
 //! | `GET /v1/whoami` | viewer | the caller's token name and role |
-//! | `POST /inference/{name}/predict` | open (or any token) | the model's live version (gateway; while split, one by weight, the same for the same `x-so1s-session`) |
+//! | `POST /inference/{name}/predict` | open (or any token) | the model's live version (gateway; while split, one by weight, the same for the same `x-so1s-session`; held while a model scaled to zero wakes) |
 //! | `POST /inference/predict` | open (or any token) | the default model (the seed's path) |
 //! | `GET /v2`, `GET /v2/health/live`, `GET /v2/health/ready` | open | Open Inference Protocol: the gateway's metadata, alive, a model is live |
 //! | `/v2/models/{name}[/versions/{version}]`, `.../ready`, `POST .../infer` | open (or any token) | Open Inference Protocol, forwarded to the model's live version (the one named must be it) |

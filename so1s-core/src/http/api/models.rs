@@ -1,14 +1,19 @@
-//! The models and their versions: list, read, roll back, promote, delete.
+//! The models and their versions: list, read, set the idle policy, roll back, promote,
+//! delete.
 
-use super::{guard, model_path, reply, to_the_end, version_path, with_platform};
+use super::{guard, model_path, reply, to_the_end, version_path, with_platform, MAX_JSON_BODY};
 use crate::auth::{Role, Tokens};
+use crate::http::error::{body_limited, json_error};
 use crate::http::ApiError;
 use crate::model::{ModelName, VersionId};
 use crate::platform::Platform;
 use crate::registry::{VersionRecord, VersionState};
-use crate::resources::{LatestVersion, ModelList, ModelSummary, ModelView, VersionView};
+use crate::resources::{
+    LatestVersion, ModelList, ModelPatch, ModelSummary, ModelView, VersionView,
+};
 use crate::rollout::Split;
 use crate::Result;
+use bytes::Bytes;
 use std::sync::Arc;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
@@ -16,8 +21,9 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 /// `GET /v1/models`, `GET /v1/models/{name}`, `GET /v1/models/{name}/versions/{version}`
-/// (viewer); `POST /v1/models/{name}/rollback`, `POST .../versions/{version}/promote` and
-/// `DELETE /v1/models/{name}/versions/{version}` (deployer).
+/// (viewer); `PATCH /v1/models/{name}` (its idle policy), `POST /v1/models/{name}/rollback`,
+/// `POST .../versions/{version}/promote` and `DELETE /v1/models/{name}/versions/{version}`
+/// (deployer).
 pub fn routes(platform: &Arc<Platform>, tokens: &Arc<Tokens>) -> BoxedFilter<(Response,)> {
     let with = with_platform(platform);
     let viewer = guard::require(tokens.clone(), Role::Viewer);
@@ -35,6 +41,28 @@ pub fn routes(platform: &Arc<Platform>, tokens: &Arc<Tokens>) -> BoxedFilter<(Re
         .then(|name: ModelName, platform: Arc<Platform>| async move {
             reply(model_view(&platform, &name).await)
         });
+    let patch = model_path()
+        .and(warp::path::end())
+        .and(warp::patch())
+        .and(deployer.clone())
+        .and(with.clone())
+        .and(body_limited(MAX_JSON_BODY))
+        .then(
+            |name: ModelName, platform: Arc<Platform>, body: Bytes| async move {
+                let patch: ModelPatch = match serde_json::from_slice(&body) {
+                    Ok(patch) => patch,
+                    Err(e) => return json_error(&e).into_response(),
+                };
+                let result = match patch.idle_after_s {
+                    Some(idle_after_s) => platform.set_idle_after(&name, idle_after_s),
+                    None => platform
+                        .registry()
+                        .versions(&name)
+                        .map(|_| platform.scale(&name)),
+                };
+                reply(result)
+            },
+        );
     let version = version_path()
         .and(warp::path::end())
         .and(warp::get())
@@ -89,6 +117,8 @@ pub fn routes(platform: &Arc<Platform>, tokens: &Arc<Tokens>) -> BoxedFilter<(Re
         );
     list.or(model)
         .unify()
+        .or(patch)
+        .unify()
         .or(version)
         .unify()
         .or(rollback)
@@ -120,6 +150,7 @@ async fn model_view(platform: &Platform, name: &ModelName) -> Result<ModelView> 
         traffic: platform.registry().split(name).filter(Split::is_split),
         predict: format!("/inference/{name}/predict"),
         versions: versions.into_iter().map(VersionView::new).collect(),
+        scale: platform.scale(name),
     })
 }
 

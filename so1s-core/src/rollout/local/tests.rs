@@ -4,6 +4,7 @@ use super::*;
 use crate::build::Artifact;
 use crate::events::{EventLog, Stage};
 use crate::model::VersionId;
+use crate::rollout::Pick;
 use tokio::sync::broadcast;
 
 /// Instances that are names (`v1#1`): starts fail for the versions in `failing`; an exit sent
@@ -246,4 +247,78 @@ async fn undeploy_stops_and_shutdown_hands_each_instance_to_the_backend() {
     rollout.shutdown().await;
     assert_eq!(log(&rollout), ["shut down v1#2"]);
     assert!(routes.version(&other).is_none());
+}
+
+#[tokio::test]
+async fn a_model_scaled_to_zero_keeps_its_split_and_wakes_every_version_of_it() {
+    let (rollout, routes) = rollout(vec![]);
+    let v2 = V1.next();
+    let log_of_events = EventLog::default();
+    let events = log_of_events.events(Stage::Rollout);
+    rollout
+        .split(&model(), &[arm(V1, 70), arm(v2, 30)], &events)
+        .await
+        .unwrap();
+    log(&rollout);
+    assert!(routes.idle_for(&model()).is_some());
+    let in_flight = routes.acquire(&model(), Pick::Any).unwrap();
+    assert_eq!(routes.idle_for(&model()), None, "a request is in flight");
+    drop(in_flight);
+
+    assert!(rollout.scale_to_zero(&model(), &events).await.unwrap());
+    assert_eq!(log(&rollout), ["stop v1#1", "stop v2#2"]);
+    assert!(routes.is_parked(&model()));
+    assert!(routes.acquire(&model(), Pick::Any).is_none());
+    assert_eq!(routes.idle_for(&model()), None);
+    let split = Split::new([(V1, 70), (v2, 30)]).unwrap();
+    assert_eq!(routes.split(&model()), Some(split.clone()));
+    assert!(rollout.status(&model()).await.is_none());
+    assert!(!rollout.scale_to_zero(&model(), &events).await.unwrap());
+
+    // Two wakes at once: one starts the versions, the other finds them awake.
+    let name = model();
+    let (first, second) = tokio::join!(rollout.wake(&name, &events), rollout.wake(&name, &events));
+    assert_eq!(
+        [first.unwrap(), second.unwrap()]
+            .iter()
+            .filter(|w| **w)
+            .count(),
+        1
+    );
+    assert_eq!(log(&rollout), ["start v1#3", "start v2#4"]);
+    assert!(!routes.is_parked(&model()));
+    assert_eq!(routes.split(&model()), Some(split));
+    let url = |version| routes.url(&model(), version);
+    assert_eq!(url(V1).as_deref(), Some("http://v1-3"));
+    assert_eq!(url(v2).as_deref(), Some("http://v2-4"));
+    assert!(
+        !rollout.wake(&model(), &events).await.unwrap(),
+        "awake already"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_wake_leaves_the_model_scaled_to_zero_and_a_restart_keeps_it_so() {
+    let v2 = V1.next();
+    let (rollout, routes) = rollout(vec![v2]);
+    let log_of_events = EventLog::default();
+    let events = log_of_events.events(Stage::Rollout);
+    // Taken up after a restart as scaled to zero: nothing starts.
+    rollout
+        .resume_scaled_to_zero(&model(), &[arm(V1, 50), arm(v2, 50)], &events)
+        .await
+        .unwrap();
+    assert!(log(&rollout).is_empty());
+    assert!(routes.is_parked(&model()));
+    // v2 does not start: v1, started for the wake, is stopped again.
+    let error = rollout.wake(&model(), &events).await.unwrap_err();
+    assert!(error.to_string().contains("does not start"), "{error}");
+    assert_eq!(log(&rollout), ["start v1#1", "stop v1#1"]);
+    assert!(routes.is_parked(&model()));
+    // A deploy of v1 alone wakes the model on its own split.
+    rollout.deploy(&target(V1), &events).await.unwrap();
+    assert!(!routes.is_parked(&model()));
+    assert!(!rollout.wake(&model(), &events).await.unwrap());
+    rollout.undeploy(&model()).await.unwrap();
+    assert_eq!(routes.split(&model()), None);
 }

@@ -52,6 +52,7 @@ impl TestPlatform {
         Self::with_options(PlatformOptions {
             default_model: None,
             max_concurrent_builds: 4,
+            ..Default::default()
         })
         .await
     }

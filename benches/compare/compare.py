@@ -253,7 +253,7 @@ def drive(case, server, base, clients):
          "--timeout", "30s", "-s", os.path.join(HERE, "post.lua"), base + case["path"][server["style"]],
          "--", case.get("lua", server["style"])],
         capture_output=True, text=True, check=True).stdout
-    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.M))
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", output, re.M))
     if set(latency) != {"50", "99"}:
         raise SystemExit(f"wrk gave no latency distribution for {server['name']} at c={clients}:\n{output}")
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)

@@ -1,5 +1,5 @@
 //! The client commands of `so1s` (`deploy`, `status`, `predict`, `rollback`, `promote`,
-//! `traffic`, `token`): flags, a call of [`ApiClient`], and the answer printed.
+//! `traffic`, `scale`, `token`): flags, a call of [`ApiClient`], and the answer printed.
 
 use anyhow::Context;
 use so1s_core::auth::{Role, Token};
@@ -63,6 +63,39 @@ pub async fn traffic(
     }
     let split = parse_split(weights)?;
     print_json(client.set_traffic(name, &split).await)
+}
+
+/// `so1s scale NAME [--idle-after D]`: shows the model's scale, or sets its idle policy.
+pub async fn scale(
+    client: &ApiClient,
+    name: &str,
+    idle_after: Option<u64>,
+) -> anyhow::Result<ExitCode> {
+    match idle_after {
+        Some(seconds) => print_json(client.set_idle_after(name, seconds).await),
+        None => print_json(client.model(name).await.map(|model| model.scale)),
+    }
+}
+
+/// `30s`, `5m`, `1h` or plain seconds → seconds.
+pub fn parse_idle_after(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}`: give a duration such as 30s, 5m or 1h"))?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(format!("`{text}`: the unit is s, m or h")),
+    };
+    number
+        .checked_mul(unit)
+        .ok_or_else(|| format!("`{text}` is too long"))
 }
 
 /// `v1=70 v2=30` → the split.
@@ -220,6 +253,17 @@ mod tests {
             ("latest=100", "invalid version"),
         ] {
             let err = format!("{:#}", parse_split(&pairs(text)).unwrap_err());
+            assert!(err.contains(says), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn idle_durations_read_as_seconds() {
+        for (text, seconds) in [("0", 0), ("45", 45), ("30s", 30), ("5m", 300), ("2h", 7200)] {
+            assert_eq!(parse_idle_after(text), Ok(seconds), "{text}");
+        }
+        for (text, says) in [("5d", "unit is s, m or h"), ("m", "give a duration")] {
+            let err = parse_idle_after(text).unwrap_err();
             assert!(err.contains(says), "{text}: {err}");
         }
     }

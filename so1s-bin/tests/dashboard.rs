@@ -413,6 +413,20 @@ async fn the_dashboard_signs_in_uploads_follows_events_predicts_and_hides_action
         json!({"v1": 70, "v2": 30})
     );
     find(&browser, r#"article[data-model="minilm"] .split"#).await;
+
+    // The idle policy through its editor: the Scale fact and the api say it.
+    text_until(&browser, &fact("minilm", "scale"), PATIENCE, |t| {
+        t == "always on"
+    })
+    .await;
+    type_into(&browser, "#idle-minilm", "3600").await;
+    click(&browser, r#"[data-key="minilm:set-idle"]"#).await;
+    click(&browser, "#confirm-ok").await;
+    text_until(&browser, &fact("minilm", "scale"), PATIENCE, |t| {
+        t == "running · idle after 3600 s · 0 wake-ups"
+    })
+    .await;
+    assert_eq!(api.model("minilm").await["scale"]["idle_after_s"], 3600);
     browser
         .execute("window.scrollTo(0, 0)", vec![])
         .await

@@ -198,3 +198,58 @@ async fn docker_backend_swaps_refuses_rolls_back_and_adopts_on_restart() {
     assert!(listed[0].contains(" v2 running"), "{listed:?}");
     api.stop();
 }
+
+#[tokio::test]
+#[cfg_attr(
+    not(so1s_docker),
+    ignore = "needs a Docker engine: set DOCKER_HOST when building the tests (scripts/test.sh does, from scripts/docker-engine.sh start)"
+)]
+async fn docker_backend_scales_an_idle_model_to_zero_and_wakes_it_for_every_request() {
+    docker_engine().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (instance, model) = (unique("idle"), unique("minilm"));
+    let _cleanup = DockerCleanup {
+        instance: instance.clone(),
+        model: model.clone(),
+    };
+    let args = ["--backend", "docker", "--instance", instance.as_str()];
+    let api = Api::start_with(&data, &args);
+    api.upload(&model, minilm_archive()).await;
+    assert_eq!(api.settle(&model, "v1").await["state"], "live");
+    assert_eq!(containers(&instance).len(), 1);
+
+    // Idle for a second: the container is removed, the image stays.
+    let set = api
+        .client
+        .patch(format!("{}/v1/models/{model}", api.base))
+        .json(&serde_json::json!({"idle_after_s": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 200);
+    api.scaled_to_zero(&model, "v1", 1).await;
+    assert_eq!(containers(&instance), Vec::<String>::new());
+    let image = docker_cli(&["images", "-q", &format!("so1s/{model}:v1")]);
+    assert!(!image.trim().is_empty(), "the image is kept");
+
+    // Eight requests at once wake it from the image: every one gets MiniLM's answer.
+    let started = Instant::now();
+    let answers = api
+        .predict_at_once(&format!("/inference/{model}/predict"), 8)
+        .await;
+    let woke = started.elapsed();
+    for (status, body) in answers {
+        assert_eq!(status, 200, "{body}");
+        assert!(common::hello_world_cosine_of(&body) > 0.9999, "{body}");
+    }
+    let listed = containers(&instance);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(listed[0].contains(" v1 running"), "{listed:?}");
+    assert_eq!(api.model(&model).await["scale"]["wakeups"], 1);
+    eprintln!(
+        "FIGURES docker backend (debug build): wake from zero to 8 answers {:.2} s",
+        woke.as_secs_f64()
+    );
+    api.stop();
+}

@@ -33,6 +33,16 @@ fn runs(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// The `so1s` CLI against `api`.
+fn so1s(api: &Api, data: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_so1s"))
+        .args(args)
+        .env("SO1S_SERVER", &api.base)
+        .env("SO1S_DATA_DIR", data)
+        .output()
+        .unwrap()
+}
+
 async fn patch(api: &Api, name: &str, body: Value) -> reqwest::Response {
     api.client
         .patch(format!("{}/v1/models/{name}", api.base))
@@ -40,40 +50,6 @@ async fn patch(api: &Api, name: &str, body: Value) -> reqwest::Response {
         .send()
         .await
         .unwrap()
-}
-
-/// Waits until the model has been scaled to zero for the `times`-th time (its event says
-/// so: its instances are stopped and the registry knows); returns its view.
-async fn asleep(api: &Api, name: &str, times: usize) -> Value {
-    let started = std::time::Instant::now();
-    loop {
-        let events = api.events(name, "v1").await;
-        let scaled = format!("scaled {name} to zero after");
-        if events.matches(&scaled).count() >= times {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "{events}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let model = api.model(name).await;
-    assert_eq!(model["scale"]["running"], false, "{model}");
-    model
-}
-
-/// `n` predictions of "Hello world" at once through the gateway: each one's status and body.
-async fn at_once(api: &Api, n: usize) -> Vec<(u16, Value)> {
-    let requests = (0..n).map(|_| async {
-        let response = api
-            .predict("/inference/minilm/predict", "Hello world")
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (
-            status,
-            response.json::<Value>().await.unwrap_or(Value::Null),
-        )
-    });
-    futures::future::join_all(requests).await
 }
 
 #[tokio::test]
@@ -86,7 +62,7 @@ async fn an_idle_model_scales_to_zero_and_every_request_that_wakes_it_is_answere
     let model = api.model("minilm").await;
     assert_eq!(
         model["scale"],
-        json!({"idle_after_s": 0, "running": true, "wakeups": 0,
+        json!({"idle_after_s": 0, "running": true, "wakeups": 0, "waking": false,
                "last_request_at": model["scale"]["last_request_at"]})
     );
     let pid = live_pid(&model).expect("a live predict server");
@@ -98,13 +74,18 @@ async fn an_idle_model_scales_to_zero_and_every_request_that_wakes_it_is_answere
     assert_eq!(refused.status(), 422, "an unknown field is refused");
     let unknown = patch(&api, "nobody", json!({"idle_after_s": 1})).await;
     assert_eq!(unknown.status(), 404);
-    let set = patch(&api, "minilm", json!({"idle_after_s": 1})).await;
+    let set = patch(&api, "minilm", json!({"idle_after_s": 3600})).await;
     assert_eq!(set.status(), 200);
     let set: Value = set.json().await.unwrap();
-    assert_eq!(set["idle_after_s"], 1, "{set}");
+    assert_eq!(set["idle_after_s"], 3600, "{set}");
+    // The CLI sets it too: `so1s scale NAME --idle-after 1s`.
+    let cli = so1s(&api, &data, &["scale", "minilm", "--idle-after", "1s"]);
+    assert!(cli.status.success(), "{cli:?}");
+    let printed: Value = serde_json::from_slice(&cli.stdout).unwrap();
+    assert_eq!(printed["idle_after_s"], 1, "{printed}");
 
     // A second without a request: the predict server is gone, the version still live.
-    let idle = asleep(&api, "minilm", 1).await;
+    let idle = api.scaled_to_zero("minilm", "v1", 1).await;
     assert_eq!(idle["live_version"], "v1", "{idle}");
     assert_eq!(idle["scale"]["idle_after_s"], 1);
     assert!(idle["scale"].get("last_request_at").is_none(), "{idle}");
@@ -124,7 +105,7 @@ async fn an_idle_model_scales_to_zero_and_every_request_that_wakes_it_is_answere
     );
 
     // Eight requests at once wake it: every one is answered, with MiniLM's embedding.
-    for (status, body) in at_once(&api, 8).await {
+    for (status, body) in api.predict_at_once("/inference/minilm/predict", 8).await {
         assert_eq!(status, 200, "{body}");
         assert!(hello_world_cosine_of(&body) > 0.9999, "{body}");
     }
@@ -133,17 +114,35 @@ async fn an_idle_model_scales_to_zero_and_every_request_that_wakes_it_is_answere
     assert_eq!(awake["scale"]["wakeups"], 1, "{awake}");
     let events = api.events("minilm", "v1").await;
     assert!(events.contains("woke minilm in"), "{events}");
+    // The api server's metrics count the wake and the scale-down.
+    let metrics = api
+        .client
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        r#"so1s_wakeups_total{model="minilm"} 1"#,
+        r#"so1s_scale_downs_total{model="minilm"} 1"#,
+        r#"so1s_wake_duration_seconds_count{model="minilm"} 1"#,
+        "so1s_running_models 1",
+    ] {
+        assert!(metrics.contains(series), "no {series} in {metrics}");
+    }
 
     // Asleep again, then a restart of so1s serve: the policy and the idle state are kept
     // (nothing starts), and the next request wakes it.
-    asleep(&api, "minilm", 2).await;
+    api.scaled_to_zero("minilm", "v1", 2).await;
     api.stop();
     let api = Api::start(&data);
     let restarted = api.model("minilm").await;
     assert_eq!(restarted["scale"]["running"], false, "{restarted}");
     assert_eq!(restarted["scale"]["idle_after_s"], 1, "{restarted}");
     assert_eq!(restarted["live_version"], "v1", "{restarted}");
-    for (status, body) in at_once(&api, 4).await {
+    for (status, body) in api.predict_at_once("/inference/minilm/predict", 4).await {
         assert_eq!(status, 200, "{body}");
         assert!(hello_world_cosine_of(&body) > 0.9999, "{body}");
     }
@@ -152,7 +151,7 @@ async fn an_idle_model_scales_to_zero_and_every_request_that_wakes_it_is_answere
     // A wake that cannot start the model (its bundle was removed while it slept): a clear
     // 503 with Retry-After, an event, and no hang.
     let record = api.version("minilm", "v1").await;
-    asleep(&api, "minilm", 3).await;
+    api.scaled_to_zero("minilm", "v1", 3).await;
     let bundle = record["artifact"]["dir"].as_str().unwrap();
     std::fs::remove_dir_all(bundle).unwrap();
     let response = api

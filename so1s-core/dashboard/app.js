@@ -295,6 +295,60 @@ function healthFact(health) {
   return h("div", { class: "fact", "data-fact": "health" }, h("dt", {}, "Health"), dd);
 }
 
+// Whether the model's predict servers run, and its idle policy: "always on", "running",
+// "scaled to zero" (woken by its next request) or "waking" (requests are held meanwhile).
+function scaleFact(view) {
+  const s = view.scale || { idle_after_s: 0, running: true, wakeups: 0 };
+  let state = "always on";
+  if (s.waking) state = "waking";
+  else if (!s.running && view.live_version) state = "scaled to zero";
+  else if (s.idle_after_s > 0) state = "running";
+  const detail = s.idle_after_s > 0
+    ? ` · idle after ${s.idle_after_s} s · ${s.wakeups} wake-up${s.wakeups === 1 ? "" : "s"}` : "";
+  return fact("Scale", h("span", {},
+    h("span", { class: `scale scale-${state.replaceAll(" ", "-")}` }, state),
+    detail && h("span", { class: "hint" }, detail)), "scale");
+}
+
+// The idle policy, for deployers: seconds without a request before the model's predict
+// servers stop (0: always on).
+function idleEditor(view) {
+  const name = view.name;
+  const input = h("input", {
+    type: "number",
+    min: 0,
+    step: 1,
+    inputmode: "numeric",
+    id: `idle-${name}`,
+    "data-key": `${name}:idle`,
+    value: (view.scale && view.scale.idle_after_s) || 0,
+  });
+  return h("form", {
+    class: "idle weights",
+    oninput: () => session.editing.add(name),
+    onsubmit: (e) => {
+      e.preventDefault();
+      const seconds = Number(input.value) || 0;
+      const question = seconds > 0
+        ? `Stop ${name}'s predict servers after ${seconds} s without a request? ` +
+          "Its next request wakes it."
+        : `Keep ${name} always on?`;
+      act(e.currentTarget.querySelector("button"), question, "Set",
+        async () => {
+          const scale = await api("PATCH", modelPath(name), { idle_after_s: seconds });
+          session.editing.delete(name);
+          return scale;
+        },
+        (scale) => scale.idle_after_s > 0
+          ? `${name}: scaled to zero after ${scale.idle_after_s} s idle`
+          : `${name}: always on`);
+    },
+  },
+  h("div", { class: "weight-row" },
+    h("label", { for: `idle-${name}` }, "Idle after (s, 0: always on)", input),
+    h("button", { type: "submit", "data-key": `${name}:set-idle` }, "Set")));
+}
+
 function modelCard(view) {
   const name = view.name;
   const latest = view.versions[view.versions.length - 1];
@@ -319,9 +373,11 @@ function modelCard(view) {
     fact("Traffic", Object.keys(traffic).length ? splitText(traffic) : "none", "traffic"),
     healthFact(view.health),
     fact("Restarts", view.health ? view.health.restarts : 0, "restarts"),
+    scaleFact(view),
     fact("Predict", h("code", {}, view.predict), "predict"));
   return h("article", { class: "model", "data-model": name, "aria-labelledby": `model-${name}` },
     head, facts, trafficBar(traffic), versionsTable(view),
+    canDeploy() && view.live_version && idleEditor(view),
     canDeploy() && trafficEditor(view, traffic));
 }
 

@@ -9,7 +9,9 @@
 use crate::auth::{Identity, Role, Token, TokenInfo};
 use crate::events::Event;
 use crate::model::VersionId;
-use crate::resources::{CreatedToken, ModelList, ModelView, TokenList, VersionView};
+use crate::resources::{
+    CreatedToken, ModelList, ModelPatch, ModelView, ScaleView, TokenList, VersionView,
+};
 use crate::rollout::Split;
 use crate::{ClientError, Error, Prediction, Result};
 use eventsource_stream::Eventsource;
@@ -203,6 +205,17 @@ impl ApiClient {
     ) -> Result<BTreeMap<VersionId, u32>> {
         let path = format!("/v1/models/{model}/traffic");
         self.send(self.request(reqwest::Method::PUT, &path).json(split))
+            .await
+    }
+
+    /// Sets `model`'s idle policy: after `idle_after_s` seconds without a request its
+    /// instances stop until the next one (0: always on); returns its scale.
+    pub async fn set_idle_after(&self, model: &str, idle_after_s: u64) -> Result<ScaleView> {
+        let path = format!("/v1/models/{model}");
+        let patch = ModelPatch {
+            idle_after_s: Some(idle_after_s),
+        };
+        self.send(self.request(reqwest::Method::PATCH, &path).json(&patch))
             .await
     }
 

@@ -7,12 +7,75 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// Latency buckets in seconds: 1 ms to ~8 s.
 pub fn latency_buckets() -> impl Iterator<Item = f64> {
     prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 14)
+}
+
+/// Buckets of a model's wake from zero, in seconds: 50 ms to ~100 s.
+pub fn wake_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(0.05, 2.0, 12)
+}
+
+/// Labels of a model's series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    /// The model's name.
+    pub model: String,
+}
+
+/// The api server's figures of scale to zero.
+#[derive(Clone, Debug)]
+pub struct ScaleMetrics {
+    /// Wakes from zero, by model.
+    pub wakeups: Family<ModelLabels, Counter>,
+    /// How long each wake took, from the first held request to the model routed again.
+    pub wake_seconds: Family<ModelLabels, Histogram>,
+    /// Scale-downs after the idle policy's time without a request, by model.
+    pub scale_downs: Family<ModelLabels, Counter>,
+    /// Models whose instances run (routed, not scaled to zero).
+    pub running_models: Gauge,
+}
+
+impl Default for ScaleMetrics {
+    fn default() -> Self {
+        Self {
+            wakeups: Family::default(),
+            wake_seconds: Family::new_with_constructor(|| Histogram::new(wake_buckets())),
+            scale_downs: Family::default(),
+            running_models: Gauge::default(),
+        }
+    }
+}
+
+impl ScaleMetrics {
+    /// Adds these metrics to a registry.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "so1s_wakeups",
+            "Wakes of models scaled to zero",
+            self.wakeups.clone(),
+        );
+        registry.register(
+            "so1s_wake_duration_seconds",
+            "How long a model scaled to zero took to serve again",
+            self.wake_seconds.clone(),
+        );
+        registry.register(
+            "so1s_scale_downs",
+            "Models scaled to zero after their idle time",
+            self.scale_downs.clone(),
+        );
+        registry.register(
+            "so1s_running_models",
+            "Models whose predict servers run",
+            self.running_models.clone(),
+        );
+    }
 }
 
 /// Labels of HTTP request metrics.

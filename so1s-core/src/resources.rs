@@ -94,6 +94,9 @@ pub struct ScaleView {
     pub running: bool,
     /// How often it was woken.
     pub wakeups: u64,
+    /// Whether it is waking now (requests are held for it).
+    #[serde(default)]
+    pub waking: bool,
     /// When its last request was routed (ms since the Unix epoch), while it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_request_at: Option<u64>,

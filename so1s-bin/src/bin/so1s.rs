@@ -77,6 +77,19 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Show or set a model's idle policy: `so1s scale NAME --idle-after 5m` stops its
+    /// predict servers after five minutes without a request, until the next one wakes it;
+    /// `--idle-after 0` keeps it always on.
+    Scale {
+        /// The model's name.
+        name: String,
+        /// How long without a request before its instances stop: `30s`, `5m`, `1h`, or
+        /// seconds; `0`: always on. None: show the model's scale.
+        #[arg(long, value_parser = so1s_bin::client::parse_idle_after)]
+        idle_after: Option<u64>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Manage api tokens (admin): `create`, `list`, `revoke`.
     Token {
         #[command(subcommand)]
@@ -148,6 +161,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             weights,
             client,
         } => client::traffic(&client.client()?, &name, &weights).await,
+        Command::Scale {
+            name,
+            idle_after,
+            client,
+        } => client::scale(&client.client()?, &name, idle_after).await,
         Command::Token { command, client } => client::token(&client.client()?, command).await,
         #[cfg(feature = "kubernetes")]
         Command::Manifests { command } => {

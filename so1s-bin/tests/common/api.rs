@@ -228,6 +228,36 @@ impl Api {
         }
     }
 
+    /// Waits until `name` has been scaled to zero for the `times`-th time (its live
+    /// version `version`'s events say so: its instances are stopped and the registry
+    /// knows); returns its view.
+    pub async fn scaled_to_zero(&self, name: &str, version: &str, times: usize) -> Value {
+        let started = Instant::now();
+        let scaled = format!("scaled {name} to zero after");
+        loop {
+            let events = self.events(name, version).await;
+            if events.matches(&scaled).count() >= times {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "{events}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let model = self.model(name).await;
+        assert_eq!(model["scale"]["running"], false, "{model}");
+        model
+    }
+
+    /// `n` predictions of "Hello world" at once through `path`: each one's status and body.
+    pub async fn predict_at_once(&self, path: &str, n: usize) -> Vec<(u16, Value)> {
+        let requests = (0..n).map(|_| async {
+            let response = self.predict(path, "Hello world").await.unwrap();
+            let status = response.status().as_u16();
+            let body = response.json::<Value>().await.unwrap_or(Value::Null);
+            (status, body)
+        });
+        futures::future::join_all(requests).await
+    }
+
     pub fn stop(mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])

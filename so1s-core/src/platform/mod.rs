@@ -93,6 +93,7 @@ pub struct Platform {
     scale_options: ScaleOptions,
     /// Requests held while their model wakes.
     held: scale::Held,
+    scale_metrics: crate::metrics::ScaleMetrics,
 }
 
 impl Platform {
@@ -123,6 +124,7 @@ impl Platform {
             locks: ModelLocks::default(),
             scale_options: options.scale,
             held: scale::Held::default(),
+            scale_metrics: Default::default(),
         });
         let runtime = tokio::runtime::Handle::try_current();
         if let Ok(runtime) = &runtime {

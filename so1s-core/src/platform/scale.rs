@@ -5,6 +5,7 @@
 
 use super::Platform;
 use crate::events::Stage;
+use crate::metrics::ModelLabels;
 use crate::model::ModelName;
 use crate::registry::Scale;
 use crate::resources::ScaleView;
@@ -47,6 +48,12 @@ struct Hold<'a> {
 }
 
 impl Held {
+    /// Requests held for `model` now.
+    fn waiting(&self, model: &ModelName) -> usize {
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts.get(model).copied().unwrap_or(0)
+    }
+
     fn enter(&self, model: &ModelName, most: usize) -> Option<Hold<'_>> {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let count = counts.entry(model.clone()).or_default();
@@ -73,6 +80,12 @@ impl Drop for Hold<'_> {
     }
 }
 
+fn labels(model: &ModelName) -> ModelLabels {
+    ModelLabels {
+        model: model.as_str().to_owned(),
+    }
+}
+
 impl Platform {
     /// `model`'s scaling, as `GET /v1/models/{name}` shows it.
     pub fn scale(&self, model: &ModelName) -> ScaleView {
@@ -86,6 +99,7 @@ impl Platform {
             idle_after_s,
             running: last_request_at.is_some(),
             wakeups,
+            waking: self.held.waiting(model) > 0,
             last_request_at,
         }
     }
@@ -127,6 +141,10 @@ impl Platform {
             match self.rollout.scale_to_zero(&model, &events).await {
                 Ok(true) => {
                     self.record_asleep(&model, true);
+                    self.scale_metrics
+                        .scale_downs
+                        .get_or_create(&labels(&model))
+                        .inc();
                     events.progress(format!(
                         "scaled {model} to zero after {} s without a request",
                         idle.as_secs()
@@ -150,10 +168,14 @@ impl Platform {
         let started = Instant::now();
         match self.rollout.wake(model, &events).await {
             Ok(true) => {
-                events.progress(format!(
-                    "woke {model} in {} ms",
-                    started.elapsed().as_millis()
-                ));
+                let took = started.elapsed();
+                events.progress(format!("woke {model} in {} ms", took.as_millis()));
+                let labels = labels(model);
+                self.scale_metrics.wakeups.get_or_create(&labels).inc();
+                self.scale_metrics
+                    .wake_seconds
+                    .get_or_create(&labels)
+                    .observe(took.as_secs_f64());
                 self.record_asleep(model, false);
                 Ok(())
             }
@@ -187,6 +209,17 @@ impl Platform {
                 self.scale_options.wake_timeout.as_secs()
             ))),
         }
+    }
+
+    /// The api server's metrics in the OpenMetrics text format: scale to zero's.
+    pub fn metrics_text(&self) -> String {
+        let running = self.routes.running_models();
+        self.scale_metrics
+            .running_models
+            .set(i64::try_from(running).unwrap_or(i64::MAX));
+        let mut registry = prometheus_client::registry::Registry::default();
+        self.scale_metrics.register(&mut registry);
+        crate::metrics::render(&registry)
     }
 
     fn record_asleep(&self, model: &ModelName, asleep: bool) {

@@ -241,6 +241,11 @@ impl Routes {
         table.parked.insert(model.clone(), split);
     }
 
+    /// How many models are routed (their instances run; parked ones aside).
+    pub fn running_models(&self) -> usize {
+        self.read().models.len()
+    }
+
     /// Whether `model` is parked (scaled to zero).
     pub fn is_parked(&self, model: &ModelName) -> bool {
         self.read().parked.contains_key(model)

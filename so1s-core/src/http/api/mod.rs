@@ -20,6 +20,7 @@
 //! | `GET /v2`, `GET /v2/health/live`, `GET /v2/health/ready` | open | Open Inference Protocol: the gateway's metadata, alive, a model is live |
 //! | `/v2/models/{name}[/versions/{version}]`, `.../ready`, `POST .../infer` | open (or any token) | Open Inference Protocol, forwarded to the model's live version (the one named must be it) |
 //! | `GET /healthz` | open | alive |
+//! | `GET /metrics` | open | Prometheus text: wakes, wake durations, scale-downs, running models |
 //! | `GET /`, `GET /ui/...` | open (the page signs in with a token) | the dashboard (`ApiConfig::dashboard`) |
 //!
 //! Every `/v1` route wants `Authorization: Bearer <token>`: `401` without one or with an
@@ -144,6 +145,8 @@ pub fn routes(
         .unify()
         .or(health_routes())
         .unify()
+        .or(metrics_route(&platform))
+        .unify()
         .or(dashboard::routes(config.dashboard).boxed())
         .unify()
         .recover(recover)
@@ -156,6 +159,22 @@ fn health_routes() -> BoxedFilter<(Response,)> {
     warp::path!("healthz")
         .and(warp::get())
         .map(|| warp::reply::json(&json!({"status": "alive"})).into_response())
+        .boxed()
+}
+
+/// `GET /metrics`: the api server's figures (scale to zero), for Prometheus.
+fn metrics_route(platform: &Arc<Platform>) -> BoxedFilter<(Response,)> {
+    warp::path!("metrics")
+        .and(warp::get())
+        .and(with_platform(platform))
+        .map(|platform: Arc<Platform>| {
+            warp::reply::with_header(
+                platform.metrics_text(),
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
+            .into_response()
+        })
         .boxed()
 }
 

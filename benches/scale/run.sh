@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 scripts/setup.sh >&2
-cargo build --release -q -p so1s-bin --bin so1s --bin so1s-predict >&2
+cargo build --release -q -p so1s-bin --bin so1s --bin so1s-predict --bin so1s-probe >&2
 exec python3 benches/scale/wake.py

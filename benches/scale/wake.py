@@ -127,23 +127,38 @@ def wait(check, limit=120):
         time.sleep(0.05)
 
 
+def clean_up(names):
+    """Docker: this run's containers (they outlive the api server) and images go."""
+    if BACKEND != "docker":
+        return
+    ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=io.so1s.instance={INSTANCE}"],
+                         capture_output=True, text=True).stdout.split()
+    if ids:
+        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+    subprocess.run(["docker", "rmi", *[f"so1s/{name}:v1" for name in names]], capture_output=True)
+
+
 def percentile(values, p):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
 def main():
-    names = [f"m{i}" for i in range(MODELS)]
+    # Named after this run: on a shared Docker engine its images are its own.
+    names = [f"{INSTANCE}m{i}" for i in range(MODELS)]
     with tempfile.TemporaryDirectory() as tmp:
         api = Api(os.path.join(tmp, "data"))
+        busy = threading.Event()
         try:
             for name in names:
                 api.deploy(name)
-            busy = threading.Event()
 
             def keep_busy():
                 while not busy.is_set():
-                    api.predict(names[0])
+                    try:
+                        api.predict(names[0])
+                    except OSError:
+                        pass
                     time.sleep(0.05)
 
             threading.Thread(target=keep_busy, daemon=True).start()
@@ -160,9 +175,10 @@ def main():
                 started = time.monotonic()
                 api.predict(names[1])
                 wakes.append(time.monotonic() - started)
-            busy.set()
         finally:
+            busy.set()
             api.stop()
+            clean_up(names)
     flags = open("/proc/cpuinfo").read()
     wanted = [f for f in ["avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni"] if f" {f}" in flags]
     print(f"### Scale to zero, backend {BACKEND}\n")

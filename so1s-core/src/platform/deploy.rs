@@ -60,6 +60,7 @@ impl Platform {
             Ok(deployment) => {
                 crate::fault::point("deploy-switched");
                 self.default_if_unset(model);
+                self.awake_after_rollout(model);
                 let live = self.registry.go_live(
                     model,
                     version,

@@ -222,6 +222,14 @@ impl Platform {
         crate::metrics::render(&registry)
     }
 
+    /// A rollout started `model`'s versions: if it was scaled to zero, it is awake now (a
+    /// restart must not take it up as scaled to zero).
+    pub(super) fn awake_after_rollout(&self, model: &ModelName) {
+        if self.registry.scale(model).asleep {
+            self.record_asleep(model, false);
+        }
+    }
+
     fn record_asleep(&self, model: &ModelName, asleep: bool) {
         if let Err(e) = self.registry.set_asleep(model, asleep) {
             tracing::warn!(%model, error = %e.chain(), "could not record a scale to zero");

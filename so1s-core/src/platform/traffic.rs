@@ -71,6 +71,7 @@ impl Platform {
         match self.rollout.split(model, &arms, &events).await {
             Ok(_) => {
                 self.default_if_unset(model);
+                self.awake_after_rollout(model);
                 self.registry
                     .set_split(model, split, format!("live in {model}'s traffic split"))
             }

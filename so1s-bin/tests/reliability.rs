@@ -5,18 +5,10 @@
 mod common;
 
 use common::api::{minilm_archive, Api};
+use common::live_pid;
 use serde_json::Value;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// The pid of a model's live predict server, from its health (`pid 4242`).
-fn live_pid(model: &Value) -> Option<u32> {
-    model["health"]["instances"][0]["name"]
-        .as_str()?
-        .strip_prefix("pid ")?
-        .parse()
-        .ok()
-}
 
 fn kill_9(pid: u32) {
     let status = Command::new("kill")

@@ -6,21 +6,12 @@
 mod common;
 
 use common::api::{minilm_archive, Api};
-use common::hello_world_cosine_of;
+use common::{hello_world_cosine_of, live_pid};
 use serde_json::{json, Value};
 use std::time::Duration;
 
-/// The pid of a model's live predict server, from its health (`pid 4242`).
-fn live_pid(model: &Value) -> Option<u32> {
-    model["health"]["instances"][0]["name"]
-        .as_str()?
-        .strip_prefix("pid ")?
-        .parse()
-        .ok()
-}
-
+/// Whether process `pid` runs (a zombie does not: its memory has been returned).
 fn runs(pid: u32) -> bool {
-    // A zombie is gone too: its memory has been returned.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|stat| {
             !stat

@@ -24,6 +24,15 @@ pub fn hello_world_cosine_of(body: &serde_json::Value) -> f64 {
     cosine(&vector, &hello_world_reference())
 }
 
+/// The pid of a model's live predict server, from its health (`pid 4242`).
+pub fn live_pid(model: &serde_json::Value) -> Option<u32> {
+    model["health"]["instances"][0]["name"]
+        .as_str()?
+        .strip_prefix("pid ")?
+        .parse()
+        .ok()
+}
+
 /// Asks the predict server at `base` for "Hello world", which must succeed.
 pub async fn predict_hello_world(base: &str) -> reqwest::Response {
     let response = reqwest::Client::new()

@@ -109,7 +109,8 @@ impl Platform {
     pub fn set_idle_after(&self, model: &ModelName, idle_after_s: u64) -> Result<ScaleView> {
         if idle_after_s > 0 && !self.rollout.scales_to_zero() {
             return Err(Error::Conflict(
-                "this backend cannot scale models to zero (the embedded default and Docker can)"
+                "this backend cannot scale models to zero (on Kubernetes, models that autoscale \
+                 cannot)"
                     .into(),
             ));
         }

@@ -39,6 +39,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
+mod scale;
+
 /// How the Kubernetes rollout works.
 #[derive(Debug, Clone)]
 pub struct KubeRolloutConfig {
@@ -64,6 +66,8 @@ pub struct KubeRollout {
     config: KubeRolloutConfig,
     routes: Routes,
     live: Mutex<HashMap<ModelName, Deployment>>,
+    /// The models scaled to zero: the version to bring back.
+    asleep: Mutex<HashMap<ModelName, Target>>,
     locks: ModelLocks,
 }
 
@@ -170,6 +174,7 @@ impl KubeRollout {
             config,
             routes,
             live: Mutex::new(HashMap::new()),
+            asleep: Mutex::new(HashMap::new()),
             locks: ModelLocks::default(),
         }
     }
@@ -499,6 +504,8 @@ impl Rollout for KubeRollout {
         self.deploy_main(target, events).await?;
         let was_split = self.routes.split(model).is_some_and(|s| s.is_split());
         let deployment = self.go_live(target).await;
+        // Applied anew, its Ingresses point at its Service again: awake.
+        self.asleep.lock().await.remove(model);
         if was_split {
             self.remove_canary(model, events).await?;
         }
@@ -578,6 +585,27 @@ impl Rollout for KubeRollout {
         self.live.lock().await.get(model).cloned()
     }
 
+    fn scales_to_zero(&self) -> bool {
+        self.can_scale_to_zero()
+    }
+
+    async fn scale_to_zero(&self, model: &ModelName, events: &Events) -> Result<bool> {
+        self.scale_down_to_zero(model, events).await
+    }
+
+    async fn wake(&self, model: &ModelName, events: &Events) -> Result<bool> {
+        self.wake_from_zero(model, events).await
+    }
+
+    async fn resume_scaled_to_zero(
+        &self,
+        model: &ModelName,
+        arms: &[Arm],
+        _events: &Events,
+    ) -> Result<()> {
+        self.resume_at_zero(model, arms).await
+    }
+
     /// Read from the live version's pods at each call.
     async fn health(&self, model: &ModelName) -> Option<Health> {
         let version = self.status(model).await?.target.version;
@@ -595,6 +623,7 @@ impl Rollout for KubeRollout {
         let was_split = self.routes.split(model).is_some_and(|s| s.is_split());
         self.routes.remove(model);
         self.live.lock().await.remove(model);
+        self.asleep.lock().await.remove(model);
         if was_split {
             self.remove_canary(model, &Events::discard(crate::events::Stage::Rollout))
                 .await?;

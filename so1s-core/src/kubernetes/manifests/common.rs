@@ -283,6 +283,43 @@ pub(super) fn http_service_spec(selector: BTreeMap<String, String>) -> ServiceSp
     }
 }
 
+/// Which of a model's Deployments: the main one, or the canary beside it while its traffic is
+/// split between two versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Track {
+    /// `so1s-{model}`: the Deployment, Service and Ingresses of the model.
+    Main,
+    /// `so1s-{model}-canary`: the second version of a split, with its own Service and the
+    /// nginx canary Ingress that sends it its weight of the requests.
+    Canary,
+}
+
+impl Track {
+    /// The name of the track's Deployment and Service (and the canary's Ingress).
+    pub fn object_name(self, model: &ModelName) -> String {
+        match self {
+            Track::Main => model_object_name(model),
+            Track::Canary => object_name(&["so1s", model.as_str(), "canary"]),
+        }
+    }
+
+    /// The labels that select the track's pods: the main Service never selects the canary's
+    /// pods, nor the other way round.
+    pub fn selector(self, model: &ModelName) -> BTreeMap<String, String> {
+        let mut selector = model_selector(model);
+        if self == Track::Canary {
+            selector.insert(APP_INSTANCE.to_owned(), self.object_name(model));
+        }
+        selector
+    }
+
+    pub(super) fn labels(self, model: &ModelName) -> BTreeMap<String, String> {
+        let mut labels = model_labels(model);
+        labels.extend(self.selector(model));
+        labels
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,8 +4,10 @@
 //! `so1s manifests` all use these, so what is printed for review is what is applied.
 //!
 //! By object family: `common` (names, labels, shared metadata and security contexts, the
-//! [`ClusterSettings`]), `model` ([`deployment`], [`service`], [`ingress`], [`oip_ingress`],
-//! [`autoscaler`], [`model_objects`], and a split's [`canary_objects`]), `build_job` ([`build_job`], [`cluster_model_dockerfile`]), `install`
+//! [`ClusterSettings`]), `model` ([`deployment`], [`service`], [`autoscaler`],
+//! [`model_objects`], and a split's [`canary_objects`]), `ingress` ([`ingress`],
+//! [`oip_ingress`], a split's [`canary_ingress`], and [`gateway_ingresses`] while a model is
+//! scaled to zero), `build_job` ([`build_job`], [`cluster_model_dockerfile`]), `install`
 //! ([`install`] and its [`InstallObjects`]; `access`: the api server's Role and
 //! NetworkPolicy) and `yaml` ([`to_value`], [`to_yaml`]). Every item is
 //! re-exported here: the paths are `so1s_core::kubernetes::manifests::*`.
@@ -13,6 +15,7 @@
 mod access;
 mod build_job;
 mod common;
+mod ingress;
 mod install;
 mod model;
 mod yaml;
@@ -22,17 +25,20 @@ pub use build_job::{
 };
 pub use common::{
     model_labels, model_object_name, model_selector, object_name, Autoscale, ClusterSettings,
-    Resources, ANNOTATION_IMAGE, ANNOTATION_SPEC_HASH, ANNOTATION_VERSION, API_SERVER,
+    Resources, Track, ANNOTATION_IMAGE, ANNOTATION_SPEC_HASH, ANNOTATION_VERSION, API_SERVER,
     FIELD_MANAGER,
+};
+pub use ingress::{
+    canary_ingress, gateway_ingresses, ingress, oip_ingress, oip_ingress_name, NGINX_CANARY,
+    NGINX_CANARY_WEIGHT, NGINX_REWRITE,
 };
 pub use install::{
     install, pod_security_level, AdminTokenSecret, InstallObjects, InstallSettings,
     ADMIN_TOKEN_SECRET,
 };
 pub use model::{
-    autoscaler, canary_ingress, canary_objects, deployment, deployment_on, ingress, model_objects,
-    oip_ingress, oip_ingress_name, owned_by, service, service_on, service_url, service_url_on,
-    spec_hash, Track, NGINX_CANARY, NGINX_CANARY_WEIGHT, NGINX_REWRITE,
+    autoscaler, canary_objects, deployment, deployment_on, model_objects, owned_by, service,
+    service_on, service_url, service_url_on, spec_hash,
 };
 pub use yaml::{to_value, to_yaml};
 

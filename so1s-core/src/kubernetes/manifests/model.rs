@@ -1,13 +1,15 @@
 //! A model's objects: its Deployment (with the spec hash that tells a repeated apply), the
-//! Service and Ingresses owned by it (predict, and the Open Inference Protocol's `/v2`), its
+//! Service and Ingresses owned by it (predict, and the Open Inference Protocol's `/v2`, built
+//! in `ingress`), its
 //! HorizontalPodAutoscaler when it autoscales, and while its traffic is split the canary's
 //! Deployment, Service and nginx canary Ingress ([`Track::Canary`]).
 
 use super::common::{
-    env, http_probe, http_service_spec, meta, model_labels, model_object_name, model_selector,
-    object_name, pod_security, quantities, restricted, tmp_volume, Autoscale, ClusterSettings,
-    ANNOTATION_IMAGE, ANNOTATION_SPEC_HASH, ANNOTATION_VERSION, APP_INSTANCE,
+    env, http_probe, http_service_spec, meta, model_labels, model_object_name, pod_security,
+    quantities, restricted, tmp_volume, Autoscale, ClusterSettings, Track, ANNOTATION_IMAGE,
+    ANNOTATION_SPEC_HASH, ANNOTATION_VERSION,
 };
+use super::ingress::{canary_ingress, ingress, oip_ingress};
 use super::yaml::{serialize_error, to_value};
 use crate::build::image::{LABEL_VERSION, PREDICT_PORT};
 use crate::model::{ModelName, VersionId};
@@ -23,58 +25,10 @@ use k8s_openapi::api::core::v1::{
     Container, ContainerPort, LocalObjectReference, PodSpec, PodTemplateSpec, Probe,
     ResourceRequirements, Service,
 };
-use k8s_openapi::api::networking::v1::{
-    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
-    IngressServiceBackend, IngressSpec, ServiceBackendPort,
-};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-
-/// The nginx ingress controller's rewrite annotation.
-pub const NGINX_REWRITE: &str = "nginx.ingress.kubernetes.io/rewrite-target";
-/// The nginx ingress controller's annotation that makes an Ingress a canary of another.
-pub const NGINX_CANARY: &str = "nginx.ingress.kubernetes.io/canary";
-/// The percent of requests nginx sends to a canary Ingress.
-pub const NGINX_CANARY_WEIGHT: &str = "nginx.ingress.kubernetes.io/canary-weight";
-
-/// Which of a model's Deployments: the main one, or the canary beside it while its traffic is
-/// split between two versions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Track {
-    /// `so1s-{model}`: the Deployment, Service and Ingresses of the model.
-    Main,
-    /// `so1s-{model}-canary`: the second version of a split, with its own Service and the
-    /// nginx canary Ingress that sends it its weight of the requests.
-    Canary,
-}
-
-impl Track {
-    /// The name of the track's Deployment and Service (and the canary's Ingress).
-    pub fn object_name(self, model: &ModelName) -> String {
-        match self {
-            Track::Main => model_object_name(model),
-            Track::Canary => object_name(&["so1s", model.as_str(), "canary"]),
-        }
-    }
-
-    /// The labels that select the track's pods: the main Service never selects the canary's
-    /// pods, nor the other way round.
-    pub fn selector(self, model: &ModelName) -> BTreeMap<String, String> {
-        let mut selector = model_selector(model);
-        if self == Track::Canary {
-            selector.insert(APP_INSTANCE.to_owned(), self.object_name(model));
-        }
-        selector
-    }
-
-    fn labels(self, model: &ModelName) -> BTreeMap<String, String> {
-        let mut labels = model_labels(model);
-        labels.extend(self.selector(model));
-        labels
-    }
-}
 
 /// A model's Deployment running `image` (version `version`): rolling updates that never go
 /// below the wanted replicas, readiness on `/readyz`, liveness on `/healthz`.
@@ -262,141 +216,6 @@ pub fn service_url_on(track: Track, settings: &ClusterSettings, model: &ModelNam
     )
 }
 
-/// A model's Ingress: `POST /inference/{model}/predict` (and the seed's
-/// `/inference/predict` for the default model) rewritten to the predict server's `/predict`.
-pub fn ingress(
-    settings: &ClusterSettings,
-    model: &ModelName,
-    owner: Option<&OwnerReference>,
-) -> Ingress {
-    let paths = predict_paths(settings, model)
-        .into_iter()
-        .map(|path| (path, "Exact"));
-    let annotations = [(NGINX_REWRITE, "/predict".to_owned())];
-    ingress_of(
-        model_object_name(model),
-        settings,
-        model,
-        Track::Main,
-        paths,
-        annotations,
-        owner,
-    )
-}
-
-/// The name of a model's Open Inference Protocol Ingress.
-pub fn oip_ingress_name(model: &ModelName) -> String {
-    object_name(&["so1s", model.as_str(), "v2"])
-}
-
-/// A model's Open Inference Protocol Ingress: `/v2/models/{model}` and below, to the same
-/// paths on its predict servers (no rewrite: the protocol's paths are the server's).
-pub fn oip_ingress(
-    settings: &ClusterSettings,
-    model: &ModelName,
-    owner: Option<&OwnerReference>,
-) -> Ingress {
-    let paths = [(oip_path(model), "Prefix")];
-    ingress_of(
-        oip_ingress_name(model),
-        settings,
-        model,
-        Track::Main,
-        paths,
-        [],
-        owner,
-    )
-}
-
-/// The nginx canary Ingress of a split: the main Ingresses' paths (predict and the Open
-/// Inference Protocol) to the canary's Service for `weight` percent of the requests. nginx
-/// takes one canary Ingress per path, and takes the rewrite from the main Ingress.
-pub fn canary_ingress(
-    settings: &ClusterSettings,
-    model: &ModelName,
-    weight: u32,
-    owner: Option<&OwnerReference>,
-) -> Ingress {
-    let paths = predict_paths(settings, model)
-        .into_iter()
-        .map(|path| (path, "Exact"))
-        .chain([(oip_path(model), "Prefix")]);
-    let annotations = [
-        (NGINX_CANARY, "true".to_owned()),
-        (NGINX_CANARY_WEIGHT, weight.to_string()),
-    ];
-    ingress_of(
-        Track::Canary.object_name(model),
-        settings,
-        model,
-        Track::Canary,
-        paths,
-        annotations,
-        owner,
-    )
-}
-
-fn predict_paths(settings: &ClusterSettings, model: &ModelName) -> Vec<String> {
-    let mut paths = vec![format!("/inference/{model}/predict")];
-    if settings.default_model.as_ref() == Some(model) {
-        paths.push("/inference/predict".into());
-    }
-    paths
-}
-
-fn oip_path(model: &ModelName) -> String {
-    format!("/v2/models/{model}")
-}
-
-/// An Ingress named `name` sending `paths` (path, path type) to `track`'s Service.
-fn ingress_of<P: Into<String>>(
-    name: String,
-    settings: &ClusterSettings,
-    model: &ModelName,
-    track: Track,
-    paths: impl IntoIterator<Item = (P, &'static str)>,
-    annotations: impl IntoIterator<Item = (&'static str, String)>,
-    owner: Option<&OwnerReference>,
-) -> Ingress {
-    let backend = IngressBackend {
-        service: Some(IngressServiceBackend {
-            name: track.object_name(model),
-            port: Some(ServiceBackendPort {
-                name: Some("http".into()),
-                ..Default::default()
-            }),
-        }),
-        ..Default::default()
-    };
-    let mut metadata = meta(name, settings, track.labels(model), owner);
-    let annotations: BTreeMap<String, String> = annotations
-        .into_iter()
-        .map(|(key, value)| (key.to_owned(), value))
-        .collect();
-    metadata.annotations = (!annotations.is_empty()).then_some(annotations);
-    Ingress {
-        metadata,
-        spec: Some(IngressSpec {
-            ingress_class_name: Some(settings.ingress_class.clone()),
-            rules: Some(vec![IngressRule {
-                host: settings.ingress_host.clone(),
-                http: Some(HTTPIngressRuleValue {
-                    paths: paths
-                        .into_iter()
-                        .map(|(path, path_type)| HTTPIngressPath {
-                            path: Some(path.into()),
-                            path_type: path_type.into(),
-                            backend: backend.clone(),
-                        })
-                        .collect(),
-                }),
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 /// The HorizontalPodAutoscaler of a model's main Deployment: between `min` and `max`
 /// replicas, aiming at `cpu_percent` of the pods' CPU request (which the Deployment sets).
 pub fn autoscaler(
@@ -484,7 +303,10 @@ pub fn canary_objects(
 mod tests {
     use super::*;
     use crate::build::image::LABEL_MODEL;
+    use crate::kubernetes::manifests::common::model_selector;
+    use crate::kubernetes::manifests::ingress::{NGINX_CANARY, NGINX_CANARY_WEIGHT, NGINX_REWRITE};
     use crate::kubernetes::manifests::test_support::{minilm, v};
+    use k8s_openapi::api::networking::v1::Ingress;
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     #[test]

@@ -222,3 +222,77 @@ async fn a_first_version_that_fails_leaves_nothing_behind() {
 
 // ---------------------------------------------------------------------------------------
 // Build Jobs
+
+#[tokio::test]
+async fn scaled_to_zero_the_ingresses_go_to_the_gateway_and_a_wake_brings_the_model_back() {
+    let cluster = Cluster::new().await;
+    let controller = deployment_controller(&cluster, |_| Pods::Ready);
+    let routes = Routes::default();
+    let rollout = rollout(&cluster, &routes);
+    let recorded = EventLog::default();
+    let events = recorded.events(Stage::Rollout);
+    rollout.deploy(&target(1), &events).await.unwrap();
+    assert!(rollout.scales_to_zero());
+    cluster.clear();
+
+    assert!(rollout.scale_to_zero(&minilm(), &events).await.unwrap());
+    assert!(routes.is_parked(&minilm()));
+    assert!(rollout.status(&minilm()).await.is_none());
+    let writes = cluster.writes();
+    let lines: Vec<String> = writes
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "PATCH /apis/networking.k8s.io/v1/namespaces/so1s/ingresses/so1s-minilm",
+            "PATCH /apis/networking.k8s.io/v1/namespaces/so1s/ingresses/so1s-minilm-v2",
+            "PATCH /apis/apps/v1/namespaces/so1s/deployments/so1s-minilm",
+        ]
+    );
+    // Both Ingresses to the api server's Service, the predict one without the rewrite.
+    for ingress in &writes[..2] {
+        for path in ingress.body["spec"]["rules"][0]["http"]["paths"]
+            .as_array()
+            .unwrap()
+        {
+            assert_eq!(path["backend"]["service"]["name"], "so1s-api", "{path}");
+        }
+        assert!(ingress.body["metadata"]["annotations"].is_null());
+    }
+    assert_eq!(writes[2].content_type, "application/merge-patch+json");
+    assert_eq!(writes[2].body, json!({"spec": {"replicas": 0}}));
+    assert!(!rollout.scale_to_zero(&minilm(), &events).await.unwrap());
+
+    // The wake: back to one replica, followed until complete, then routed and the
+    // Ingresses pointed at the model's Service again.
+    cluster.clear();
+    assert!(rollout.wake(&minilm(), &events).await.unwrap());
+    controller.abort();
+    assert!(!routes.is_parked(&minilm()));
+    assert_eq!(
+        routes.url(&minilm(), v(1)).as_deref(),
+        Some("http://so1s-minilm.so1s.svc:80")
+    );
+    let writes = cluster.writes();
+    assert_eq!(writes[0].body, json!({"spec": {"replicas": 1}}));
+    let last = &writes[writes.len() - 2];
+    assert_eq!(
+        last.body["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"],
+        "so1s-minilm"
+    );
+    assert_eq!(
+        last.body["metadata"]["annotations"]["nginx.ingress.kubernetes.io/rewrite-target"],
+        "/predict"
+    );
+    assert!(
+        !rollout.wake(&minilm(), &events).await.unwrap(),
+        "awake already"
+    );
+    assert!(
+        recorded.text().contains("scaled to 0"),
+        "{}",
+        recorded.text()
+    );
+}

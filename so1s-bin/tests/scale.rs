@@ -133,6 +133,15 @@ async fn an_idle_model_scales_to_zero_and_every_request_that_wakes_it_is_answere
     assert_eq!(restarted["scale"]["running"], false, "{restarted}");
     assert_eq!(restarted["scale"]["idle_after_s"], 1, "{restarted}");
     assert_eq!(restarted["live_version"], "v1", "{restarted}");
+    // This time the Open Inference Protocol's readiness call wakes it, through the gateway.
+    let ready = api
+        .client
+        .get(format!("{}/v2/models/minilm/ready", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(api.model("minilm").await["scale"]["running"], true);
     for (status, body) in api.predict_at_once("/inference/minilm/predict", 4).await {
         assert_eq!(status, 200, "{body}");
         assert!(hello_world_cosine_of(&body) > 0.9999, "{body}");

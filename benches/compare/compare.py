@@ -18,6 +18,9 @@ import threading
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from procfs import tree_rss_kib  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 MODELS = os.environ.get("SO1S_COMPARE_MODELS", os.path.join(ROOT, ".cache/models"))
@@ -146,33 +149,6 @@ def cpu_flags():
     flags = next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), [])
     model = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), "?")
     return model, [w for w in wanted if w in flags], os.cpu_count()
-
-
-def tree_rss_kib(root):
-    """Resident memory of `root` and all its descendants, in KiB."""
-    parents = {}
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    parents[int(pid)] = int(f.read().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                pass
-    tree, frontier = {root}, [root]
-    while frontier:
-        parent = frontier.pop()
-        for pid, ppid in parents.items():
-            if ppid == parent and pid not in tree:
-                tree.add(pid)
-                frontier.append(pid)
-    total = 0
-    for pid in tree:
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                total += next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
-        except (OSError, StopIteration):
-            pass
-    return total
 
 
 class Peak(threading.Thread):

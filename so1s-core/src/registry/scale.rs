@@ -21,6 +21,15 @@ pub struct Scale {
     pub wakeups: u64,
 }
 
+/// A [`Scale`] from `idle_after_s, asleep, wakeups` at column `at` on.
+fn scale_row(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Scale> {
+    Ok(Scale {
+        idle_after_s: row.get::<_, i64>(at)?.max(0) as u64,
+        asleep: row.get(at + 1)?,
+        wakeups: row.get::<_, i64>(at + 2)?.max(0) as u64,
+    })
+}
+
 impl Registry {
     /// `model`'s policy and state (the defaults if none was set).
     pub fn scale(&self, model: &ModelName) -> Scale {
@@ -30,13 +39,7 @@ impl Registry {
             .prepare_cached("SELECT idle_after_s, asleep, wakeups FROM scale WHERE model = ?1")
             .and_then(|mut statement| {
                 statement
-                    .query_row([model.as_str()], |row| {
-                        Ok(Scale {
-                            idle_after_s: row.get::<_, i64>(0)?.max(0) as u64,
-                            asleep: row.get(1)?,
-                            wakeups: row.get::<_, i64>(2)?.max(0) as u64,
-                        })
-                    })
+                    .query_row([model.as_str()], |row| scale_row(row, 0))
                     .optional()
             });
         match row {
@@ -48,16 +51,31 @@ impl Registry {
         }
     }
 
-    /// Every model with an idle policy, with its state.
+    /// Every model with an idle policy, with its state, in one query (the idle watcher
+    /// reads it twice a second).
     pub fn idle_policies(&self) -> Vec<(ModelName, Scale)> {
-        self.models()
-            .into_iter()
-            .map(|model| {
-                let scale = self.scale(&model);
-                (model, scale)
-            })
-            .filter(|(_, scale)| scale.idle_after_s > 0)
-            .collect()
+        let db = self.lock();
+        let rows = db
+            .conn
+            .prepare_cached(
+                "SELECT model, idle_after_s, asleep, wakeups FROM scale
+                 WHERE idle_after_s > 0 ORDER BY model",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_map([], |row| Ok((row.get::<_, String>(0)?, scale_row(row, 1)?)))
+                    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            });
+        match rows {
+            Ok(rows) => rows
+                .into_iter()
+                .filter_map(|(name, scale)| Some((ModelName::parse(&name).ok()?, scale)))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %database("reading idle policies", e).chain(), "registry");
+                Vec::new()
+            }
+        }
     }
 
     /// Sets `model`'s idle policy: `idle_after_s` seconds without a request (0: always on,

@@ -183,17 +183,13 @@ pub fn gateway_ingresses(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kubernetes::manifests::test_support::minilm;
+    use crate::kubernetes::manifests::test_support::{minilm, paths_of};
 
+    /// An Ingress's paths with their backend Service.
     fn backends(ingress: &Ingress) -> Vec<(String, String)> {
-        let spec = ingress.spec.clone().unwrap();
-        spec.rules.unwrap()[0]
-            .http
-            .clone()
-            .unwrap()
-            .paths
+        paths_of(ingress)
             .into_iter()
-            .map(|p| (p.path.unwrap(), p.backend.service.unwrap().name))
+            .map(|(path, _, backend)| (path, backend))
             .collect()
     }
 

@@ -46,6 +46,7 @@ pub use yaml::{to_value, to_yaml};
 #[cfg(test)]
 mod test_support {
     use crate::model::{ModelName, VersionId};
+    use k8s_openapi::api::networking::v1::Ingress;
 
     pub(super) fn minilm() -> ModelName {
         ModelName::parse("minilm").unwrap()
@@ -53,6 +54,22 @@ mod test_support {
 
     pub(super) fn v(n: u32) -> VersionId {
         VersionId::parse(&format!("v{n}")).unwrap()
+    }
+
+    /// An Ingress's paths: (path, path type, backend Service).
+    pub(super) fn paths_of(ingress: &Ingress) -> Vec<(String, String, String)> {
+        let spec = ingress.spec.clone().unwrap();
+        spec.rules.unwrap()[0]
+            .http
+            .clone()
+            .unwrap()
+            .paths
+            .into_iter()
+            .map(|p| {
+                let backend = p.backend.service.unwrap().name;
+                (p.path.unwrap(), p.path_type, backend)
+            })
+            .collect()
     }
 
     pub(super) fn is_dns_label(name: &str) -> bool {

@@ -305,8 +305,8 @@ mod tests {
     use crate::build::image::LABEL_MODEL;
     use crate::kubernetes::manifests::common::model_selector;
     use crate::kubernetes::manifests::ingress::{NGINX_CANARY, NGINX_CANARY_WEIGHT, NGINX_REWRITE};
+    use crate::kubernetes::manifests::test_support::paths_of;
     use crate::kubernetes::manifests::test_support::{minilm, v};
-    use k8s_openapi::api::networking::v1::Ingress;
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     #[test]
@@ -444,21 +444,6 @@ mod tests {
             .map(|p| p.path.unwrap())
             .collect();
         assert_eq!(paths, ["/inference/minilm/predict", "/inference/predict"]);
-    }
-
-    fn paths_of(ingress: &Ingress) -> Vec<(String, String, String)> {
-        let spec = ingress.spec.clone().unwrap();
-        spec.rules.unwrap()[0]
-            .http
-            .clone()
-            .unwrap()
-            .paths
-            .into_iter()
-            .map(|p| {
-                let backend = p.backend.service.unwrap().name;
-                (p.path.unwrap(), p.path_type, backend)
-            })
-            .collect()
     }
 
     #[test]

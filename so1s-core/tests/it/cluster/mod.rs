@@ -26,6 +26,15 @@ use std::time::Duration;
 
 const NS: &str = "so1s";
 
+/// The writes so1s made to the double, as `METHOD path` lines.
+fn lines(cluster: &Cluster) -> Vec<String> {
+    cluster
+        .writes()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
+}
+
 fn minilm() -> ModelName {
     ModelName::parse("minilm").unwrap()
 }

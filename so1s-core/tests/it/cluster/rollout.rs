@@ -1,5 +1,5 @@
 //! Rollouts of one version on the API double: applied, completed, a no-op again, rolled
-//! back when the image cannot be pulled or readiness never comes.
+//! back when the image cannot be pulled or readiness never comes, scaled to zero and woken.
 
 use super::*;
 
@@ -18,12 +18,8 @@ async fn a_rollout_applies_deployment_service_and_ingress_and_completes() {
     assert_eq!(routes.version(&minilm()), Some(v(1)));
 
     let writes = cluster.writes();
-    let lines: Vec<String> = writes
-        .iter()
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect();
     assert_eq!(
-        lines,
+        lines(&cluster),
         [
             "PATCH /apis/apps/v1/namespaces/so1s/deployments/so1s-minilm",
             "PATCH /api/v1/namespaces/so1s/services/so1s-minilm",
@@ -220,9 +216,6 @@ async fn a_first_version_that_fails_leaves_nothing_behind() {
     assert!(routes.version(&minilm()).is_none());
 }
 
-// ---------------------------------------------------------------------------------------
-// Build Jobs
-
 #[tokio::test]
 async fn scaled_to_zero_the_ingresses_go_to_the_gateway_and_a_wake_brings_the_model_back() {
     let cluster = Cluster::new().await;
@@ -239,12 +232,8 @@ async fn scaled_to_zero_the_ingresses_go_to_the_gateway_and_a_wake_brings_the_mo
     assert!(routes.is_parked(&minilm()));
     assert!(rollout.status(&minilm()).await.is_none());
     let writes = cluster.writes();
-    let lines: Vec<String> = writes
-        .iter()
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect();
     assert_eq!(
-        lines,
+        lines(&cluster),
         [
             "PATCH /apis/networking.k8s.io/v1/namespaces/so1s/ingresses/so1s-minilm",
             "PATCH /apis/networking.k8s.io/v1/namespaces/so1s/ingresses/so1s-minilm-v2",

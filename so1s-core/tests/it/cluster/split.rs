@@ -10,15 +10,6 @@ fn arm(n: u32, weight: u32) -> Arm {
     }
 }
 
-/// The writes' `METHOD path` lines.
-fn lines(cluster: &Cluster) -> Vec<String> {
-    cluster
-        .writes()
-        .iter()
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect()
-}
-
 #[tokio::test]
 async fn a_split_runs_a_canary_beside_the_main_deployment_and_promote_removes_it() {
     let cluster = Cluster::new().await;

@@ -116,7 +116,7 @@ def clean_up(names):
                          capture_output=True, text=True).stdout.split()
     if ids:
         subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
-    subprocess.run(["docker", "rmi", *[f"so1s/{name}:v1" for name in names]], capture_output=True)
+    subprocess.run(["docker", "rmi", *[f"so1s/{INSTANCE}/{name}:v1" for name in names]], capture_output=True)
 
 
 def percentile(values, p):

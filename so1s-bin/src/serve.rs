@@ -4,6 +4,7 @@ use anyhow::Context;
 use so1s_core::auth::Token;
 use so1s_core::http::api::{ApiLimits, GatewayTimeouts, MultipartLimits};
 use so1s_core::http::serve::ConnectionLimits;
+use so1s_core::rollout::AnswerTimeout;
 use so1s_core::server::{Backend, ServeConfig};
 use so1s_core::ModelName;
 use std::net::{IpAddr, SocketAddr};
@@ -22,6 +23,11 @@ pub struct ServeArgs {
     /// Where models, builds and the registry live.
     #[arg(long, env = "SO1S_DATA_DIR", default_value = "so1s-data")]
     pub data_dir: PathBuf,
+    /// This installation's instance id: Docker images (`so1s/<instance>/<model>:<version>`)
+    /// and containers are named and labelled with it, so installations sharing an engine keep
+    /// apart (default: the one kept in the data dir, made from its name on the first start).
+    #[arg(long, env = "SO1S_INSTANCE")]
+    pub instance: Option<String>,
     /// Where versions run: `local` (a so1s-predict process per version), `docker` (an
     /// image per version, a container per live version) or `kubernetes` (a build Job per
     /// version, a Deployment + Service + Ingress per model).
@@ -107,11 +113,23 @@ impl ServeArgs {
             )),
         };
         let mut config = ServeConfig::new(&self.data_dir, backend);
+        config.instance = self
+            .instance
+            .as_deref()
+            .map(ModelName::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--instance: {}", e.chain()))?;
         config.predict_bin = self.predict_bin.clone();
         config.predict_threads = self.predict_threads;
         config.default_model = default_model;
         config.max_upload_bytes = self.max_upload_bytes;
         config.max_concurrent_builds = self.limits.max_concurrent_builds;
+        config.max_queued_builds = self.limits.max_queued_builds;
+        config.store_quota_bytes = self.limits.store_quota_bytes;
+        config.retention = so1s_core::platform::Retention {
+            keep: self.limits.keep_versions,
+            prune_archives: self.limits.prune_archives,
+        };
         config.scale.wake_queue = self.limits.wake_queue;
         config.scale.wake_timeout = Duration::from_secs(self.limits.wake_timeout_secs);
         config.build_memory_mib = self.limits.build_memory_mib;
@@ -130,6 +148,21 @@ pub struct LimitArgs {
     /// at least one).
     #[arg(long, env = "SO1S_MAX_CONCURRENT_BUILDS", default_value_t = so1s_core::platform::default_concurrent_builds())]
     pub max_concurrent_builds: usize,
+    /// Uploads that may wait for a build slot; past them an upload gets 429 with
+    /// Retry-After, before anything is stored.
+    #[arg(long, env = "SO1S_MAX_QUEUED_BUILDS", default_value_t = 16)]
+    pub max_queued_builds: usize,
+    /// The most the stored archives may take together, in bytes; an upload past it gets
+    /// 507 (default: no quota).
+    #[arg(long, env = "SO1S_STORE_QUOTA_BYTES")]
+    pub store_quota_bytes: Option<u64>,
+    /// Versions of each model that no longer serve (retired, superseded) that keep their
+    /// unpacked bundle or image, newest first; older ones lose it.
+    #[arg(long, env = "SO1S_KEEP_VERSIONS", default_value_t = 5)]
+    pub keep_versions: usize,
+    /// The versions past --keep-versions lose their uploaded archive too.
+    #[arg(long, env = "SO1S_PRUNE_ARCHIVES")]
+    pub prune_archives: bool,
     /// Address-space limit (MiB) of each build's smoke test, which runs in its own
     /// process: a model that needs more fails its build, not the api server.
     #[arg(long, env = "SO1S_BUILD_MEMORY_MIB", default_value_t = 4096)]
@@ -153,18 +186,26 @@ pub struct LimitArgs {
     /// Milliseconds the gateway waits to connect to a predict server.
     #[arg(long, env = "SO1S_GATEWAY_CONNECT_TIMEOUT_MS", default_value_t = 2000)]
     pub gateway_connect_timeout_ms: u64,
-    /// Seconds the gateway waits for a predict server's answer; then 504.
+    /// Longest wait (seconds) of the gateway for a predict server's answer; then 504. Once a
+    /// model's p99 is known, its requests wait that plus --gateway-timeout-slack-ms, if less.
     #[arg(long, env = "SO1S_GATEWAY_TIMEOUT_SECS", default_value_t = 30)]
     pub gateway_timeout_secs: u64,
+    /// Milliseconds above a model's recent p99 its answers may take before they time out.
+    #[arg(long, env = "SO1S_GATEWAY_TIMEOUT_SLACK_MS", default_value_t = 5000)]
+    pub gateway_timeout_slack_ms: u64,
+    /// Timeouts or server errors in a row after which the gateway has a predict server
+    /// started again (its requests wait for it meanwhile).
+    #[arg(long, env = "SO1S_GATEWAY_MAX_FAILURES", default_value_t = 3)]
+    pub gateway_max_failures: u32,
     /// Event streams open at once per version (more: 429).
     #[arg(long, env = "SO1S_MAX_EVENT_SUBSCRIBERS", default_value_t = 16)]
     pub max_event_subscribers: usize,
-    /// Requests the gateway holds per model while it wakes from zero (more: 503 with
-    /// Retry-After).
+    /// Requests the gateway holds per model while it wakes from zero or its predict server
+    /// is started again (more: 503 with Retry-After).
     #[arg(long, env = "SO1S_WAKE_QUEUE", default_value_t = 1024)]
     pub wake_queue: usize,
-    /// Seconds the gateway holds a request while its model wakes from zero; then 503 with
-    /// Retry-After.
+    /// Seconds the gateway holds a request while its model wakes from zero or its predict
+    /// server is started again; then 503 with Retry-After.
     #[arg(long, env = "SO1S_WAKE_TIMEOUT_SECS", default_value_t = 60)]
     pub wake_timeout_secs: u64,
 }
@@ -183,7 +224,11 @@ impl LimitArgs {
             body_idle_timeout: Duration::from_secs(self.body_idle_timeout_secs),
             gateway: GatewayTimeouts {
                 connect: Duration::from_millis(self.gateway_connect_timeout_ms),
-                response: Duration::from_secs(self.gateway_timeout_secs),
+                answer: AnswerTimeout {
+                    slack: Duration::from_millis(self.gateway_timeout_slack_ms),
+                    ceiling: Duration::from_secs(self.gateway_timeout_secs),
+                },
+                max_failures: self.gateway_max_failures.max(1),
             },
             max_event_subscribers: self.max_event_subscribers,
         }
@@ -196,9 +241,6 @@ impl LimitArgs {
 #[cfg(feature = "docker")]
 #[derive(Debug, clap::Args)]
 pub struct DockerArgs {
-    /// Name of this installation on the engine: containers are labelled and named with it.
-    #[arg(long, env = "SO1S_INSTANCE", default_value = "default")]
-    pub instance: String,
     /// Memory limit of each version's container, in MiB.
     #[arg(long, env = "SO1S_MEMORY_MIB", default_value_t = 4096)]
     pub memory_mib: i64,
@@ -217,9 +259,7 @@ pub struct DockerArgs {
 #[cfg(feature = "docker")]
 impl DockerArgs {
     fn backend(&self, push_to: Option<String>) -> anyhow::Result<so1s_core::server::DockerBackend> {
-        let instance = ModelName::parse(&self.instance)
-            .map_err(|e| anyhow::anyhow!("--instance: {}", e.chain()))?;
-        let mut backend = so1s_core::server::DockerBackend::new(instance);
+        let mut backend = so1s_core::server::DockerBackend::new();
         backend.memory_mib = self.memory_mib;
         backend.cpus = self.cpus;
         backend.base_image = self.base_image.clone();

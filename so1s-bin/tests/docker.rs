@@ -191,8 +191,8 @@ async fn a_new_version_adds_one_model_layer_and_its_image_runs_alone() {
     assert!(runtime.starts_with("so1s/runtime:"), "{runtime}");
     let (v1, v1_time) = build(&builder, &store, &versions[0], &recorded).await;
     let (v2, v2_time) = build(&builder, &store, &versions[1], &recorded).await;
-    assert_eq!(reference(&v1), format!("so1s/{model}:v1"));
-    assert_eq!(reference(&v2), format!("so1s/{model}:v2"));
+    assert_eq!(reference(&v1), format!("so1s/default/{model}:v1"));
+    assert_eq!(reference(&v2), format!("so1s/default/{model}:v2"));
     let log = recorded.text();
     assert!(log.contains("Step 2/4 : COPY model/ /model/"), "{log}");
     assert_eq!(
@@ -285,7 +285,7 @@ async fn a_new_version_adds_one_model_layer_and_its_image_runs_alone() {
         .await
         .unwrap_err()
         .chain();
-    let pushed = format!("127.0.0.1:9/so1s-test/so1s/{model}:v1");
+    let pushed = format!("127.0.0.1:9/so1s-test/so1s/default/{model}:v1");
     assert!(error.contains(&format!("pushing {pushed}")), "{error}");
     assert!(docker.inspect_image(&pushed).await.is_err());
     assert_eq!(

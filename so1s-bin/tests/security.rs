@@ -523,19 +523,15 @@ fn event_at(events: &str, text: &str) -> Option<u64> {
 }
 
 /// Waits until a version's pipeline ended (live, failed, already replaced: retired, or
-/// overtaken by a newer version that went live first: built).
+/// overtaken by a newer version: superseded).
 async fn settled(api: &Api, model: &str, version: &str) -> Value {
     let started = Instant::now();
     loop {
         let record = api.version(model, version).await;
-        let overtaken =
-            record["state"] == "built" && api.events(model, version).await.contains("stays built");
-        if overtaken
-            || matches!(
-                record["state"].as_str(),
-                Some("live" | "failed" | "retired")
-            )
-        {
+        if matches!(
+            record["state"].as_str(),
+            Some("live" | "failed" | "retired" | "superseded")
+        ) {
             return record;
         }
         assert!(started.elapsed() < Duration::from_secs(300), "{record}");
@@ -612,7 +608,7 @@ async fn builds_queue_lying_configs_fail_early_and_a_stalled_upstream_times_out(
         let state = settled["state"].as_str().unwrap();
         if good {
             assert!(
-                matches!(state, "live" | "retired" | "built"),
+                matches!(state, "live" | "retired" | "superseded"),
                 "{model} {version}: {settled}"
             );
         } else {

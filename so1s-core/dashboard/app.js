@@ -10,9 +10,9 @@ const TOKEN_KEY = "so1s.token";
 const REFRESH_MS = 5000;
 const ROLES = ["viewer", "deployer", "admin"];
 // States a version can be put into a split or promoted from.
-const PLACEABLE = new Set(["built", "live", "retired"]);
+const PLACEABLE = new Set(["built", "live", "retired", "superseded"]);
 // States in which a version may be deleted (the server refuses the others with 409).
-const DELETABLE = new Set(["built", "retired", "failed"]);
+const DELETABLE = new Set(["built", "retired", "failed", "superseded"]);
 
 const $ = (selector, root = document) => root.querySelector(selector);
 

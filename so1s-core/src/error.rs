@@ -86,6 +86,10 @@ pub enum Error {
         limit: u64,
     },
 
+    /// Storing an upload would take the store past its disk quota.
+    #[error("{0}")]
+    QuotaExceeded(String),
+
     /// An upload could not be received or is not an archive.
     #[error("{0}")]
     Upload(String),
@@ -184,6 +188,7 @@ impl Error {
             Error::NotFound(_) => "not_found",
             Error::Conflict(_) => "conflict",
             Error::TooLarge { .. } => "payload_too_large",
+            Error::QuotaExceeded(_) => "insufficient_storage",
             Error::Upload(_) => "bad_upload",
             Error::Backend(_) => "backend",
             Error::Unauthorized(_) => "unauthorized",

@@ -210,24 +210,6 @@ impl Api {
         }
     }
 
-    /// Predicts through `path` until it answers 200 (at most 30 s); returns how long that
-    /// took.
-    pub async fn time_to_serve(&self, path: &str) -> Duration {
-        let started = Instant::now();
-        loop {
-            let response = self.predict(path, "are you back?").await.unwrap();
-            if response.status() == 200 {
-                return started.elapsed();
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "not serving again after 30 s: {}",
-                response.status()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
     /// Waits until `name` has been scaled to zero for the `times`-th time (its live
     /// version `version`'s events say so: its instances are stopped and the registry
     /// knows); returns its view.
@@ -324,12 +306,12 @@ pub fn broken_model_archive() -> Vec<u8> {
         dir.path().join("1_Pooling/config.json"),
     )
     .unwrap();
-    // A header that promises as many parameters as MiniLM has (so the size check before
-    // loading passes), over data that is not there: loading fails.
-    let header = r#"{"x": {"dtype": "F32", "shape": [6000000, 4], "data_offsets": [0, 96000000]}}"#;
+    // A well-formed file with as many parameters as MiniLM has (so the checks before
+    // loading pass), but none of the tensors MiniLM needs: its smoke test fails.
+    let header = r#"{"x": {"dtype": "U8", "shape": [6000000, 4], "data_offsets": [0, 24000000]}}"#;
     let mut weights = (header.len() as u64).to_le_bytes().to_vec();
     weights.extend(header.as_bytes());
-    weights.extend(b"these are not weights");
+    weights.resize(weights.len() + 24_000_000, 0);
     std::fs::write(dir.path().join("model.safetensors"), weights).unwrap();
     so1s_core::build::pack_dir(dir.path()).unwrap()
 }
@@ -452,4 +434,40 @@ pub async fn swap_under_load(
     assert_eq!(record["state"], "live", "{record}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     clients.stop().await
+}
+
+/// `kill -9` of `pid` (a live server of `model`) while 8 clients predict in a loop, until
+/// `back` holds of the model's view and half a second more: asserts that no request failed
+/// and that `version` answered them all; prints how long until `back` (as `label`).
+pub async fn kill_under_load(
+    api: &Api,
+    model: &str,
+    pid: &str,
+    version: &str,
+    label: &str,
+    back: impl Fn(&Value) -> bool,
+) {
+    let clients = ClientLoop::start(api, model, 8);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let killed = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    api.model_until(model, Duration::from_secs(30), back).await;
+    eprintln!(
+        "FIGURES {label}: serves again {} ms after kill -9",
+        killed.elapsed().as_millis()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (failed, sent, versions) = clients.stop().await;
+    assert_eq!(
+        failed, 0,
+        "{failed} of {sent} requests failed across kill -9"
+    );
+    assert!(
+        versions.len() > 8 && versions.iter().all(|v| v == version),
+        "{versions:?}"
+    );
 }

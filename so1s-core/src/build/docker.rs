@@ -60,6 +60,9 @@ pub struct DockerBuildConfig {
     pub work_dir: PathBuf,
     /// Where each build's smoke test runs (default: in a child `predict_bin`).
     pub smoke: super::SmokeTest,
+    /// The installation's instance id: model images are `so1s/<instance>/<model>:<version>`
+    /// and labelled with it, so installations sharing the engine keep apart.
+    pub instance: String,
 }
 
 impl DockerBuildConfig {
@@ -74,6 +77,7 @@ impl DockerBuildConfig {
             push_to: None,
             registry_auth: None,
             work_dir: work_dir.into(),
+            instance: "default".into(),
         }
     }
 }
@@ -338,6 +342,7 @@ impl DockerImageBuilder {
         let runtime = self.runtime_image(events).await?;
         let reference = image::model_image_reference(
             self.config.push_to.as_deref(),
+            &self.config.instance,
             &version.model,
             version.version,
         );
@@ -350,7 +355,12 @@ impl DockerImageBuilder {
                     &runtime,
                     &version.model,
                     version.version,
-                    &image::model_image_labels(&version.model, version.version, &version.sha256),
+                    &image::model_image_labels(
+                        Some(&self.config.instance),
+                        &version.model,
+                        version.version,
+                        &version.sha256,
+                    ),
                     model_dir,
                 ),
                 events,

@@ -51,16 +51,21 @@ pub fn probe_command() -> Vec<String> {
     ]
 }
 
-/// A model image's reference: `so1s/<model>:<version>`, under `repository_prefix` when images
-/// are pushed to a registry (`registry.example.com/team` → `registry.example.com/team/so1s/...`).
+/// A model image's reference: `so1s/<instance>/<model>:<version>` (the installation's
+/// instance id keeps installations that share an engine or a registry apart), under
+/// `repository_prefix` when images are pushed to a registry (`registry.example.com/team` →
+/// `registry.example.com/team/so1s/...`).
 pub fn model_image_reference(
     repository_prefix: Option<&str>,
+    instance: &str,
     model: &ModelName,
     version: VersionId,
 ) -> String {
     match repository_prefix.map(|p| p.trim_end_matches('/')) {
-        Some(prefix) if !prefix.is_empty() => format!("{prefix}/so1s/{model}:{version}"),
-        _ => format!("so1s/{model}:{version}"),
+        Some(prefix) if !prefix.is_empty() => {
+            format!("{prefix}/so1s/{instance}/{model}:{version}")
+        }
+        _ => format!("so1s/{instance}/{model}:{version}"),
     }
 }
 
@@ -72,18 +77,23 @@ pub fn runtime_image_reference(fingerprint: &str) -> String {
     )
 }
 
-/// The labels of a model image.
+/// The labels of a model image (of installation `instance`, when known).
 pub fn model_image_labels(
+    instance: Option<&str>,
     model: &ModelName,
     version: VersionId,
     sha256: &str,
 ) -> BTreeMap<String, String> {
-    BTreeMap::from([
+    let mut labels = BTreeMap::from([
         (LABEL_MANAGED.to_owned(), "true".to_owned()),
         (LABEL_MODEL.to_owned(), model.to_string()),
         (LABEL_VERSION.to_owned(), version.to_string()),
         (LABEL_SHA256.to_owned(), sha256.to_owned()),
-    ])
+    ]);
+    if let Some(instance) = instance {
+        labels.insert(LABEL_INSTANCE.to_owned(), instance.to_owned());
+    }
+    labels
 }
 
 /// The labels of the runtime image.
@@ -488,7 +498,7 @@ mod tests {
     #[test]
     fn model_image_adds_one_layer_on_the_runtime() {
         let v3 = VersionId::parse("v3").unwrap();
-        let labels = model_image_labels(&name("minilm"), v3, "cafe");
+        let labels = model_image_labels(Some("prod"), &name("minilm"), v3, "cafe");
         let dockerfile = model_dockerfile(
             "so1s/runtime:0123456789abcdef",
             &name("minilm"),
@@ -499,7 +509,7 @@ mod tests {
             dockerfile,
             "FROM so1s/runtime:0123456789abcdef\nCOPY model/ /model/\n\
              ENV SO1S_MODEL_NAME=minilm SO1S_MODEL_VERSION=v3\n\
-             LABEL io.so1s.managed=\"true\" io.so1s.model=\"minilm\" \
+             LABEL io.so1s.instance=\"prod\" io.so1s.managed=\"true\" io.so1s.model=\"minilm\" \
              io.so1s.sha256=\"cafe\" io.so1s.version=\"v3\"\n"
         );
         let entries = model_context(
@@ -516,18 +526,24 @@ mod tests {
     fn references_and_labels() {
         let v1 = VersionId::parse("v1").unwrap();
         assert_eq!(
-            model_image_reference(None, &name("minilm"), v1),
-            "so1s/minilm:v1"
+            model_image_reference(None, "prod", &name("minilm"), v1),
+            "so1s/prod/minilm:v1"
         );
         assert_eq!(
-            model_image_reference(Some("registry.example.com:5000/team/"), &name("minilm"), v1),
-            "registry.example.com:5000/team/so1s/minilm:v1"
+            model_image_reference(
+                Some("registry.example.com:5000/team/"),
+                "prod",
+                &name("minilm"),
+                v1
+            ),
+            "registry.example.com:5000/team/so1s/prod/minilm:v1"
         );
         assert_eq!(
             runtime_image_reference(&"ab".repeat(32)),
             "so1s/runtime:abababababababab"
         );
-        let labels = model_image_labels(&name("minilm"), v1, "cafe");
+        let labels = model_image_labels(Some("prod"), &name("minilm"), v1, "cafe");
+        assert_eq!(labels["io.so1s.instance"], "prod");
         assert_eq!(labels["io.so1s.model"], "minilm");
         assert_eq!(labels["io.so1s.version"], "v1");
         assert_eq!(labels["io.so1s.sha256"], "cafe");

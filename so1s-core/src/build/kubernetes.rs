@@ -254,8 +254,10 @@ impl ImageBuilder for KubeImageBuilder {
             })?
             .to_string_lossy()
             .into_owned();
+        // In a cluster an installation is its namespace.
         let reference = crate::build::image::model_image_reference(
             Some(&self.config.build.push_to),
+            &self.config.cluster.namespace,
             &version.model,
             version.version,
         );

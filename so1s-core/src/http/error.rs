@@ -73,6 +73,7 @@ impl From<&Error> for ApiError {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::QuotaExceeded(_) => StatusCode::INSUFFICIENT_STORAGE,
             Error::Upload(_) => StatusCode::BAD_REQUEST,
             Error::Backend(_) => StatusCode::BAD_GATEWAY,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,

@@ -123,17 +123,67 @@ pub fn weight_parameters(path: &Path) -> Result<u64> {
     let tensors = header.as_object().ok_or_else(|| {
         Error::InvalidModel(format!("{}'s header is not a JSON object", file_name(path)))
     })?;
-    Ok(tensors
-        .iter()
-        .filter(|(name, _)| name.as_str() != "__metadata__")
-        .filter_map(|(_, tensor)| tensor.get("shape")?.as_array())
-        .map(|shape| {
-            shape
-                .iter()
-                .map(|d| d.as_u64().unwrap_or(0))
-                .fold(1u64, u64::saturating_mul)
-        })
-        .fold(0u64, u64::saturating_add))
+    let data = std::fs::metadata(path)
+        .map_err(io)?
+        .len()
+        .saturating_sub(8 + length);
+    let mut parameters = 0u64;
+    for (name, tensor) in tensors.iter().filter(|(name, _)| *name != "__metadata__") {
+        let elements = checked_tensor(tensor, data).map_err(|why| {
+            Error::InvalidModel(format!(
+                "{}: tensor `{name}` {why}: the header does not describe the data (nothing \
+                 was loaded)",
+                file_name(path)
+            ))
+        })?;
+        parameters = parameters.saturating_add(elements);
+    }
+    Ok(parameters)
+}
+
+/// The elements of one safetensors tensor, checked against the data it claims: its dtype is
+/// known, its shape's size in bytes is what its `data_offsets` span, and they lie within the
+/// `data` bytes after the header.
+fn checked_tensor(tensor: &Value, data: u64) -> std::result::Result<u64, String> {
+    let dtype = tensor["dtype"].as_str().ok_or("has no dtype")?;
+    let width: u64 = match dtype {
+        "BOOL" | "U8" | "I8" | "F8_E4M3" | "F8_E5M2" => 1,
+        "U16" | "I16" | "F16" | "BF16" => 2,
+        "U32" | "I32" | "F32" => 4,
+        "U64" | "I64" | "F64" => 8,
+        other => return Err(format!("has an unknown dtype {other}")),
+    };
+    let shape = tensor["shape"].as_array().ok_or("has no shape")?;
+    let elements = shape.iter().try_fold(1u64, |n, d| {
+        d.as_u64()
+            .and_then(|d| n.checked_mul(d))
+            .ok_or("has a shape that is not a size")
+    })?;
+    let bytes = elements
+        .checked_mul(width)
+        .ok_or("has a shape too large for any file")?;
+    let offsets = tensor["data_offsets"]
+        .as_array()
+        .ok_or("has no data_offsets")?;
+    let (start, end) = match offsets.as_slice() {
+        [start, end] => (start.as_u64(), end.as_u64()),
+        _ => (None, None),
+    };
+    let (Some(start), Some(end)) = (start, end) else {
+        return Err("has data_offsets that are not [start, end]".into());
+    };
+    if end < start || end - start != bytes {
+        return Err(format!(
+            "claims {elements} {dtype} values ({bytes} bytes) in {} bytes of data",
+            end.saturating_sub(start)
+        ));
+    }
+    if end > data {
+        return Err(format!(
+            "ends at byte {end} of the data, which has {data} bytes"
+        ));
+    }
+    Ok(elements)
 }
 
 /// Refuses a model whose `config.json` describes far more parameters than its weights hold.
@@ -218,5 +268,57 @@ mod tests {
         std::fs::write(&path, &lying).unwrap();
         let err = weight_parameters(&path).unwrap_err();
         assert!(err.to_string().contains("header"), "{err}");
+    }
+
+    /// A safetensors file of `tensors` (name, dtype, shape, offsets) and `data` bytes.
+    fn safetensors(path: &Path, tensors: Value, data: usize) {
+        let header = tensors.to_string();
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(header.as_bytes());
+        bytes.extend(vec![0u8; data]);
+        std::fs::write(path, &bytes).unwrap();
+    }
+
+    #[test]
+    fn a_header_whose_sizes_do_not_match_the_data_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        let ok = json!({"a": {"dtype": "BF16", "shape": [2, 3], "data_offsets": [0, 12]}});
+        safetensors(&path, ok, 12);
+        assert_eq!(weight_parameters(&path).unwrap(), 6);
+        for (tensors, data, says) in [
+            // 1e15 elements in zero bytes: the header lies about the data.
+            (
+                json!({"huge": {"dtype": "F32", "shape": [1_000_000_000_000_000u64],
+                        "data_offsets": [0, 0]}}),
+                0,
+                "claims 1000000000000000 F32 values",
+            ),
+            (
+                json!({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}),
+                8,
+                "ends at byte 16 of the data, which has 8 bytes",
+            ),
+            (
+                json!({"a": {"dtype": "F32", "shape": [u64::MAX, 2], "data_offsets": [0, 8]}}),
+                8,
+                "not a size",
+            ),
+            (
+                json!({"a": {"dtype": "Q4", "shape": [4], "data_offsets": [0, 2]}}),
+                2,
+                "unknown dtype Q4",
+            ),
+            (
+                json!({"a": {"dtype": "F32", "shape": [1]}}),
+                4,
+                "no data_offsets",
+            ),
+        ] {
+            safetensors(&path, tensors, data);
+            let err = weight_parameters(&path).unwrap_err().to_string();
+            assert!(err.contains(says), "{says}: {err}");
+            assert!(err.contains("nothing was loaded"), "{err}");
+        }
     }
 }

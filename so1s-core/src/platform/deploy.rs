@@ -34,8 +34,8 @@ impl Platform {
         reason: Reason,
     ) -> Result<VersionRecord> {
         if reason == Reason::Upload {
-            if let Some(why) = self.stays_built(model, version)? {
-                let stays = Transition::to(VersionState::Built, Stage::Rollout, why);
+            if let Some((state, why)) = self.held_back(model, version)? {
+                let stays = Transition::to(state, Stage::Rollout, why);
                 return self.registry.apply(model, version, stays);
             }
         }
@@ -67,6 +67,9 @@ impl Platform {
                     format!("{model} {version} is live at {}", deployment.endpoint),
                 );
                 crate::fault::point("live-recorded");
+                if live.is_ok() {
+                    self.apply_retention(model).await;
+                }
                 live
             }
             Err(e) => {
@@ -83,33 +86,56 @@ impl Platform {
         }
     }
 
-    /// Why an upload's `version` does not go live, if it does not: a traffic split stands, or
-    /// a newer version went live first.
-    fn stays_built(&self, model: &ModelName, version: VersionId) -> Result<Option<String>> {
+    /// Why an upload's `version` does not go live, if it does not, and the state it stays
+    /// in: `built` while a traffic split stands; `superseded` when a newer version overtook
+    /// it (went live, or is built or being rolled out, first).
+    fn held_back(
+        &self,
+        model: &ModelName,
+        version: VersionId,
+    ) -> Result<Option<(VersionState, String)>> {
         if let Some(split) = self.registry.split(model).filter(Split::is_split) {
-            return Ok(Some(format!(
-                "{model}'s traffic is split ({}): {version} stays built (give it a share with \
-                 a new split, or promote it)",
-                split.describe()
+            return Ok(Some((
+                VersionState::Built,
+                format!(
+                    "{model}'s traffic is split ({}): {version} stays built (give it a share \
+                     with a new split, or promote it)",
+                    split.describe()
+                ),
             )));
         }
-        Ok(self.newer_live(model, version)?.map(|newer| {
-            format!(
-                "{newer} went live first and is newer: {version} stays built (promote it to \
-                 roll it out)"
+        Ok(self.overtaken_by(model, version)?.map(|(newer, how)| {
+            (
+                VersionState::Superseded,
+                format!(
+                    "{newer} {how} first and is newer: {version} is superseded, not rolled out \
+                     (promote it to roll it out)"
+                ),
             )
         }))
     }
 
-    /// The newest version of `model` after `version` that has gone live, if any.
-    fn newer_live(&self, model: &ModelName, version: VersionId) -> Result<Option<VersionId>> {
+    /// The newest version of `model` after `version` that has gone live or is built or
+    /// being rolled out, if any, and which of these.
+    fn overtaken_by(
+        &self,
+        model: &ModelName,
+        version: VersionId,
+    ) -> Result<Option<(VersionId, &'static str)>> {
         Ok(self
             .registry
             .versions(model)?
             .iter()
-            .filter(|r| r.stored.version > version && r.live_since_ms.is_some())
-            .map(|r| r.stored.version)
-            .max())
+            .filter(|r| r.stored.version > version)
+            .filter_map(|r| {
+                let how = match r.state {
+                    _ if r.live_since_ms.is_some() => "went live",
+                    VersionState::Built | VersionState::Deploying => "was built",
+                    _ => return None,
+                };
+                Some((r.stored.version, how))
+            })
+            .max_by_key(|(newer, _)| *newer))
     }
 
     /// The version that served before the live one (retired, with an artifact) and its
@@ -150,12 +176,14 @@ impl Platform {
         let split = self.registry.split(model).filter(Split::is_split);
         match (&record.state, &record.artifact) {
             (VersionState::Live, _) if split.is_none() => Ok(record),
-            (VersionState::Live | VersionState::Built | VersionState::Retired, Some(artifact)) => {
+            (state, Some(artifact)) if state.can_serve() => {
                 self.deploy_in_turn(&turn, model, version, artifact.clone(), Reason::Asked)
                     .await
             }
-            (state, _) => Err(Error::Conflict(format!(
-                "{model} {version} is {state}: only built or retired versions can be promoted"
+            (state, artifact) => Err(Error::Conflict(format!(
+                "{model} {version} {}: only built, retired or superseded versions with their \
+                 artifact can be promoted",
+                state.describe(artifact.is_some())
             ))),
         }
     }

@@ -22,12 +22,15 @@
 //! versions) and `scale` (scale to zero and wake).
 
 mod deploy;
+mod hold;
 mod incidents;
 mod recovery;
+mod retention;
 mod scale;
 mod traffic;
 mod upload;
 
+pub use retention::Retention;
 pub use scale::ScaleOptions;
 
 use crate::build::ImageBuilder;
@@ -36,6 +39,7 @@ use crate::model::{ModelName, VersionId};
 use crate::registry::Registry;
 use crate::rollout::{Health, ModelLocks, Rollout, Routes};
 use crate::store::ModelStore;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Weak};
 use tokio::sync::Semaphore;
 
@@ -47,8 +51,13 @@ pub struct PlatformOptions {
     /// Builds that may run at once; more wait in upload order. Each build unpacks and
     /// loads a model, so on a small machine one at a time is the safe choice.
     pub max_concurrent_builds: usize,
+    /// Uploads that may wait for a build slot; past them an upload is refused (`429` with
+    /// `Retry-After`) before it is stored.
+    pub max_queued_builds: usize,
     /// How idle models are scaled to zero and woken.
     pub scale: ScaleOptions,
+    /// What is kept of versions that no longer serve.
+    pub retention: Retention,
 }
 
 impl Default for PlatformOptions {
@@ -56,7 +65,9 @@ impl Default for PlatformOptions {
         Self {
             default_model: None,
             max_concurrent_builds: default_concurrent_builds(),
+            max_queued_builds: 16,
             scale: ScaleOptions::default(),
+            retention: Retention::default(),
         }
     }
 }
@@ -88,11 +99,15 @@ pub struct Platform {
     /// Build slots: `max_concurrent_builds` permits.
     builds: Arc<Semaphore>,
     max_concurrent_builds: usize,
+    /// Uploads waiting for a build slot.
+    queued_builds: Arc<AtomicUsize>,
+    max_queued_builds: usize,
+    retention: Retention,
     /// One change of a model's traffic at a time.
     locks: ModelLocks,
     scale_options: ScaleOptions,
-    /// Requests held while their model wakes.
-    held: scale::Held,
+    /// Requests held while their model wakes or their version restarts.
+    held: hold::Held,
     scale_metrics: crate::metrics::ScaleMetrics,
 }
 
@@ -121,9 +136,12 @@ impl Platform {
             default_model: options.default_model,
             builds: Arc::new(Semaphore::new(max_concurrent_builds)),
             max_concurrent_builds,
+            queued_builds: Arc::default(),
+            max_queued_builds: options.max_queued_builds.max(1),
+            retention: options.retention,
             locks: ModelLocks::default(),
             scale_options: options.scale,
-            held: scale::Held::default(),
+            held: hold::Held::default(),
             scale_metrics: Default::default(),
         });
         let runtime = tokio::runtime::Handle::try_current();

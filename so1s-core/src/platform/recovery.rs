@@ -208,7 +208,7 @@ impl Platform {
                         let _ = platform.registry.apply(&model, version, failed);
                         return;
                     }
-                    platform.build_and_deploy(record.stored).await;
+                    platform.build_and_deploy(record.stored, None).await;
                 }
             }
         });

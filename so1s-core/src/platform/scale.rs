@@ -1,7 +1,7 @@
 //! Scale to zero: a model with an idle policy has its instances stopped after that long
 //! without a request, and its next request wakes it. The gateway holds the requests that
 //! arrive while it wakes ([`Platform::wake_for_request`]): a bounded number per model, for a
-//! bounded time.
+//! bounded time (the same hold as for a restart, [`super::hold`]).
 
 use super::Platform;
 use crate::events::Stage;
@@ -10,8 +10,7 @@ use crate::model::ModelName;
 use crate::registry::Scale;
 use crate::resources::ScaleView;
 use crate::{Error, Result};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 /// How idle models are scaled to zero and woken.
@@ -35,51 +34,6 @@ impl Default for ScaleOptions {
     }
 }
 
-/// Requests held per model while it wakes.
-#[derive(Debug, Default)]
-pub(super) struct Held {
-    counts: Mutex<HashMap<ModelName, usize>>,
-}
-
-/// One held request, counted until dropped.
-struct Hold<'a> {
-    held: &'a Held,
-    model: ModelName,
-}
-
-impl Held {
-    /// Requests held for `model` now.
-    fn waiting(&self, model: &ModelName) -> usize {
-        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        counts.get(model).copied().unwrap_or(0)
-    }
-
-    fn enter(&self, model: &ModelName, most: usize) -> Option<Hold<'_>> {
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        let count = counts.entry(model.clone()).or_default();
-        if *count >= most {
-            return None;
-        }
-        *count += 1;
-        Some(Hold {
-            held: self,
-            model: model.clone(),
-        })
-    }
-}
-
-impl Drop for Hold<'_> {
-    fn drop(&mut self) {
-        let mut counts = self.held.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = counts.get_mut(&self.model) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.model);
-            }
-        }
-    }
-}
-
 fn labels(model: &ModelName) -> ModelLabels {
     ModelLabels {
         model: model.as_str().to_owned(),
@@ -99,7 +53,7 @@ impl Platform {
             idle_after_s,
             running: last_request_at.is_some(),
             wakeups,
-            waking: self.held.waiting(model) > 0,
+            waking: self.routes.is_parked(model) && self.held.waiting(model) > 0,
             last_request_at,
         }
     }

@@ -3,7 +3,7 @@
 use super::{Platform, Reason};
 use crate::events::Stage;
 use crate::model::ModelName;
-use crate::registry::{VersionRecord, VersionState};
+use crate::registry::VersionRecord;
 use crate::rollout::{Arm, Split, Target};
 use crate::{Error, Result};
 use tokio::sync::OwnedMutexGuard;
@@ -40,14 +40,12 @@ impl Platform {
         for &(version, weight) in split.arms() {
             let record = self.registry.version(model, version)?;
             let artifact = match (record.state, record.artifact) {
-                (
-                    VersionState::Live | VersionState::Built | VersionState::Retired,
-                    Some(artifact),
-                ) => artifact,
-                (state, _) => {
+                (state, Some(artifact)) if state.can_serve() => artifact,
+                (state, artifact) => {
                     return Err(Error::Conflict(format!(
-                        "{model} {version} is {state}: only live, built or retired versions \
-                         can take traffic"
+                        "{model} {version} {}: only live, built, retired or superseded versions \
+                         with their artifact can take traffic",
+                        state.describe(artifact.is_some())
                     )))
                 }
             };
@@ -72,8 +70,13 @@ impl Platform {
             Ok(_) => {
                 self.default_if_unset(model);
                 self.awake_after_rollout(model);
-                self.registry
-                    .set_split(model, split, format!("live in {model}'s traffic split"))
+                let records = self.registry.set_split(
+                    model,
+                    split,
+                    format!("live in {model}'s traffic split"),
+                )?;
+                self.apply_retention(model).await;
+                Ok(records)
             }
             Err(e) => {
                 let serving = before

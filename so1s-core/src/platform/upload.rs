@@ -6,16 +6,29 @@ use crate::model::{ModelName, VersionId};
 use crate::registry::{Transition, VersionRecord, VersionState};
 use crate::store::{ByteStream, StoredVersion};
 use crate::{Error, Result};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+
+/// One upload counted in the build queue until dropped.
+pub(super) struct Queued(Arc<AtomicUsize>);
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 impl Platform {
     /// Stores an upload as a new version and starts building and rolling it out in the
-    /// background. Returns once the version is stored.
+    /// background. Returns once the version is stored. Refused with [`Error::Busy`] before
+    /// anything is stored while [`PlatformOptions::max_queued_builds`](super::PlatformOptions)
+    /// uploads wait for a build slot.
     pub async fn upload(
         self: &Arc<Self>,
         model: &ModelName,
         body: ByteStream,
     ) -> Result<VersionRecord> {
+        let queued = self.queue_build()?;
         let stored = self.store.put(model, body).await?;
         crate::fault::point("upload-stored");
         let record = self.registry.add(stored.clone())?;
@@ -25,13 +38,28 @@ impl Platform {
                 model, stored.version, stored.size, stored.sha256
             ));
         let platform = self.clone();
-        tokio::spawn(async move { platform.build_and_deploy(stored).await });
+        tokio::spawn(async move { platform.build_and_deploy(stored, Some(queued)).await });
         Ok(record)
     }
 
+    /// Counts one more upload waiting for a build slot, unless the queue is full.
+    fn queue_build(&self) -> Result<Queued> {
+        let most = self.max_queued_builds;
+        self.queued_builds
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < most).then_some(n + 1)
+            })
+            .map_err(|_| {
+                Error::Busy(format!(
+                    "{most} uploads already wait for a build: try again when they are built"
+                ))
+            })?;
+        Ok(Queued(self.queued_builds.clone()))
+    }
+
     /// Builds a stored version in a build slot, records how the build ended, and rolls the
-    /// version out if it built.
-    pub(super) async fn build_and_deploy(&self, stored: StoredVersion) {
+    /// version out if it built. `queued` counts it in the build queue until its slot comes.
+    pub(super) async fn build_and_deploy(&self, stored: StoredVersion, queued: Option<Queued>) {
         let (model, version) = (stored.model.clone(), stored.version);
         let events = self.events(&model, version, Stage::Build);
         if self.builds.available_permits() == 0 {
@@ -43,6 +71,7 @@ impl Platform {
         let Ok(slot) = self.builds.clone().acquire_owned().await else {
             return; // closed: the platform is going away
         };
+        drop(queued);
         let building = Transition::to(
             VersionState::Building,
             Stage::Build,
@@ -101,10 +130,14 @@ impl Platform {
         let record = self.registry.version(model, version)?;
         if !matches!(
             record.state,
-            VersionState::Failed | VersionState::Retired | VersionState::Built
+            VersionState::Failed
+                | VersionState::Retired
+                | VersionState::Built
+                | VersionState::Superseded
         ) {
             return Err(Error::Conflict(format!(
-                "{model} {version} is {}: only failed, built or retired versions can be deleted",
+                "{model} {version} is {}: only failed, built, retired or superseded versions can \
+                 be deleted",
                 record.state
             )));
         }

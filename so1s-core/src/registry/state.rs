@@ -21,6 +21,9 @@ pub enum VersionState {
     Failed,
     /// Served before; replaced by another version.
     Retired,
+    /// Built after a newer version of its model had overtaken it (built or live first):
+    /// not rolled out. It can be promoted.
+    Superseded,
 }
 
 impl VersionState {
@@ -28,7 +31,10 @@ impl VersionState {
     pub fn ends_pipeline(self) -> bool {
         matches!(
             self,
-            VersionState::Live | VersionState::Failed | VersionState::Retired
+            VersionState::Live
+                | VersionState::Failed
+                | VersionState::Retired
+                | VersionState::Superseded
         )
     }
 
@@ -36,8 +42,34 @@ impl VersionState {
     pub fn is_settled(self) -> bool {
         matches!(
             self,
-            VersionState::Built | VersionState::Live | VersionState::Failed | VersionState::Retired
+            VersionState::Built
+                | VersionState::Live
+                | VersionState::Failed
+                | VersionState::Retired
+                | VersionState::Superseded
         )
+    }
+
+    /// Whether a version in this state may take traffic (with its artifact): live, built,
+    /// retired or superseded.
+    pub fn can_serve(self) -> bool {
+        matches!(
+            self,
+            VersionState::Live
+                | VersionState::Built
+                | VersionState::Retired
+                | VersionState::Superseded
+        )
+    }
+
+    /// `is retired`, or `is retired and its artifact was pruned`, for errors.
+    pub fn describe(self, has_artifact: bool) -> String {
+        match (self.can_serve(), has_artifact) {
+            (true, false) => {
+                format!("is {self} and its artifact was pruned by retention (upload it again)")
+            }
+            _ => format!("is {self}"),
+        }
     }
 
     /// The state's name, as the api writes it (`live`, `failed`, ...).
@@ -50,6 +82,7 @@ impl VersionState {
             VersionState::Live => "live",
             VersionState::Failed => "failed",
             VersionState::Retired => "retired",
+            VersionState::Superseded => "superseded",
         }
     }
 }

@@ -192,6 +192,23 @@ impl Registry {
         })
     }
 
+    /// Forgets a version's artifact (retention removed it); the version stays, with its
+    /// state.
+    pub fn forget_artifact(&self, model: &ModelName, version: VersionId) -> Result<()> {
+        self.lock().write(true, "forgetting an artifact", |tx| {
+            let changed = tx
+                .execute(
+                    "UPDATE versions SET artifact = NULL WHERE model = ?1 AND version = ?2",
+                    params![model.as_str(), version.number()],
+                )
+                .map_err(|e| database("forgetting an artifact", e))?;
+            if changed == 0 {
+                return Err(Error::NotFound(format!("{model} {version}")));
+            }
+            Ok(((), Vec::new()))
+        })
+    }
+
     /// Forgets a version and its events (after its files were deleted).
     pub fn remove(&self, model: &ModelName, version: VersionId) -> Result<()> {
         let mut db = self.lock();

@@ -30,13 +30,17 @@ use bollard::models::EventMessage;
 use bollard::models::{ContainerStateStatusEnum, HealthStatusEnum};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RestartContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+
+/// How often a container that exited is looked at until it serves again.
+const RECOVERY_CHECK: Duration = Duration::from_millis(100);
 
 /// Runs model versions as Docker containers and switches [`Routes`] between them.
 pub type DockerRollout = LocalRollout<Containers>;
@@ -324,6 +328,18 @@ impl Containers {
         }
     }
 
+    /// Kills the container (no grace: it stopped answering) and starts it again.
+    async fn restart(&self, container: &Container) {
+        let options = RestartContainerOptionsBuilder::default().t(0).build();
+        if let Err(e) = self
+            .docker
+            .restart_container(&container.id, Some(options))
+            .await
+        {
+            tracing::warn!("restarting container {}: {e}", container.name);
+        }
+    }
+
     /// The engine's events of `container`, from `since` (Unix seconds) when given.
     fn engine_events(&self, container: &Container, since: Option<i64>) -> EngineEvents {
         let filters = HashMap::from([
@@ -352,10 +368,18 @@ impl Containers {
         let (mut since, mut last_nano) = (None, 0i64);
         // Exits reported since it last answered; the engine said it ran out of memory.
         let (mut recovering, mut oom) = (false, false);
+        // The gateway condemned it and it was restarted for that.
+        let mut condemned = false;
         let mut checks = tokio::time::interval(self.config.check_interval);
         loop {
             tokio::select! {
                 _ = &mut *stop => return,
+                () = watch.condemned() => {
+                    // Killed and started again at once (a frozen one too); the engine's
+                    // `die` reports the exit, with this cause.
+                    condemned = true;
+                    self.restart(container).await;
+                }
                 event = events.next() => match event {
                     Some(Ok(event)) => {
                         let nano = event.time_nano.unwrap_or(0);
@@ -371,9 +395,14 @@ impl Containers {
                                     .and_then(|a| a.attributes)
                                     .and_then(|mut a| a.remove("exitCode"))
                                     .and_then(|c| c.parse().ok());
-                                let cause = describe_exit(code, std::mem::take(&mut oom));
+                                let cause = match std::mem::take(&mut condemned) {
+                                    true => super::process::CONDEMNED.to_owned(),
+                                    false => describe_exit(code, std::mem::take(&mut oom)),
+                                };
                                 watch.exited(&cause, Restart::ByEngine);
                                 recovering = true;
+                                // Its requests wait for it: looked at often until it serves.
+                                checks.reset_after(RECOVERY_CHECK);
                             }
                             _ => {}
                         }
@@ -395,6 +424,8 @@ impl Containers {
                     if problem.is_none() && recovering {
                         recovering = false;
                         watch.ready_again(url, &container.name);
+                    } else if recovering {
+                        checks.reset_after(RECOVERY_CHECK);
                     }
                     watch.checked(problem.as_deref());
                 }

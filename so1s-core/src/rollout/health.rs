@@ -57,6 +57,9 @@ pub enum Incident {
 pub enum HealthStatus {
     /// Running and answering.
     Healthy,
+    /// Running, but an instance is not ready (it failed its last readiness check, or on
+    /// Kubernetes some replicas are not ready).
+    Degraded,
     /// Exited or not answering; being started again.
     Restarting,
     /// Crash-looping (or, on Kubernetes, no replica ready).

@@ -110,7 +110,7 @@ fn pods_health(version: VersionId, pods: &[Pod]) -> Health {
     let ready = instances.iter().filter(|i| i.ready).count();
     let status = match ready {
         0 => HealthStatus::Unhealthy,
-        n if n < instances.len() => HealthStatus::Restarting,
+        n if n < instances.len() => HealthStatus::Degraded,
         _ => HealthStatus::Healthy,
     };
     Health {
@@ -686,7 +686,7 @@ mod tests {
                 pod("b", false, 3, Some((137, "OOMKilled"))),
             ],
         );
-        assert_eq!(one_down.status, HealthStatus::Restarting);
+        assert_eq!(one_down.status, HealthStatus::Degraded);
         assert!(one_down.ready);
         assert_eq!(one_down.restarts, 3);
         assert_eq!(

@@ -116,6 +116,8 @@ impl Watch {
             Restart::AfterBackoff => self.history.rule().backoff(exits),
             Restart::ByEngine => Duration::ZERO,
         };
+        // Requests wait for it (the gateway holds them) instead of reaching a dead address.
+        self.routes.set_ready(model, version, false);
         self.incidents.update(model, version, |health| {
             health.restarts += 1;
             health.last_exit = Some(cause.to_owned());
@@ -155,9 +157,13 @@ impl Watch {
         self.endpoint = endpoint.to_owned();
         self.restarted = true;
         self.routes.repoint(model, version, endpoint);
+        self.routes.set_ready(model, version, true);
         self.incidents.update(model, version, |health| {
             // A crash loop stays reported until the version is replaced.
-            if health.status == HealthStatus::Restarting {
+            if matches!(
+                health.status,
+                HealthStatus::Restarting | HealthStatus::Degraded
+            ) {
                 health.status = HealthStatus::Healthy;
             }
             health.ready = true;
@@ -173,6 +179,16 @@ impl Watch {
         });
     }
 
+    /// Resolves when the gateway condemns the live instance: its answers timed out or were
+    /// server errors too many times in a row. Never, if it is not routed.
+    pub async fn condemned(&self) {
+        let (model, version) = (&self.target.model, self.target.version);
+        match self.routes.upstream_at(model, version, &self.endpoint) {
+            Some(upstream) => upstream.condemned().await,
+            None => std::future::pending().await,
+        }
+    }
+
     /// A readiness check of the live instance found `problem`, or none.
     pub fn checked(&self, problem: Option<&str>) {
         let (model, version) = (&self.target.model, self.target.version);
@@ -182,9 +198,11 @@ impl Watch {
         }
         self.incidents.update(model, version, |health| {
             health.ready = problem.is_none();
-            if problem.is_none() && health.status == HealthStatus::Restarting {
-                health.status = HealthStatus::Healthy;
-            }
+            health.status = match (problem, health.status) {
+                (None, HealthStatus::Restarting | HealthStatus::Degraded) => HealthStatus::Healthy,
+                (Some(_), HealthStatus::Healthy) => HealthStatus::Degraded,
+                (_, status) => status,
+            };
             if let Some(instance) = health.instances.first_mut() {
                 instance.ready = problem.is_none();
                 instance.problem = problem.map(str::to_owned);

@@ -13,6 +13,7 @@ mod docker;
 mod health;
 #[cfg(feature = "kubernetes")]
 mod kubernetes;
+mod latency;
 mod local;
 mod process;
 mod routes;
@@ -25,8 +26,9 @@ pub use docker::DockerRollout;
 pub use health::{CrashLoopRule, Health, HealthStatus, Incident, Incidents};
 #[cfg(feature = "kubernetes")]
 pub use kubernetes::{KubeRollout, KubeRolloutConfig};
+pub use latency::{AnswerTimeout, Latency};
 pub use process::{ProcessRollout, ProcessRolloutConfig};
-pub use routes::{InFlight, Pick, Routes, Upstream};
+pub use routes::{InFlight, Pick, Routes, Unavailable, Upstream};
 pub use traffic::Split;
 
 use crate::build::Artifact;

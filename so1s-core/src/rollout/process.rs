@@ -15,6 +15,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
+/// Why an instance the gateway condemned was started again.
+pub(crate) const CONDEMNED: &str =
+    "stopped answering requests: timeouts or server errors in a row at the gateway";
+
 /// How the process backend runs predict servers.
 #[derive(Debug, Clone)]
 pub struct ProcessRolloutConfig {
@@ -55,7 +59,7 @@ impl ProcessRolloutConfig {
 /// Runs each model version as a child process and switches [`Routes`] between them.
 ///
 /// Each live child is supervised: if it exits (or fails `max_failed_checks` readiness checks
-/// in a row) it is started again after a backoff and the gateway follows its new port; the
+/// in a row, or the gateway condemns it for timeouts or server errors in a row) it is started again after a backoff and the gateway follows its new port; the
 /// exits are reported as [`Incident`](super::Incident)s and in
 /// [`Rollout::health`](super::Rollout::health).
 pub type ProcessRollout = LocalRollout<Processes>;
@@ -79,8 +83,9 @@ pub struct Processes {
 }
 
 impl Processes {
-    /// Watches the child until it exits or fails `max_failed_checks` readiness checks in a
-    /// row (then kills it): returns why. `None`: the stop came first.
+    /// Watches the child until it exits, fails `max_failed_checks` readiness checks in a row
+    /// or is condemned by the gateway (then kills it): returns why. `None`: the stop came
+    /// first.
     async fn watch(
         &self,
         child: &mut Child,
@@ -94,6 +99,10 @@ impl Processes {
         loop {
             tokio::select! {
                 _ = &mut *stop => return None,
+                () = watch.condemned() => {
+                    let _ = child.kill().await;
+                    return Some(CONDEMNED.to_owned());
+                }
                 status = child.wait() => {
                     return Some(match status {
                         Ok(status) => exit_cause(status),

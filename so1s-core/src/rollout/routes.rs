@@ -5,14 +5,22 @@
 //! new version and then wait for the old one to drain before stopping it. Each model's
 //! traffic notes when its last request came, so an idle model can be scaled to zero: its
 //! routes are then *parked* (its split kept, no upstream) until it is woken.
+//!
+//! An upstream whose instance exited and is being started again is *not ready*: requests to
+//! it wait (the gateway holds them) until its supervision routes it again. The gateway reports
+//! each answer to it ([`Upstream::answered`], [`Upstream::failed`]); failures in a row tell
+//! its supervision to start it again ([`Upstream::condemned`]). Every change of the table is
+//! announced on [`Routes::changes`], for the requests held.
 
+use super::latency::{AnswerTimeout, Latency};
 use super::traffic::{self, Split};
 use crate::clock::now_ms;
 use crate::model::{ModelName, VersionId};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
+use tokio::sync::{watch, Notify};
 
 /// A live predict server a model's traffic goes to.
 #[derive(Debug)]
@@ -22,9 +30,42 @@ pub struct Upstream {
     /// The version it serves.
     pub version: VersionId,
     in_flight: AtomicUsize,
+    /// Its instance serves (not exited and being started again).
+    ready: AtomicBool,
+    /// Timeouts and server errors in a row.
+    failures: AtomicU32,
+    /// Set (once per run of failures) for its supervision to start it again.
+    condemned: Notify,
 }
 
 impl Upstream {
+    /// Whether its instance serves: not exited and being started again.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// It answered: a run of failures ends.
+    pub fn answered(&self) {
+        self.failures.store(0, Ordering::SeqCst);
+    }
+
+    /// It timed out or answered with a server error. The `limit`th failure in a row
+    /// condemns it: its supervision starts it again ([`Upstream::condemned`]). Returns
+    /// whether this failure did.
+    pub fn failed(&self, limit: u32) -> bool {
+        let failures = self.failures.fetch_add(1, Ordering::SeqCst) + 1;
+        let condemned = failures == limit.max(1);
+        if condemned {
+            self.condemned.notify_one();
+        }
+        condemned
+    }
+
+    /// Resolves once the gateway has condemned it (at once if it did before the call).
+    pub async fn condemned(&self) {
+        self.condemned.notified().await;
+    }
+
     /// Requests being proxied to it right now.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
@@ -47,12 +88,25 @@ impl Upstream {
 #[derive(Debug)]
 pub struct InFlight {
     upstream: Arc<Upstream>,
+    latency: Arc<Latency>,
 }
 
 impl InFlight {
     /// The upstream the request goes to.
     pub fn upstream(&self) -> &Upstream {
         &self.upstream
+    }
+
+    /// How long its answer may take by `rule`, from the model's recent answers.
+    pub fn answer_timeout(&self, rule: AnswerTimeout) -> Duration {
+        self.latency.timeout(rule)
+    }
+
+    /// It was answered in `took`: counted in the model's latency, and its upstream's run of
+    /// failures ends.
+    pub fn answered(&self, took: Duration) {
+        self.latency.record(took);
+        self.upstream.answered();
     }
 }
 
@@ -73,11 +127,44 @@ pub enum Pick<'a> {
     Version(VersionId),
 }
 
+/// Why no upstream was acquired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unavailable {
+    /// The model is not routed.
+    #[error("the model is not routed")]
+    NotRouted,
+    /// The model is scaled to zero.
+    #[error("the model is scaled to zero")]
+    Parked,
+    /// The version asked for is not in the model's split.
+    #[error("the version is not in the model's split")]
+    NotServing,
+    /// The upstreams that could take it are being started again.
+    #[error("the model's instances are being started again")]
+    NotReady,
+}
+
 /// The gateway's routing table: model → its live upstreams with their weights ([`Split`]),
 /// plus the default model that `/inference/predict` serves.
 #[derive(Debug, Clone, Default)]
 pub struct Routes {
-    inner: Arc<RwLock<Table>>,
+    inner: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    table: RwLock<Table>,
+    /// Counts the table's changes.
+    changed: watch::Sender<u64>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self {
+            table: RwLock::default(),
+            changed: watch::Sender::new(0),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -96,6 +183,7 @@ struct Traffic {
     upstreams: Vec<Arc<Upstream>>,
     picked: AtomicU64,
     last_request_ms: AtomicU64,
+    latency: Arc<Latency>,
 }
 
 impl Traffic {
@@ -109,16 +197,110 @@ fn upstream(version: VersionId, url: String) -> Arc<Upstream> {
         url,
         version,
         in_flight: AtomicUsize::new(0),
+        ready: AtomicBool::new(true),
+        failures: AtomicU32::new(0),
+        condemned: Notify::new(),
     })
+}
+
+/// The table, locked to be changed; the change is announced when it drops.
+struct Changing<'a> {
+    table: std::sync::RwLockWriteGuard<'a, Table>,
+    changed: &'a watch::Sender<u64>,
+}
+
+impl std::ops::Deref for Changing<'_> {
+    type Target = Table;
+
+    fn deref(&self) -> &Table {
+        &self.table
+    }
+}
+
+impl std::ops::DerefMut for Changing<'_> {
+    fn deref_mut(&mut self) -> &mut Table {
+        &mut self.table
+    }
+}
+
+impl Drop for Changing<'_> {
+    fn drop(&mut self) {
+        self.changed.send_modify(|n| *n += 1);
+    }
+}
+
+/// The upstream of `traffic` that `pick` chooses, or, when that one is not ready and the
+/// pick allows, another ready one.
+fn choose(traffic: &Traffic, pick: Pick<'_>) -> Result<Arc<Upstream>, Unavailable> {
+    let version = match pick {
+        Pick::Version(version) => version,
+        Pick::Session(key) => traffic.split.pick(traffic::point_of_session(key)),
+        Pick::Any if !traffic.split.is_split() => traffic.upstreams[0].version,
+        Pick::Any => {
+            let n = traffic.picked.fetch_add(1, Ordering::Relaxed);
+            traffic.split.pick(traffic::point_of_request(n))
+        }
+    };
+    let upstream = traffic.upstream(version).ok_or(Unavailable::NotServing)?;
+    if upstream.is_ready() {
+        return Ok(upstream.clone());
+    }
+    if let Pick::Version(_) = pick {
+        return Err(Unavailable::NotReady);
+    }
+    traffic
+        .upstreams
+        .iter()
+        .find(|u| u.is_ready())
+        .cloned()
+        .ok_or(Unavailable::NotReady)
 }
 
 impl Routes {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Table> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner())
+        self.inner.table.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Table> {
-        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    /// The table to change; the change is announced when the guard drops.
+    fn write(&self) -> Changing<'_> {
+        Changing {
+            table: self.inner.table.write().unwrap_or_else(|e| e.into_inner()),
+            changed: &self.inner.changed,
+        }
+    }
+
+    /// Announces each change of the table from now on.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.inner.changed.subscribe()
+    }
+
+    /// Marks `model` `version`'s upstream ready or not (its instance exited and is being
+    /// started again, or serves again). Returns whether it changed.
+    pub fn set_ready(&self, model: &ModelName, version: VersionId, ready: bool) -> bool {
+        let table = self.write();
+        let Some(upstream) = table
+            .models
+            .get(model)
+            .and_then(|traffic| traffic.upstream(version))
+        else {
+            return false;
+        };
+        if ready {
+            upstream.failures.store(0, Ordering::SeqCst);
+        }
+        upstream.ready.swap(ready, Ordering::SeqCst) != ready
+    }
+
+    /// `model` `version`'s upstream, if it is routed at `url`.
+    pub fn upstream_at(
+        &self,
+        model: &ModelName,
+        version: VersionId,
+        url: &str,
+    ) -> Option<Arc<Upstream>> {
+        let table = self.read();
+        let upstream = table.models.get(model)?.upstream(version)?;
+        (upstream.url == url).then(|| upstream.clone())
     }
 
     /// Sends all of `model`'s traffic to `url` from now on; returns the upstreams it replaces.
@@ -157,6 +339,7 @@ impl Routes {
             })
             .collect();
         let replaced = old
+            .as_ref()
             .map(|old| {
                 old.upstreams
                     .iter()
@@ -165,11 +348,13 @@ impl Routes {
                     .collect()
             })
             .unwrap_or_default();
+        let latency = old.map(|old| old.latency.clone()).unwrap_or_default();
         let traffic = Traffic {
             split: split.clone(),
             upstreams,
             picked: AtomicU64::new(0),
             last_request_ms: AtomicU64::new(now_ms()),
+            latency,
         };
         table.parked.remove(model);
         table.models.insert(model.clone(), Arc::new(traffic));
@@ -201,6 +386,7 @@ impl Routes {
             upstreams,
             picked: AtomicU64::new(traffic.picked.load(Ordering::Relaxed)),
             last_request_ms: AtomicU64::new(traffic.last_request_ms.load(Ordering::Relaxed)),
+            latency: traffic.latency.clone(),
         };
         table.models.insert(model.clone(), Arc::new(traffic));
         true
@@ -269,26 +455,26 @@ impl Routes {
         Some(traffic.last_request_ms.load(Ordering::Relaxed))
     }
 
-    /// The upstream of `model` that `pick` chooses, counted as in flight until the guard
-    /// drops; `None` if the model is not routed or the version picked is not in its split.
-    pub fn acquire(&self, model: &ModelName, pick: Pick<'_>) -> Option<InFlight> {
+    /// The upstream of `model` that `pick` chooses (another ready one of its split if that
+    /// one is not ready and the pick names no version), counted as in flight until the guard
+    /// drops.
+    pub fn acquire(&self, model: &ModelName, pick: Pick<'_>) -> Result<InFlight, Unavailable> {
         let table = self.read();
-        let traffic = table.models.get(model)?;
-        let version = match pick {
-            Pick::Version(version) => version,
-            Pick::Session(key) => traffic.split.pick(traffic::point_of_session(key)),
-            Pick::Any if !traffic.split.is_split() => traffic.upstreams[0].version,
-            Pick::Any => {
-                let n = traffic.picked.fetch_add(1, Ordering::Relaxed);
-                traffic.split.pick(traffic::point_of_request(n))
-            }
+        let Some(traffic) = table.models.get(model) else {
+            return Err(match table.parked.contains_key(model) {
+                true => Unavailable::Parked,
+                false => Unavailable::NotRouted,
+            });
         };
-        let upstream = traffic.upstream(version)?.clone();
+        let upstream = choose(traffic, pick)?;
         // Counted while the table is locked: a switch (or a scale to zero) cannot slip
         // between lookup and count.
         upstream.in_flight.fetch_add(1, Ordering::SeqCst);
         traffic.last_request_ms.store(now_ms(), Ordering::Relaxed);
-        Some(InFlight { upstream })
+        Ok(InFlight {
+            upstream,
+            latency: traffic.latency.clone(),
+        })
     }
 
     /// How `model`'s traffic is split, if it is routed (or parked).
@@ -328,7 +514,10 @@ mod tests {
     async fn switching_keeps_the_old_upstream_counting_until_its_requests_finish() {
         let routes = Routes::default();
         let model = ModelName::parse("m").unwrap();
-        assert!(routes.acquire(&model, Pick::Any).is_none());
+        assert_eq!(
+            routes.acquire(&model, Pick::Any).unwrap_err(),
+            Unavailable::NotRouted
+        );
         routes.switch(&model, v(1), "http://old".into());
         let request = routes.acquire(&model, Pick::Any).unwrap();
         assert_eq!(request.upstream().url, "http://old");
@@ -342,7 +531,10 @@ mod tests {
         drop(request);
         assert!(old[0].drained(Duration::from_millis(30)).await);
         assert_eq!(routes.split(&model), Some(Split::single(v(2))));
-        assert!(routes.acquire(&model, Pick::Version(v(1))).is_none());
+        assert_eq!(
+            routes.acquire(&model, Pick::Version(v(1))).unwrap_err(),
+            Unavailable::NotServing
+        );
     }
 
     #[test]
@@ -373,7 +565,7 @@ mod tests {
         assert!((0..10).all(|_| session("alice") == session("alice")));
         let named = routes.acquire(&model, Pick::Version(v(2))).unwrap();
         assert_eq!(named.upstream().url, "http://two");
-        assert!(routes.acquire(&model, Pick::Version(v(3))).is_none());
+        assert!(routes.acquire(&model, Pick::Version(v(3))).is_err());
 
         let replaced = routes.switch(&model, v(2), "http://two".into());
         let replaced: Vec<VersionId> = replaced.iter().map(|u| u.version).collect();
@@ -399,5 +591,64 @@ mod tests {
             "v1 is not live any more"
         );
         assert_eq!(routes.url(&model, v2).as_deref(), Some("http://c"));
+    }
+
+    #[tokio::test]
+    async fn an_upstream_being_restarted_is_passed_over_and_its_return_announced() {
+        let routes = Routes::default();
+        let model = ModelName::parse("m").unwrap();
+        routes.switch(&model, v(1), "http://one".into());
+        let mut changes = routes.changes();
+        assert!(routes.set_ready(&model, v(1), false));
+        assert!(changes.has_changed().unwrap());
+        changes.borrow_and_update();
+        assert_eq!(
+            routes.acquire(&model, Pick::Any).unwrap_err(),
+            Unavailable::NotReady
+        );
+
+        // In a split, requests go to the version that is ready, unless one is named.
+        let split = Split::new([(v(1), 50), (v(2), 50)]).unwrap();
+        let urls = |version: VersionId| (version == v(2)).then(|| "http://two".to_owned());
+        routes.set(&model, &split, urls);
+        assert!((0..20).all(|_| routes
+            .acquire(&model, Pick::Any)
+            .unwrap()
+            .upstream()
+            .version
+            == v(2)));
+        assert_eq!(
+            routes.acquire(&model, Pick::Version(v(1))).unwrap_err(),
+            Unavailable::NotReady
+        );
+        let waiter = tokio::spawn(async move { changes.changed().await.is_ok() });
+        assert!(routes.set_ready(&model, v(1), true));
+        assert!(waiter.await.unwrap(), "the return is announced");
+        assert!(routes.acquire(&model, Pick::Version(v(1))).is_ok());
+
+        routes.park(&model);
+        assert_eq!(
+            routes.acquire(&model, Pick::Any).unwrap_err(),
+            Unavailable::Parked
+        );
+    }
+
+    #[tokio::test]
+    async fn failures_in_a_row_condemn_an_upstream_once_and_an_answer_ends_the_run() {
+        let routes = Routes::default();
+        let model = ModelName::parse("m").unwrap();
+        routes.switch(&model, v(1), "http://one".into());
+        let upstream = routes.upstream_at(&model, v(1), "http://one").unwrap();
+        assert!(routes
+            .upstream_at(&model, v(1), "http://elsewhere")
+            .is_none());
+        assert!(!upstream.failed(3) && !upstream.failed(3));
+        upstream.answered();
+        assert!(!upstream.failed(3) && !upstream.failed(3));
+        assert!(upstream.failed(3), "the third in a row");
+        assert!(!upstream.failed(3), "told once");
+        tokio::time::timeout(Duration::from_secs(1), upstream.condemned())
+            .await
+            .expect("its supervision hears of it even if it was not listening yet");
     }
 }

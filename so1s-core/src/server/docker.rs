@@ -13,8 +13,6 @@ use std::sync::Arc;
 /// How the Docker backend builds images and runs containers.
 #[derive(Debug, Clone)]
 pub struct DockerBackend {
-    /// Name of this installation on the engine: containers are labelled and named with it.
-    pub instance: ModelName,
     /// Memory limit of each version's container, in MiB.
     pub memory_mib: i64,
     /// CPU limit of each version's container, in cores.
@@ -29,11 +27,16 @@ pub struct DockerBackend {
     pub registry_auth: Option<RegistryAuth>,
 }
 
+impl Default for DockerBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl DockerBackend {
-    /// The defaults of `so1s serve --backend docker` for installation `instance`.
-    pub fn new(instance: ModelName) -> Self {
+    /// The defaults of `so1s serve --backend docker`.
+    pub fn new() -> Self {
         Self {
-            instance,
             memory_mib: 4096,
             cpus: None,
             base_image: "scratch".into(),
@@ -49,6 +52,7 @@ impl DockerBackend {
         &self,
         serve: &ServeConfig,
         routes: &Routes,
+        instance: &ModelName,
     ) -> Result<(Arc<dyn ImageBuilder>, Arc<dyn Rollout>)> {
         let predict_bin = serve.predict_bin()?;
         let docker = crate::docker::connect().await.map_err(|e| {
@@ -64,13 +68,14 @@ impl DockerBackend {
         build.base_image = self.base_image.clone();
         build.push_to = self.push_to.clone();
         build.registry_auth = self.registry_auth.clone();
+        build.instance = instance.to_string();
         if !build.probe_bin.is_file() {
             return Err(Error::InvalidInput(format!(
                 "{} not found: build so1s-probe",
                 build.probe_bin.display()
             )));
         }
-        let mut rollout = DockerRolloutConfig::new(self.instance.clone());
+        let mut rollout = DockerRolloutConfig::new(instance.clone());
         rollout.memory_bytes = Some(self.memory_mib << 20);
         rollout.cpus = self.cpus;
         rollout.threads = serve.predict_threads;

@@ -14,6 +14,7 @@
 
 #[cfg(feature = "docker")]
 mod docker;
+pub mod instance;
 #[cfg(feature = "kubernetes")]
 mod kubernetes;
 
@@ -58,6 +59,10 @@ pub enum Backend {
 pub struct ServeConfig {
     /// Where models, builds, the registry and the tokens live.
     pub data_dir: PathBuf,
+    /// The installation's instance id: Docker images and containers are named with it, so
+    /// installations sharing an engine keep apart. Default: the one kept in the data
+    /// directory, made on its first start ([`instance::resolve`]).
+    pub instance: Option<ModelName>,
     /// Where versions are built and run.
     pub backend: Backend,
     /// The `so1s-predict` executable: the local backend's children, the Docker runtime
@@ -71,6 +76,12 @@ pub struct ServeConfig {
     pub max_upload_bytes: u64,
     /// Builds that run at once; later uploads wait their turn.
     pub max_concurrent_builds: usize,
+    /// Uploads that may wait for a build slot (more: `429`).
+    pub max_queued_builds: usize,
+    /// The most the stored archives may take together (more: `507`); none by default.
+    pub store_quota_bytes: Option<u64>,
+    /// What is kept of versions that no longer serve.
+    pub retention: crate::platform::Retention,
     /// How idle models are scaled to zero and woken.
     pub scale: crate::platform::ScaleOptions,
     /// Address-space limit (MiB) of each build's smoke-test process.
@@ -90,12 +101,16 @@ impl ServeConfig {
     pub fn new(data_dir: impl Into<PathBuf>, backend: Backend) -> Self {
         Self {
             data_dir: data_dir.into(),
+            instance: None,
             backend,
             predict_bin: None,
             predict_threads: None,
             default_model: None,
             max_upload_bytes: 4 << 30,
             max_concurrent_builds: crate::platform::default_concurrent_builds(),
+            max_queued_builds: PlatformOptions::default().max_queued_builds,
+            store_quota_bytes: None,
+            retention: Default::default(),
             scale: Default::default(),
             build_memory_mib: 4096,
             inference_auth: false,
@@ -110,10 +125,14 @@ impl ServeConfig {
     pub async fn start(self) -> Result<Server> {
         let data = &self.data_dir;
         let lock = DataDirLock::acquire(data)?;
-        let store = FsModelStore::open(data.join("store"), self.max_upload_bytes).await?;
+        let instance = instance::resolve(data, self.instance.clone())?;
+        let mut store = FsModelStore::open(data.join("store"), self.max_upload_bytes).await?;
+        if let Some(quota) = self.store_quota_bytes {
+            store = store.with_quota(quota);
+        }
         let registry = Registry::open(data.join("so1s.db"))?;
         let routes = Routes::default();
-        let (builder, rollout) = self.backend_parts(&routes).await?;
+        let (builder, rollout) = self.backend_parts(&routes, &instance).await?;
         let platform = Platform::new(
             Arc::new(store),
             builder,
@@ -123,7 +142,9 @@ impl ServeConfig {
             PlatformOptions {
                 default_model: self.default_model.clone(),
                 max_concurrent_builds: self.max_concurrent_builds,
+                max_queued_builds: self.max_queued_builds,
                 scale: self.scale,
+                retention: self.retention,
             },
         );
         let tokens = self.tokens()?;
@@ -143,6 +164,7 @@ impl ServeConfig {
     async fn backend_parts(
         &self,
         routes: &Routes,
+        instance: &ModelName,
     ) -> Result<(Arc<dyn ImageBuilder>, Arc<dyn Rollout>)> {
         match &self.backend {
             Backend::Local => {
@@ -159,7 +181,7 @@ impl ServeConfig {
                 ))
             }
             #[cfg(feature = "docker")]
-            Backend::Docker(docker) => docker.parts(self, routes).await,
+            Backend::Docker(docker) => docker.parts(self, routes, instance).await,
             #[cfg(feature = "kubernetes")]
             Backend::Kubernetes(kube) => kube.parts(self, routes).await,
         }

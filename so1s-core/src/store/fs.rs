@@ -8,7 +8,9 @@
 //! ```
 //!
 //! An upload is written and checksummed under `incoming/`, synced, then renamed into place in
-//! one step, so a version is either whole or absent.
+//! one step, so a version is either whole or absent. With a quota, the archives' bytes are
+//! counted (from the files at open, then as they come and go) and an upload that would pass
+//! it is refused as it arrives.
 
 use super::{ArchiveDigest, ArchiveSummary, ByteStream, ModelStore, StoredVersion};
 use crate::model::{ModelName, VersionId};
@@ -29,6 +31,10 @@ pub struct FsModelStore {
     max_size: u64,
     numbering: tokio::sync::Mutex<()>,
     uploads: AtomicU64,
+    /// The most the archives may take together.
+    quota: Option<u64>,
+    /// Bytes the archives take, uploads in progress included.
+    used: AtomicU64,
 }
 
 impl FsModelStore {
@@ -47,12 +53,54 @@ impl FsModelStore {
                 .await
                 .map_err(|e| io_error("creating the store", dir, e))?;
         }
+        let used = archives_size(&root.join("models"));
         Ok(Self {
             root,
             max_size,
             numbering: tokio::sync::Mutex::new(()),
             uploads: AtomicU64::new(0),
+            quota: None,
+            used: AtomicU64::new(used),
         })
+    }
+
+    /// Refuses uploads that would take the archives past `quota` bytes together
+    /// ([`Error::QuotaExceeded`]).
+    pub fn with_quota(mut self, quota: u64) -> Self {
+        self.quota = Some(quota);
+        self
+    }
+
+    /// Bytes the stored archives take (uploads in progress included).
+    pub fn used_bytes(&self) -> u64 {
+        self.used.load(Ordering::SeqCst)
+    }
+
+    /// Counts `bytes` more against the quota, or refuses them (counting nothing).
+    fn reserve(&self, bytes: u64) -> Result<()> {
+        let Some(quota) = self.quota else {
+            self.used.fetch_add(bytes, Ordering::SeqCst);
+            return Ok(());
+        };
+        self.used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                used.checked_add(bytes).filter(|total| *total <= quota)
+            })
+            .map(|_| ())
+            .map_err(|used| {
+                Error::QuotaExceeded(format!(
+                    "the store's disk quota of {quota} bytes is reached ({used} bytes stored): \
+                     delete versions or raise --store-quota-bytes"
+                ))
+            })
+    }
+
+    fn release(&self, bytes: u64) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                Some(used.saturating_sub(bytes))
+            });
     }
 
     /// The store's directory.
@@ -75,22 +123,36 @@ impl FsModelStore {
             .await
             .map_err(|e| io_error("creating the upload file", &path, e))?;
         let mut digest = ArchiveDigest::default();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| Error::Upload(format!("reading the upload: {e}")))?;
-            digest.update(&chunk);
-            if digest.size() > self.max_size {
-                return Err(Error::TooLarge {
-                    limit: self.max_size,
-                });
+        // What this upload counts against the quota; given back if it is not stored.
+        let mut reserved = 0;
+        let received = async {
+            self.reserve(0)?;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| Error::Upload(format!("reading the upload: {e}")))?;
+                digest.update(&chunk);
+                if digest.size() > self.max_size {
+                    return Err(Error::TooLarge {
+                        limit: self.max_size,
+                    });
+                }
+                self.reserve(chunk.len() as u64)?;
+                reserved += chunk.len() as u64;
+                file.write_all(&chunk)
+                    .await
+                    .map_err(|e| io_error("writing the upload", &path, e))?;
             }
-            file.write_all(&chunk)
+            file.sync_all()
                 .await
-                .map_err(|e| io_error("writing the upload", &path, e))?;
+                .map_err(|e| io_error("syncing the upload", &path, e))
         }
-        file.sync_all()
-            .await
-            .map_err(|e| io_error("syncing the upload", &path, e))?;
-        digest.finish()
+        .await;
+        match received {
+            Ok(()) => digest.finish().inspect_err(|_| self.release(reserved)),
+            Err(e) => {
+                self.release(reserved);
+                Err(e)
+            }
+        }
     }
 
     /// The number after every version the model has had, deleted ones included.
@@ -127,8 +189,10 @@ impl ModelStore for FsModelStore {
         tokio::fs::create_dir_all(&staging)
             .await
             .map_err(|e| io_error("creating the upload directory", &staging, e))?;
+        let mut counted = 0;
         let stored = async {
             let summary = self.receive(&staging, body).await?;
+            counted = summary.size;
             let _numbering = self.numbering.lock().await;
             let version = self.next_version(model).await?;
             let stored_at = crate::clock::now_ms() / 1000;
@@ -149,6 +213,7 @@ impl ModelStore for FsModelStore {
         }
         .await;
         if stored.is_err() {
+            self.release(counted);
             let _ = tokio::fs::remove_dir_all(&staging).await;
         }
         stored
@@ -218,6 +283,7 @@ impl ModelStore for FsModelStore {
         let _numbering = self.numbering.lock().await;
         self.version(model, version).await?;
         let dir = self.version_dir(model, version);
+        let freed = file_size(&dir.join(ARCHIVE)).await;
         let tombstone = self.model_dir(model).join(format!("{version}{TOMBSTONE}"));
         write_synced(&tombstone, b"").await?;
         // Move it out of sight in one step, then remove the files at leisure.
@@ -228,10 +294,49 @@ impl ModelStore for FsModelStore {
         tokio::fs::rename(&dir, &doomed)
             .await
             .map_err(|e| io_error("deleting the version", &dir, e))?;
+        self.release(freed);
         tokio::fs::remove_dir_all(&doomed)
             .await
             .map_err(|e| io_error("removing the deleted version's files", &doomed, e))
     }
+
+    async fn remove_archive(&self, model: &ModelName, version: VersionId) -> Result<u64> {
+        let _numbering = self.numbering.lock().await;
+        self.version(model, version).await?;
+        let path = self.version_dir(model, version).join(ARCHIVE);
+        let freed = file_size(&path).await;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => {
+                self.release(freed);
+                Ok(freed)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(io_error("removing the archive", &path, e)),
+        }
+    }
+}
+
+/// The size of the file at `path`, 0 if there is none.
+async fn file_size(path: &Path) -> u64 {
+    tokio::fs::metadata(path).await.map_or(0, |m| m.len())
+}
+
+/// The bytes of every version's archive under `models` (at open: a walk of two levels).
+fn archives_size(models: &Path) -> u64 {
+    let dirs = |dir: &Path| {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path())
+            .collect::<Vec<_>>()
+    };
+    dirs(models)
+        .iter()
+        .flat_map(|model| dirs(model))
+        .filter_map(|version| std::fs::metadata(version.join(ARCHIVE)).ok())
+        .map(|metadata| metadata.len())
+        .sum()
 }
 
 async fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -395,5 +500,35 @@ mod tests {
             .collect();
         versions.sort();
         assert_eq!(versions, (1..=8).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn the_quota_counts_archives_as_they_come_and_go_and_refuses_past_it() {
+        let (dir, store) = store(1 << 20).await;
+        let store = store.with_quota(20);
+        let model = ModelName::parse("m").unwrap();
+        let v1 = store.put(&model, body(vec![GZIP])).await.unwrap();
+        store.put(&model, body(vec![GZIP])).await.unwrap();
+        assert_eq!(store.used_bytes(), 14);
+        let refused = store.put(&model, body(vec![GZIP])).await.unwrap_err();
+        assert!(matches!(&refused, Error::QuotaExceeded(m) if m.contains("quota of 20 bytes")));
+        assert_eq!(store.used_bytes(), 14, "the refused upload counts nothing");
+        assert_eq!(store.versions(&model).await.unwrap().len(), 2);
+
+        // Removing an archive (retention) or a version frees its bytes.
+        assert_eq!(store.remove_archive(&model, v1.version).await.unwrap(), 7);
+        assert_eq!(store.remove_archive(&model, v1.version).await.unwrap(), 0);
+        assert!(
+            store.version(&model, v1.version).await.is_ok(),
+            "the record stays"
+        );
+        let v3 = store.put(&model, body(vec![GZIP])).await.unwrap();
+        store.delete(&model, v3.version).await.unwrap();
+        assert_eq!(store.used_bytes(), 7);
+
+        // Reopened, the store counts what is on disk.
+        drop(store);
+        let reopened = FsModelStore::open(dir.path(), 1 << 20).await.unwrap();
+        assert_eq!(reopened.used_bytes(), 7);
     }
 }

@@ -106,4 +106,11 @@ pub trait ModelStore: Send + Sync {
     /// Deletes a version. Whether it may be deleted (it must not be serving) is the caller's
     /// decision.
     async fn delete(&self, model: &ModelName, version: VersionId) -> Result<()>;
+
+    /// Removes a version's archive but keeps its record (retention of an old version whose
+    /// archive is not wanted any more); [`ModelStore::archive`] fails for it after. Returns
+    /// the bytes freed. The default: archives are kept (0).
+    async fn remove_archive(&self, _model: &ModelName, _version: VersionId) -> Result<u64> {
+        Ok(0)
+    }
 }

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use so1s_core::auth::{Role, Token, TokenStore, Tokens};
 use so1s_core::http::api::{self, ApiConfig, ApiLimits};
+use so1s_core::platform::PlatformOptions;
 use so1s_core::registry::VersionState;
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,7 +72,11 @@ impl TestApi {
     }
 
     async fn with_config(limits: ApiLimits, dashboard: bool) -> Self {
-        let t = TestPlatform::start().await;
+        Self::over(TestPlatform::start().await, limits, dashboard)
+    }
+
+    /// The routes over `t`.
+    fn over(t: TestPlatform, limits: ApiLimits, dashboard: bool) -> Self {
         // The tokens live in the registry's database, as in `so1s serve`.
         let store = TokenStore::open(&registry_path(&t.data)).unwrap();
         let tokens = Arc::new(Tokens::new(store, Some(Token::new(ADMIN))));
@@ -312,6 +317,34 @@ async fn an_upload_answers_202_with_its_location_and_links() {
 }
 
 #[tokio::test]
+async fn an_upload_past_the_build_queue_answers_429_with_retry_after() {
+    let t = TestPlatform::with_options(PlatformOptions {
+        max_concurrent_builds: 1,
+        max_queued_builds: 1,
+        ..Default::default()
+    })
+    .await;
+    let api = TestApi::over(t, ApiLimits::default(), false);
+    api.upload("m", "wait first").await;
+    api.t.builder.calls().wait_for("build m v1").await;
+    api.upload("m", "").await;
+    let request = TestApi::request("POST", "/v1/models/m/versions", Some(&api.deployer))
+        .header("content-type", "application/gzip")
+        .body(fake_archive(""));
+    let answer = api.send(request).await;
+    assert_eq!(answer.header("retry-after"), "10");
+    let error = answer.error(429, "busy");
+    assert!(
+        error.contains("1 uploads already wait for a build"),
+        "{error}"
+    );
+    api.call("GET", "/v1/models/m/versions/v3", Some(&api.viewer))
+        .await
+        .error(404, "not_found");
+    api.t.builder.release("first");
+}
+
+#[tokio::test]
 async fn model_and_version_json_show_states_health_errors_and_links() {
     let api = TestApi::start().await;
     api.upload("m", "").await;
@@ -395,7 +428,7 @@ async fn delete_answers_204_or_409_and_rollback_409_without_an_earlier_version()
         .error(409, "conflict");
     assert_eq!(
         error,
-        "m v1 is live: only failed, built or retired versions can be deleted"
+        "m v1 is live: only failed, built, retired or superseded versions can be deleted"
     );
     let deleted = api
         .call("DELETE", "/v1/models/m/versions/v2", deployer)

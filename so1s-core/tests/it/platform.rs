@@ -4,18 +4,24 @@
 //! in milliseconds and without a model.
 
 use crate::support::{
-    fake_artifact, fake_body, fake_endpoint, name, open_store, registry_path, v, TestPlatform,
+    fake_archive, fake_artifact, fake_body, fake_endpoint, name, open_store, registry_path, v,
+    TestPlatform,
 };
+
+/// The size of the archive `fake_archive("")` makes.
+fn fake_archive_len() -> u64 {
+    fake_archive("").len() as u64
+}
 use sha2::{Digest, Sha256};
 use so1s_core::events::{EventKind, Stage};
-use so1s_core::platform::PlatformOptions;
+use so1s_core::platform::{PlatformOptions, Retention};
 use so1s_core::registry::{Registry, Transition, VersionState};
 use so1s_core::rollout::{HealthStatus, Incident};
 use so1s_core::store::{FsModelStore, ModelStore};
 use so1s_core::Error;
 use so1s_core::ModelName;
 use std::time::Duration;
-use VersionState::{Building, Built, Deploying, Failed, Live, Retired, Stored};
+use VersionState::{Building, Built, Deploying, Failed, Live, Retired, Stored, Superseded};
 
 fn options(max_concurrent_builds: usize) -> PlatformOptions {
     PlatformOptions {
@@ -153,7 +159,7 @@ async fn a_failed_rollout_leaves_the_live_version_serving_and_says_why() {
 }
 
 #[tokio::test]
-async fn newest_wins_an_older_upload_built_after_a_newer_went_live_stays_built() {
+async fn newest_wins_an_older_upload_built_after_a_newer_went_live_is_superseded() {
     let t = TestPlatform::start().await;
     t.upload("m", "wait slow").await;
     t.builder.calls().wait_for("build m v1").await;
@@ -165,10 +171,14 @@ async fn newest_wins_an_older_upload_built_after_a_newer_went_live_stays_built()
     let stays = t.wait_event("m", "v1", "went live first").await;
     assert_eq!(
         stays.message,
-        "v2 went live first and is newer: v1 stays built (promote it to roll it out)"
+        "v2 went live first and is newer: v1 is superseded, not rolled out (promote it to roll \
+         it out)"
     );
-    assert_eq!((stays.stage, stays.state), (Stage::Rollout, Some(Built)));
-    assert_eq!(t.state("m", "v1"), Built);
+    assert_eq!(
+        (stays.stage, stays.state),
+        (Stage::Rollout, Some(Superseded))
+    );
+    assert_eq!(t.state("m", "v1"), Superseded);
     assert_eq!(t.live("m").as_deref(), Some("v2"));
     assert_eq!(deploys(&t), ["deploy m v2"], "v1 was never rolled out");
 
@@ -177,6 +187,120 @@ async fn newest_wins_an_older_upload_built_after_a_newer_went_live_stays_built()
     assert_eq!((promoted.stored.version, promoted.state), (v("v1"), Live));
     assert_eq!(t.state("m", "v2"), Retired);
     assert_eq!(t.routed("m"), Some(fake_endpoint(&name("m"), v("v1"))));
+}
+
+#[tokio::test]
+async fn versions_overtaken_while_they_wait_for_their_rollout_are_superseded_not_rolled_out() {
+    let t = TestPlatform::with_options(options(4)).await;
+    t.rollout.hold_deploy("m", "v1");
+    t.upload("m", "").await;
+    t.rollout.calls().wait_for("deploy m v1").await;
+    // v2, v3 and v4 are built while v1's rollout runs: each waits for its turn.
+    for version in ["v2", "v3", "v4"] {
+        t.upload("m", "").await;
+        t.wait_state("m", version, Built).await;
+    }
+    t.rollout.release("m", "v1");
+    assert_eq!(t.settle("m", "v4").await.state, Live);
+    for version in ["v2", "v3"] {
+        assert_eq!(t.state("m", version), Superseded);
+        let event = t.wait_event("m", version, "is superseded").await;
+        assert_eq!(event.state, Some(Superseded));
+        assert!(event.message.starts_with("v4 was built first"), "{event:?}");
+    }
+    assert_eq!(deploys(&t), ["deploy m v1", "deploy m v4"]);
+
+    // A superseded version can still be promoted, or deleted.
+    let promoted = t.platform.promote(&name("m"), v("v3")).await.unwrap();
+    assert_eq!((promoted.stored.version, promoted.state), (v("v3"), Live));
+    t.platform.delete(&name("m"), v("v2")).await.unwrap();
+}
+
+#[tokio::test]
+async fn uploads_past_the_build_queue_are_refused_before_anything_is_stored() {
+    let t = TestPlatform::with_options(PlatformOptions {
+        max_queued_builds: 2,
+        ..options(1)
+    })
+    .await;
+    t.upload("m", "wait first").await;
+    t.builder.calls().wait_for("build m v1").await;
+    // v1 builds; v2 and v3 wait for the slot; a fourth upload is one too many.
+    t.upload("m", "").await;
+    t.upload("other", "").await;
+    let refused = t
+        .platform
+        .upload(&name("m"), fake_body(""))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, Error::Busy(m) if m == "2 uploads already wait for a build: try again when they are built"),
+        "{refused:?}"
+    );
+    assert_eq!(t.registry().versions(&name("m")).unwrap().len(), 2);
+    let store = open_store(&t.data).await;
+    assert_eq!(
+        store.versions(&name("m")).await.unwrap().len(),
+        2,
+        "nothing stored"
+    );
+
+    // As the queue drains, uploads are taken again.
+    t.builder.release("first");
+    t.settle("m", "v2").await;
+    t.upload("m", "").await;
+    assert_eq!(t.settle("m", "v3").await.state, Live);
+}
+
+#[tokio::test]
+async fn retention_removes_the_artifacts_and_archives_of_old_versions_past_the_newest_kept() {
+    let t = TestPlatform::with_options(PlatformOptions {
+        retention: Retention {
+            keep: 1,
+            prune_archives: true,
+        },
+        ..options(1)
+    })
+    .await;
+    for version in ["v1", "v2", "v3", "v4"] {
+        t.upload("m", "").await;
+        assert_eq!(t.settle("m", version).await.state, Live);
+    }
+    let store = open_store(&t.data).await;
+    // v4 serves; v3 is the one retired version kept whole; v1 and v2 lost their artifact
+    // and archive, with an event each, and keep their records.
+    for version in ["v1", "v2"] {
+        let record = t.record("m", version);
+        assert_eq!((record.state, record.artifact), (Retired, None));
+        assert!(t
+            .builder
+            .calls()
+            .all()
+            .contains(&format!("remove fake/m:{version}")));
+        t.wait_event("m", version, "retention: removed").await;
+        t.wait_event("m", version, "retention: removed the archive")
+            .await;
+        let archive = store.archive(&name("m"), v(version)).await.unwrap();
+        assert!(!archive.exists(), "{archive:?}");
+    }
+    assert_eq!(t.record("m", "v3").artifact, Some(fake_artifact("m", "v3")));
+    assert!(store.archive(&name("m"), v("v3")).await.unwrap().exists());
+    assert_eq!(
+        store.used_bytes(),
+        2 * fake_archive_len(),
+        "v3's and v4's archives"
+    );
+
+    // A pruned version cannot be promoted, and says why; the kept one can.
+    let refused = t.platform.promote(&name("m"), v("v1")).await.unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("its artifact was pruned by retention"),
+        "{refused}"
+    );
+    let back = t.platform.rollback(&name("m")).await.unwrap();
+    assert_eq!(back.stored.version, v("v3"));
 }
 
 #[tokio::test]
@@ -288,7 +412,7 @@ async fn rollback_promote_and_delete_refuse_what_they_cannot_do() {
     // Promote: built or retired versions only; the live one is already there.
     conflict(
         t.platform.promote(&m, v("v3")).await.unwrap_err(),
-        "m v3 is failed: only built or retired versions can be promoted",
+        "m v3 is failed: only built, retired or superseded versions with their artifact can be promoted",
     );
     let deploys_before = deploys(&t).len();
     let same = t.platform.promote(&m, v("v1")).await.unwrap();
@@ -304,7 +428,7 @@ async fn rollback_promote_and_delete_refuse_what_they_cannot_do() {
     // Delete: not what serves; a deleted version's files, artifact and records go.
     conflict(
         t.platform.delete(&m, v("v2")).await.unwrap_err(),
-        "m v2 is live: only failed, built or retired versions can be deleted",
+        "m v2 is live: only failed, built, retired or superseded versions can be deleted",
     );
     t.platform.delete(&m, v("v3")).await.unwrap();
     assert!(matches!(

@@ -96,7 +96,7 @@ async fn what_cannot_take_traffic_is_refused_and_changes_nothing() {
         .unwrap_err();
     assert!(
         err.to_string()
-            .contains("m v3 is failed: only live, built or retired"),
+            .contains("m v3 is failed: only live, built, retired or superseded"),
         "{err}"
     );
     assert_eq!(

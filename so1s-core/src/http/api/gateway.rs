@@ -13,7 +13,7 @@ use crate::model::{ModelName, VersionId};
 use crate::platform::Platform;
 use crate::predict::oip;
 use crate::rollout::traffic::SESSION_HEADER;
-use crate::rollout::Pick;
+use crate::rollout::{AnswerTimeout, InFlight, Pick, Routes, Unavailable};
 use crate::store::ByteStream;
 use crate::{Error, Result};
 use bytes::Bytes;
@@ -21,6 +21,7 @@ use futures::StreamExt;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
@@ -91,20 +92,25 @@ impl Forward {
     }
 }
 
-/// How long the gateway waits for a predict server.
+/// How long the gateway waits for a predict server, and when it gives up on one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GatewayTimeouts {
     /// To connect.
     pub connect: Duration,
-    /// For the whole answer; past it the client gets `504`.
-    pub response: Duration,
+    /// For the whole answer: a few seconds above the model's recent p99, at most a ceiling;
+    /// past it the client gets `504`. A client's `x-so1s-timeout-ms` shortens it.
+    pub answer: AnswerTimeout,
+    /// Timeouts or server errors in a row after which an instance is condemned: its
+    /// supervision starts it again, and requests wait for it meanwhile.
+    pub max_failures: u32,
 }
 
 impl Default for GatewayTimeouts {
     fn default() -> Self {
         Self {
             connect: Duration::from_secs(2),
-            response: Duration::from_secs(30),
+            answer: AnswerTimeout::default(),
+            max_failures: 3,
         }
     }
 }
@@ -119,8 +125,12 @@ pub fn routes(
     inference_auth: bool,
     limits: ApiLimits,
 ) -> Result<BoxedFilter<(Response,)>> {
-    let client = client(limits.gateway)?;
-    let client = warp::any().map(move || client.clone());
+    let gateway = Gateway {
+        platform: platform.clone(),
+        client: client(limits.gateway)?,
+        timeouts: limits.gateway,
+    };
+    let gateway = warp::any().map(move || gateway.clone());
     let inference_guard = guard::inference(tokens.clone(), inference_auth);
     let with = with_platform(platform);
     let body = idle_body(limits.body_idle_timeout);
@@ -151,8 +161,7 @@ pub fn routes(
         .unify()
         .untuple_one()
         .and(inference_guard.clone())
-        .and(with.clone())
-        .and(client.clone())
+        .and(gateway.clone())
         .and(warp::header::headers_cloned())
         .and(body.clone())
         .then(proxy);
@@ -166,7 +175,7 @@ pub fn routes(
         .map(|| warp::reply::json(&json!({"live": true})).into_response());
     let v2_ready = warp::path!("v2" / "health" / "ready")
         .and(warp::get())
-        .and(with.clone())
+        .and(with)
         .map(
             |platform: Arc<Platform>| match platform.routes().default_model() {
                 Some(_) => warp::reply::json(&json!({"ready": true})).into_response(),
@@ -205,8 +214,7 @@ pub fn routes(
         )
         .untuple_one()
         .and(inference_guard)
-        .and(with)
-        .and(client)
+        .and(gateway)
         .and(warp::header::headers_cloned())
         .and(body)
         .then(proxy);
@@ -223,12 +231,11 @@ pub fn routes(
     Ok(predict.or(v2).unify().boxed())
 }
 
-/// The gateway's HTTP client.
+/// The gateway's HTTP client. Answer timeouts are set per request.
 pub fn client(timeouts: GatewayTimeouts) -> Result<reqwest::Client> {
     reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .connect_timeout(timeouts.connect)
-        .timeout(timeouts.response)
         .build()
         .map_err(|e| Error::Io {
             context: "creating the gateway's HTTP client".into(),
@@ -237,17 +244,38 @@ pub fn client(timeouts: GatewayTimeouts) -> Result<reqwest::Client> {
 }
 
 /// Forwards a request to the live version of `name` (default: the default model).
+///
+/// A request to a model scaled to zero is held while it wakes; one to an instance being
+/// started again is held until it serves (or another version of the split can take it). A
+/// connection refused or reset before any byte of the answer is tried once more, on the
+/// instance that serves then. The answer may take the model's answer timeout (or the
+/// client's `x-so1s-timeout-ms`, if shorter); timeouts and server errors count against the
+/// instance, which is started again after [`GatewayTimeouts::max_failures`] in a row.
 pub async fn proxy(
     name: Option<ModelName>,
     forward: Forward,
-    platform: Arc<Platform>,
-    client: reqwest::Client,
+    gateway: Gateway,
     headers: HeaderMap,
     body: ByteStream,
 ) -> Response {
+    let Gateway {
+        platform,
+        client,
+        timeouts,
+    } = gateway;
     let routes = platform.routes();
     let Some(name) = name.or_else(|| routes.default_model()) else {
         return not_live("no model is deployed yet: upload one to /v1/models/{name}/versions");
+    };
+    let client_timeout = client_timeout(&headers);
+    let hold_deadline = Instant::now()
+        + client_timeout.map_or(platform.hold_timeout(), |t| t.min(platform.hold_timeout()));
+    let body = match forward.post {
+        true => match collect(body).await {
+            Ok(body) => Some(body),
+            Err(e) => return e.into_response(),
+        },
+        false => None,
     };
     let session = headers.get(SESSION_HEADER).map(|value| value.as_bytes());
     let pick = match (forward.version, session) {
@@ -255,47 +283,154 @@ pub async fn proxy(
         (None, Some(key)) => Pick::Session(key),
         (None, None) => Pick::Any,
     };
-    let mut acquired = routes.acquire(&name, pick);
-    if acquired.is_none() && routes.is_parked(&name) {
-        // Scaled to zero: held until the model is awake, then forwarded.
-        if let Err(e) = platform.wake_for_request(&name).await {
-            return not_awake(&name, &e);
-        }
-        acquired = routes.acquire(&name, pick);
-    }
-    let Some(in_flight) = acquired else {
-        if platform.registry().versions(&name).is_err() {
-            return ApiError::from(Error::NotFound(format!("unknown model {name}")))
-                .into_response();
-        }
-        return match (forward.version, routes.split(&name)) {
-            (Some(version), Some(split)) => {
-                let serving: Vec<String> = split.versions().map(|v| v.to_string()).collect();
-                let verb = if serving.len() == 1 { "is" } else { "are" };
-                ApiError::from(Error::NotFound(format!(
-                    "model {name} version {version} is not serving: {} {verb}",
-                    serving.join(" and ")
-                )))
-                .into_response()
+    let mut retried = false;
+    // Each turn acquires an upstream (waking or waiting as needed) and sends to it; a turn
+    // ends in an answer, or a retry (once), or a wake (a model can be parked again after).
+    for _ in 0..8 {
+        let in_flight = match routes.acquire(&name, pick) {
+            Ok(in_flight) => in_flight,
+            Err(Unavailable::Parked) => {
+                // Scaled to zero: held until the model is awake, then forwarded.
+                if let Err(e) = platform.wake_for_request(&name).await {
+                    return not_awake(&name, &e);
+                }
+                continue;
             }
-            _ => not_live(&format!("model {name} has no live version")),
+            Err(Unavailable::NotReady) => {
+                match platform.hold_until_ready(&name, pick, hold_deadline).await {
+                    Ok(in_flight) => in_flight,
+                    Err(Error::NotReady) => continue,
+                    Err(e) => return not_ready(&name, &e),
+                }
+            }
+            Err(Unavailable::NotRouted | Unavailable::NotServing) => {
+                return unrouted(&platform, &name, forward.version);
+            }
         };
-    };
+        let model_timeout = in_flight.answer_timeout(timeouts.answer);
+        let timeout = client_timeout.map_or(model_timeout, |t| t.min(model_timeout));
+        let sent = std::time::Instant::now();
+        let upstream = match send(&client, &in_flight, &forward, &headers, &body, timeout).await {
+            Ok(upstream) => upstream,
+            Err(e) if e.is_timeout() => {
+                if timeout == model_timeout {
+                    in_flight.upstream().failed(timeouts.max_failures);
+                }
+                return timed_out(&name, timeout);
+            }
+            Err(e) if !retried => {
+                // Refused or reset before any byte of the answer: its instance is likely
+                // gone. Once its supervision has seen that (or soon), tried again.
+                tracing::debug!(model = %name, error = %e, "retrying a request");
+                retried = true;
+                settle(routes, in_flight).await;
+                continue;
+            }
+            Err(e) => return upstream_error(&name, &e),
+        };
+        match upstream.status().is_server_error() {
+            true => {
+                in_flight.upstream().failed(timeouts.max_failures);
+            }
+            false => in_flight.answered(sent.elapsed()),
+        }
+        return relay(upstream, in_flight);
+    }
+    not_ready(
+        &name,
+        &Error::Busy(format!(
+            "{name} kept changing state while the request waited"
+        )),
+    )
+}
+
+/// What the gateway's routes share: the platform, the HTTP client, the timeouts.
+#[derive(Clone)]
+pub struct Gateway {
+    platform: Arc<Platform>,
+    client: reqwest::Client,
+    timeouts: GatewayTimeouts,
+}
+
+/// The header in which a client gives its own deadline, in milliseconds.
+pub const TIMEOUT_HEADER: &str = "x-so1s-timeout-ms";
+
+/// The largest request body the gateway forwards (it keeps it, to send it again after a
+/// refused connection); the predict server's own limit is lower by default.
+pub const MAX_FORWARDED_BODY: usize = 64 << 20;
+
+fn client_timeout(headers: &HeaderMap) -> Option<Duration> {
+    let ms: u64 = headers
+        .get(TIMEOUT_HEADER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_millis(ms.max(1)))
+}
+
+/// The request body, whole, up to [`MAX_FORWARDED_BODY`].
+async fn collect(mut body: ByteStream) -> std::result::Result<Bytes, ApiError> {
+    let mut whole = bytes::BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::bad_request(format!("the request body could not be read: {e}"))
+        })?;
+        if whole.len() + chunk.len() > MAX_FORWARDED_BODY {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the request body is larger than {MAX_FORWARDED_BODY} bytes"),
+            ));
+        }
+        whole.extend_from_slice(&chunk);
+    }
+    Ok(whole.freeze())
+}
+
+async fn send(
+    client: &reqwest::Client,
+    in_flight: &InFlight,
+    forward: &Forward,
+    headers: &HeaderMap,
+    body: &Option<Bytes>,
+    timeout: Duration,
+) -> reqwest::Result<reqwest::Response> {
     let url = format!("{}{}", in_flight.upstream().url, forward.path);
-    let mut request = if forward.post {
-        client.post(url).body(reqwest::Body::wrap_stream(body))
-    } else {
-        client.get(url)
+    let mut request = match body {
+        Some(body) => client.post(url).body(body.clone()),
+        None => client.get(url),
     };
     for name in REQUEST_HEADERS {
         if let Some(value) = headers.get(name) {
             request = request.header(name, value);
         }
     }
-    let upstream = match request.send().await {
-        Ok(upstream) => upstream,
-        Err(e) => return upstream_error(&name, &e),
-    };
+    request.timeout(timeout).send().await
+}
+
+/// After a refused or reset connection: waits (at most half a second) until the upstream's
+/// supervision has seen its instance go, so the next try waits for the restart instead of
+/// reaching the dead address again.
+async fn settle(routes: &Routes, in_flight: InFlight) {
+    let mut changes = routes.changes();
+    let upstream = in_flight.upstream();
+    if !upstream.is_ready() {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        while upstream.is_ready() {
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+}
+
+/// Relays the predict server's answer; the in-flight guard lives until its last byte.
+fn relay(upstream: reqwest::Response, in_flight: InFlight) -> Response {
     let status = upstream.status();
     let mut forwarded = HeaderMap::new();
     for header in FORWARDED_HEADERS {
@@ -303,8 +438,7 @@ pub async fn proxy(
             forwarded.insert(header, value.clone());
         }
     }
-    // Relay the body through a channel so the reply stream is Sync, as warp wants; the
-    // in-flight guard lives until the last byte has gone.
+    // Relay the body through a channel so the reply stream is Sync, as warp wants.
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, reqwest::Error>>(8);
     tokio::spawn(async move {
         let _in_flight = in_flight;
@@ -323,17 +457,60 @@ pub async fn proxy(
     response
 }
 
+/// No upstream for the request: the model is unknown, the version named does not serve, or
+/// nothing is live.
+fn unrouted(platform: &Platform, name: &ModelName, version: Option<VersionId>) -> Response {
+    if platform.registry().versions(name).is_err() {
+        return ApiError::from(Error::NotFound(format!("unknown model {name}"))).into_response();
+    }
+    match (version, platform.routes().split(name)) {
+        (Some(version), Some(split)) => {
+            let serving: Vec<String> = split.versions().map(|v| v.to_string()).collect();
+            let verb = if serving.len() == 1 { "is" } else { "are" };
+            ApiError::from(Error::NotFound(format!(
+                "model {name} version {version} is not serving: {} {verb}",
+                serving.join(" and ")
+            )))
+            .into_response()
+        }
+        _ => not_live(&format!("model {name} has no live version")),
+    }
+}
+
+fn timed_out(name: &ModelName, timeout: Duration) -> Response {
+    ApiError::from(Error::Timeout(format!(
+        "the predict server of {name} did not answer within {} ms",
+        timeout.as_millis()
+    )))
+    .into_response()
+}
+
 fn upstream_error(name: &ModelName, error: &reqwest::Error) -> Response {
-    let error = if error.is_timeout() {
-        Error::Timeout(format!(
-            "the predict server of {name} did not answer in time"
-        ))
-    } else {
-        Error::Backend(format!(
-            "the predict server of {name} did not answer: {error}"
-        ))
-    };
-    ApiError::from(error).into_response()
+    ApiError::from(Error::Backend(format!(
+        "the predict server of {name} did not answer: {error}"
+    )))
+    .into_response()
+}
+
+/// A request to an instance being started again that could not be held until it served:
+/// `503` with `Retry-After`.
+fn not_ready(name: &ModelName, error: &Error) -> Response {
+    let message = format!(
+        "model {name} is being started again and not ready: {}",
+        error.chain()
+    );
+    retry_later(
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "restarting", message).into_response(),
+        1,
+    )
+}
+
+fn retry_later(mut response: Response, seconds: u32) -> Response {
+    response.headers_mut().insert(
+        warp::http::header::RETRY_AFTER,
+        warp::http::HeaderValue::from(seconds),
+    );
+    response
 }
 
 /// A request to a model scaled to zero that could not be held until it woke: `503` with
@@ -348,13 +525,10 @@ fn not_awake(name: &ModelName, error: &Error) -> Response {
         "model {name} is scaled to zero and not awake: {}",
         crate::redact::host_paths(&error.chain())
     );
-    let mut response =
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error_type, message).into_response();
-    response.headers_mut().insert(
-        warp::http::header::RETRY_AFTER,
-        warp::http::HeaderValue::from(retry_after),
-    );
-    response
+    retry_later(
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error_type, message).into_response(),
+        retry_after,
+    )
 }
 
 fn not_live(message: &str) -> Response {

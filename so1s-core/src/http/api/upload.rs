@@ -86,7 +86,17 @@ fn accepted(result: Result<VersionRecord>) -> Response {
             }
             response
         }
-        Err(e) => ApiError::from(e).into_response(),
+        Err(e) => {
+            let busy = matches!(e, crate::Error::Busy(_));
+            let mut response = ApiError::from(e).into_response();
+            if busy {
+                // The build queue is full: it drains at a build every few seconds.
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(10));
+            }
+            response
+        }
     }
 }
 

@@ -256,7 +256,8 @@ pub fn cluster_model_dockerfile(
         so1s_image,
         model,
         version,
-        &image::model_image_labels(model, version, sha256),
+        // The reference names the namespace, the cluster's instance.
+        &image::model_image_labels(None, model, version, sha256),
     )
 }
 

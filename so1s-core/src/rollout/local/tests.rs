@@ -4,7 +4,7 @@ use super::*;
 use crate::build::Artifact;
 use crate::events::{EventLog, Stage};
 use crate::model::VersionId;
-use crate::rollout::Pick;
+use crate::rollout::{Pick, Unavailable};
 use tokio::sync::broadcast;
 
 /// Instances that are names (`v1#1`): starts fail for the versions in `failing`; an exit sent
@@ -268,7 +268,10 @@ async fn a_model_scaled_to_zero_keeps_its_split_and_wakes_every_version_of_it() 
     assert!(rollout.scale_to_zero(&model(), &events).await.unwrap());
     assert_eq!(log(&rollout), ["stop v1#1", "stop v2#2"]);
     assert!(routes.is_parked(&model()));
-    assert!(routes.acquire(&model(), Pick::Any).is_none());
+    assert_eq!(
+        routes.acquire(&model(), Pick::Any).unwrap_err(),
+        Unavailable::Parked
+    );
     assert_eq!(routes.idle_for(&model()), None);
     let split = Split::new([(V1, 70), (v2, 30)]).unwrap();
     assert_eq!(routes.split(&model()), Some(split.clone()));
@@ -321,4 +324,47 @@ async fn a_failed_wake_leaves_the_model_scaled_to_zero_and_a_restart_keeps_it_so
     assert!(!rollout.wake(&model(), &events).await.unwrap());
     rollout.undeploy(&model()).await.unwrap();
     assert_eq!(routes.split(&model()), None);
+}
+
+#[tokio::test]
+async fn a_watch_degrades_health_holds_the_route_through_a_restart_and_hears_the_gateway() {
+    let (routes, incidents) = (Routes::default(), Incidents::default());
+    routes.switch(&model(), V1, "http://a".into());
+    incidents.set_health(&model(), Health::started(V1, "pid 1"));
+    let mut watch = Watch {
+        target: target(V1),
+        events: EventLog::default().events(Stage::Rollout),
+        incidents: incidents.clone(),
+        routes: routes.clone(),
+        history: ExitHistory::new(CrashLoopRule::default()),
+        endpoint: "http://a".into(),
+        restarted: false,
+    };
+    let status = || incidents.health(&model(), V1).unwrap().status;
+
+    // A failed readiness check says `degraded` at once; the next good one ends it.
+    watch.checked(Some("/readyz does not answer"));
+    assert_eq!(status(), HealthStatus::Degraded);
+    watch.checked(None);
+    assert_eq!(status(), HealthStatus::Healthy);
+
+    // While it is started again its requests wait (the route is not ready), then follow it.
+    watch.exited("was killed by signal 9 (SIGKILL)", Restart::AfterBackoff);
+    assert_eq!(status(), HealthStatus::Restarting);
+    assert_eq!(
+        routes.acquire(&model(), Pick::Any).unwrap_err(),
+        Unavailable::NotReady
+    );
+    watch.ready_again("http://b", "pid 2");
+    assert_eq!(status(), HealthStatus::Healthy);
+    let in_flight = routes.acquire(&model(), Pick::Any).unwrap();
+    assert_eq!(in_flight.upstream().url, "http://b");
+
+    // Failures in a row at the gateway condemn it: its supervision hears of it.
+    for _ in 0..3 {
+        in_flight.upstream().failed(3);
+    }
+    tokio::time::timeout(Duration::from_secs(1), watch.condemned())
+        .await
+        .expect("condemned");
 }

@@ -108,7 +108,7 @@ async fn a_build_job_is_created_followed_and_its_logs_streamed() {
     assert_eq!(
         artifact,
         Artifact::Image {
-            reference: "registry.test/so1s/minilm:v3".into(),
+            reference: "registry.test/so1s/so1s/minilm:v3".into(),
             id: None,
             precision: None,
         }
@@ -159,7 +159,7 @@ async fn a_build_job_is_created_followed_and_its_logs_streamed() {
     assert!(build["args"]
         .as_array()
         .unwrap()
-        .contains(&json!("--destination=registry.test/so1s/minilm:v3")));
+        .contains(&json!("--destination=registry.test/so1s/so1s/minilm:v3")));
     let claim = pod["volumes"]
         .as_array()
         .unwrap()

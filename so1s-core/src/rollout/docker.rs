@@ -375,6 +375,10 @@ impl Containers {
             tokio::select! {
                 _ = &mut *stop => return,
                 () = watch.condemned() => {
+                    if check::is_ready(&self.client, url).await {
+                        watch.acquit();
+                        continue;
+                    }
                     // Killed and started again at once (a frozen one too); the engine's
                     // `die` reports the exit, with this cause.
                     condemned = true;

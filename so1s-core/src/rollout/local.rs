@@ -180,13 +180,29 @@ impl Watch {
     }
 
     /// Resolves when the gateway condemns the live instance: its answers timed out or were
-    /// server errors too many times in a row. Never, if it is not routed.
+    /// server errors too many times in a row. Never, if it is not routed. From then on its
+    /// requests wait, until [`Watch::acquit`] or its restart.
     pub async fn condemned(&self) {
         let (model, version) = (&self.target.model, self.target.version);
         match self.routes.upstream_at(model, version, &self.endpoint) {
             Some(upstream) => upstream.condemned().await,
             None => std::future::pending().await,
         }
+        self.routes.set_ready(model, version, false);
+    }
+
+    /// A condemned instance still answers `/readyz`: it is slow (a burst of requests), not
+    /// frozen, and is left running; its requests go to it again.
+    pub fn acquit(&self) {
+        let (model, version) = (&self.target.model, self.target.version);
+        if let Some(upstream) = self.routes.upstream_at(model, version, &self.endpoint) {
+            upstream.answered();
+        }
+        self.routes.set_ready(model, version, true);
+        tracing::warn!(
+            %model, %version,
+            "answers timed out at the gateway but /readyz answers: left running"
+        );
     }
 
     /// A readiness check of the live instance found `problem`, or none.

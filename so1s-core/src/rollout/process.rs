@@ -100,6 +100,10 @@ impl Processes {
             tokio::select! {
                 _ = &mut *stop => return None,
                 () = watch.condemned() => {
+                    if check::is_ready(&self.client, url).await {
+                        watch.acquit();
+                        continue;
+                    }
                     let _ = child.kill().await;
                     return Some(CONDEMNED.to_owned());
                 }

@@ -360,11 +360,20 @@ async fn a_watch_degrades_health_holds_the_route_through_a_restart_and_hears_the
     let in_flight = routes.acquire(&model(), Pick::Any).unwrap();
     assert_eq!(in_flight.upstream().url, "http://b");
 
-    // Failures in a row at the gateway condemn it: its supervision hears of it.
+    // Failures in a row at the gateway condemn it: its supervision hears of it, and its
+    // requests wait while it looks.
     for _ in 0..3 {
         in_flight.upstream().failed(3);
     }
     tokio::time::timeout(Duration::from_secs(1), watch.condemned())
         .await
         .expect("condemned");
+    assert_eq!(
+        routes.acquire(&model(), Pick::Any).unwrap_err(),
+        Unavailable::NotReady
+    );
+    // Still answering /readyz (slow, not frozen): acquitted, served again, the count anew.
+    watch.acquit();
+    let again = routes.acquire(&model(), Pick::Any).unwrap();
+    assert!(!again.upstream().failed(3) && !again.upstream().failed(3));
 }

@@ -263,7 +263,7 @@ async fn two_installations_on_one_engine_keep_apart_with_the_same_model_name() {
     let model = unique("shared");
     let (data_a, data_b) = (tmp.path().join("team-a"), tmp.path().join("team-b"));
     // No --instance: each data dir makes its own id on its first start.
-    let args = ["--backend", "docker"];
+    let args = ["--backend", "docker", "--gateway-timeout-slack-ms", "1500"];
     let (a, b) = (
         Api::start_with(&data_a, &args),
         Api::start_with(&data_b, &args),
@@ -329,6 +329,44 @@ async fn two_installations_on_one_engine_keep_apart_with_the_same_model_name() {
     assert!(image(&ia, "v1").is_empty());
     assert!(!image(&ib, "v1").is_empty());
     assert_eq!(b.predict(&path, "and now?").await.unwrap().status(), 200);
+
+    // B's container frozen (SIGSTOP): its clients get 504 at the model's timeout, then B
+    // has the engine restart it; A serves on throughout.
+    for i in 0..40 {
+        assert_eq!(
+            b.predict(&path, &format!("warm {i}"))
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    let container = format!("so1s-{ib}-{model}-v1");
+    let pid = docker_cli(&["inspect", "-f", "{{.State.Pid}}", &container]);
+    assert!(std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let texts: Vec<String> = (0..4).map(|i| format!("frozen {i}")).collect();
+    let frozen = futures::future::join_all(texts.iter().map(|text| b.predict(&path, text)));
+    let (frozen, from_a) = tokio::join!(frozen, a.predict(&path, "A, meanwhile"));
+    assert_eq!(from_a.unwrap().status(), 200);
+    for answer in frozen {
+        let answer = answer.unwrap();
+        assert_eq!(answer.status(), 504);
+        let body = answer.text().await.unwrap();
+        assert!(body.contains("did not answer within"), "{body}");
+    }
+    let view = b
+        .model_until(&model, std::time::Duration::from_secs(30), |m| {
+            m["health"]["ready"] == true && m["health"]["restarts"] == 1
+        })
+        .await;
+    let cause = view["health"]["last_exit"].as_str().unwrap();
+    assert!(cause.contains("stopped answering requests"), "{cause}");
+    let back = b.predict(&path, "after the restart").await.unwrap();
+    assert_eq!(back.status(), 200);
     a.stop();
     b.stop();
 }

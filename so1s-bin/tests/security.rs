@@ -565,11 +565,29 @@ async fn builds_queue_lying_configs_fail_early_and_a_stalled_upstream_times_out(
         .await
         .unwrap();
     let waited = started.elapsed();
+    // A client's own deadline (so1s-timeout-ms) is honoured.
+    let short = api
+        .client
+        .post(format!("{}/inference/minilm/predict", api.base))
+        .header("so1s-timeout-ms", "400")
+        .json(&json!({"text": "in a hurry"}))
+        .send()
+        .await
+        .unwrap();
     signal(predict_server, "CONT");
     assert_eq!(stalled.status(), 504);
     let body: Value = stalled.json().await.unwrap();
     assert_eq!(body["error_type"], "gateway_timeout");
     assert!(waited < Duration::from_secs(10), "{waited:?}");
+    assert_eq!(short.status(), 504);
+    let error = short.json::<Value>().await.unwrap()["error"].to_string();
+    let ms: u64 = error
+        .split("within ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("{error}"));
+    assert!((300..=400).contains(&ms), "{error}");
     api.predict_json("/inference/minilm/predict", "Hello world")
         .await;
 

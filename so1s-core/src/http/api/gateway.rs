@@ -98,7 +98,8 @@ pub struct GatewayTimeouts {
     /// To connect.
     pub connect: Duration,
     /// For the whole answer: a few seconds above the model's recent p99, at most a ceiling;
-    /// past it the client gets `504`. A client's `x-so1s-timeout-ms` shortens it.
+    /// past it the client gets `504`. A client's `so1s-timeout-ms` takes its place (at most
+    /// the ceiling).
     pub answer: AnswerTimeout,
     /// Timeouts or server errors in a row after which an instance is condemned: its
     /// supervision starts it again, and requests wait for it meanwhile.
@@ -248,9 +249,10 @@ pub fn client(timeouts: GatewayTimeouts) -> Result<reqwest::Client> {
 /// A request to a model scaled to zero is held while it wakes; one to an instance being
 /// started again is held until it serves (or another version of the split can take it). A
 /// connection refused or reset before any byte of the answer is tried once more, on the
-/// instance that serves then. The answer may take the model's answer timeout (or the
-/// client's `x-so1s-timeout-ms`, if shorter); timeouts and server errors count against the
-/// instance, which is started again after [`GatewayTimeouts::max_failures`] in a row.
+/// instance that serves then. The answer may take the model's answer timeout, or what is
+/// left of the client's `so1s-timeout-ms` (at most the ceiling). Timeouts of the model's own
+/// and server errors count against the instance: after [`GatewayTimeouts::max_failures`]
+/// in a row its supervision looks at it, and starts it again if it does not answer.
 pub async fn proxy(
     name: Option<ModelName>,
     forward: Forward,
@@ -267,9 +269,10 @@ pub async fn proxy(
     let Some(name) = name.or_else(|| routes.default_model()) else {
         return not_live("no model is deployed yet: upload one to /v1/models/{name}/versions");
     };
-    let client_timeout = client_timeout(&headers);
-    let hold_deadline = Instant::now()
-        + client_timeout.map_or(platform.hold_timeout(), |t| t.min(platform.hold_timeout()));
+    // The client's own deadline, if it gave one, bounds the hold and the answer together.
+    let client_deadline = client_timeout(&headers).map(|t| Instant::now() + t);
+    let hold_until = Instant::now() + platform.hold_timeout();
+    let hold_deadline = client_deadline.map_or(hold_until, |deadline| deadline.min(hold_until));
     let body = match forward.post {
         true => match collect(body).await {
             Ok(body) => Some(body),
@@ -307,13 +310,31 @@ pub async fn proxy(
                 return unrouted(&platform, &name, forward.version);
             }
         };
-        let model_timeout = in_flight.answer_timeout(timeouts.answer);
-        let timeout = client_timeout.map_or(model_timeout, |t| t.min(model_timeout));
+        // The client's deadline (what is left of it, at most the ceiling), else the model's.
+        let timeout = match client_deadline {
+            Some(deadline) => deadline
+                .saturating_duration_since(Instant::now())
+                .min(timeouts.answer.ceiling)
+                .max(Duration::from_millis(1)),
+            None => in_flight.answer_timeout(timeouts.answer),
+        };
         let sent = std::time::Instant::now();
-        let upstream = match send(&client, &in_flight, &forward, &headers, &body, timeout).await {
+        let deadline_ms = client_deadline.map(|_| timeout.as_millis());
+        let upstream = match send(
+            &client,
+            &in_flight,
+            &forward,
+            &headers,
+            &body,
+            timeout,
+            deadline_ms,
+        )
+        .await
+        {
             Ok(upstream) => upstream,
             Err(e) if e.is_timeout() => {
-                if timeout == model_timeout {
+                // A deadline the client chose says nothing of the instance.
+                if client_deadline.is_none() {
                     in_flight.upstream().failed(timeouts.max_failures);
                 }
                 return timed_out(&name, timeout);
@@ -352,8 +373,9 @@ pub struct Gateway {
     timeouts: GatewayTimeouts,
 }
 
-/// The header in which a client gives its own deadline, in milliseconds.
-pub const TIMEOUT_HEADER: &str = "x-so1s-timeout-ms";
+/// The header in which a client gives its own deadline, in milliseconds (as to a predict
+/// server).
+pub const TIMEOUT_HEADER: &str = "so1s-timeout-ms";
 
 /// The largest request body the gateway forwards (it keeps it, to send it again after a
 /// refused connection); the predict server's own limit is lower by default.
@@ -389,6 +411,8 @@ async fn collect(mut body: ByteStream) -> std::result::Result<Bytes, ApiError> {
     Ok(whole.freeze())
 }
 
+/// Sends the request to the upstream; with `deadline_ms` (the client gave a deadline), the
+/// predict server is told what is left of it, to drop work it cannot finish in time.
 async fn send(
     client: &reqwest::Client,
     in_flight: &InFlight,
@@ -396,6 +420,7 @@ async fn send(
     headers: &HeaderMap,
     body: &Option<Bytes>,
     timeout: Duration,
+    deadline_ms: Option<u128>,
 ) -> reqwest::Result<reqwest::Response> {
     let url = format!("{}{}", in_flight.upstream().url, forward.path);
     let mut request = match body {
@@ -406,6 +431,9 @@ async fn send(
         if let Some(value) = headers.get(name) {
             request = request.header(name, value);
         }
+    }
+    if let Some(ms) = deadline_ms {
+        request = request.header(TIMEOUT_HEADER, ms.to_string());
     }
     request.timeout(timeout).send().await
 }

@@ -8,15 +8,29 @@ use std::time::Duration;
 /// The text of the smoke prediction.
 pub const SMOKE_TEXT: &str = "so1s rollout check";
 
-/// Whether the predict server at `url` says it is ready.
+/// Whether the predict server at `url` says it is ready (within 2 s).
 pub async fn is_ready(client: &reqwest::Client, url: &str) -> bool {
+    ready_within(client, url, Duration::from_secs(2)).await
+}
+
+/// Whether the predict server at `url` says it is ready within `timeout`.
+pub async fn ready_within(client: &reqwest::Client, url: &str, timeout: Duration) -> bool {
     client
         .get(format!("{url}/readyz"))
-        .timeout(Duration::from_secs(2))
+        .timeout(timeout)
         .send()
         .await
         .is_ok_and(|response| response.status().is_success())
 }
+
+/// A check under way, kept across a supervision loop's turns so that exits and the
+/// gateway's verdicts are heard while it waits for answers.
+pub type Pending<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// How long a condemned instance has to answer `/readyz` to be found slow, not frozen: its
+/// requests wait meanwhile. (`/readyz` is answered beside the model, at once even while it
+/// works through a queue.)
+pub const CONDEMNED_CHECK: Duration = Duration::from_secs(1);
 
 /// Sends one prediction to the predict server at `url`; fails with what it answered.
 pub async fn smoke_test(client: &reqwest::Client, url: &str, events: &Events) -> Result<()> {

@@ -371,11 +371,14 @@ impl Containers {
         // The gateway condemned it and it was restarted for that.
         let mut condemned = false;
         let mut checks = tokio::time::interval(self.config.check_interval);
+        // The check under way: the engine's events and the gateway's verdicts are heard
+        // while it waits for answers.
+        let mut checking: Option<check::Pending<'_, Option<Option<String>>>> = None;
         loop {
             tokio::select! {
                 _ = &mut *stop => return,
                 () = watch.condemned() => {
-                    if check::is_ready(&self.client, url).await {
+                    if check::ready_within(&self.client, url, check::CONDEMNED_CHECK).await {
                         watch.acquit();
                         continue;
                     }
@@ -421,8 +424,12 @@ impl Containers {
                         events = self.engine_events(container, since);
                     }
                 },
-                _ = checks.tick() => {
-                    let Some(problem) = self.check(container, url).await else {
+                _ = checks.tick(), if checking.is_none() => {
+                    checking = Some(Box::pin(self.check(container, url)));
+                }
+                checked = async { checking.as_mut().expect("checking").await }, if checking.is_some() => {
+                    checking = None;
+                    let Some(problem) = checked else {
                         continue;
                     };
                     if problem.is_none() && recovering {

@@ -96,11 +96,14 @@ impl Processes {
         let interval = self.config.check_interval;
         let mut checks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         let mut failed = 0;
+        // The readiness check under way: exits and the gateway's verdicts are heard while it
+        // waits for an answer.
+        let mut checking: Option<check::Pending<'_, bool>> = None;
         loop {
             tokio::select! {
                 _ = &mut *stop => return None,
                 () = watch.condemned() => {
-                    if check::is_ready(&self.client, url).await {
+                    if check::ready_within(&self.client, url, check::CONDEMNED_CHECK).await {
                         watch.acquit();
                         continue;
                     }
@@ -113,8 +116,12 @@ impl Processes {
                         Err(e) => format!("could not be waited for: {e}"),
                     });
                 }
-                _ = checks.tick() => {
-                    if check::is_ready(&self.client, url).await {
+                _ = checks.tick(), if checking.is_none() => {
+                    checking = Some(Box::pin(check::is_ready(&self.client, url)));
+                }
+                ready = async { checking.as_mut().expect("checked").await }, if checking.is_some() => {
+                    checking = None;
+                    if ready {
                         failed = 0;
                         watch.checked(None);
                         continue;

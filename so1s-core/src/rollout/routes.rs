@@ -36,6 +36,9 @@ pub struct Upstream {
     failures: AtomicU32,
     /// Set (once per run of failures) for its supervision to start it again.
     condemned: Notify,
+    /// A supervision listens for [`Upstream::condemned`]: a condemned upstream is then not
+    /// ready at once (its supervision makes it ready again, or starts it again).
+    supervised: AtomicBool,
 }
 
 impl Upstream {
@@ -50,19 +53,24 @@ impl Upstream {
     }
 
     /// It timed out or answered with a server error. The `limit`th failure in a row
-    /// condemns it: its supervision starts it again ([`Upstream::condemned`]). Returns
-    /// whether this failure did.
+    /// condemns it: if supervised it is not ready from now on (requests wait), and its
+    /// supervision looks at it ([`Upstream::condemned`]). Returns whether this failure did.
     pub fn failed(&self, limit: u32) -> bool {
         let failures = self.failures.fetch_add(1, Ordering::SeqCst) + 1;
         let condemned = failures == limit.max(1);
         if condemned {
+            if self.supervised.load(Ordering::SeqCst) {
+                self.ready.store(false, Ordering::SeqCst);
+            }
             self.condemned.notify_one();
         }
         condemned
     }
 
-    /// Resolves once the gateway has condemned it (at once if it did before the call).
+    /// Resolves once the gateway has condemned it (at once if it did before the call); from
+    /// the first call on it counts as supervised.
     pub async fn condemned(&self) {
+        self.supervised.store(true, Ordering::SeqCst);
         self.condemned.notified().await;
     }
 
@@ -200,6 +208,7 @@ fn upstream(version: VersionId, url: String) -> Arc<Upstream> {
         ready: AtomicBool::new(true),
         failures: AtomicU32::new(0),
         condemned: Notify::new(),
+        supervised: AtomicBool::new(false),
     })
 }
 
@@ -650,5 +659,18 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), upstream.condemned())
             .await
             .expect("its supervision hears of it even if it was not listening yet");
+        assert!(
+            upstream.is_ready(),
+            "unsupervised, it stays ready (Kubernetes' Services)"
+        );
+
+        // Supervised (its supervision listens), a condemned upstream is not ready at once.
+        let listening = tokio::time::timeout(Duration::from_millis(5), upstream.condemned());
+        assert!(listening.await.is_err());
+        // (Marked ready again, as after a restart: the count starts anew.)
+        routes.set_ready(&model, v(1), true);
+        assert!(!upstream.failed(3) && !upstream.failed(3));
+        assert!(upstream.failed(3));
+        assert!(!upstream.is_ready());
     }
 }

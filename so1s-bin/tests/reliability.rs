@@ -122,6 +122,63 @@ async fn a_killed_live_server_comes_back_and_a_crash_loop_hands_traffic_back() {
     api.stop();
 }
 
+#[tokio::test]
+async fn retention_frees_the_bundles_and_archives_of_old_versions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let api = Api::start_with(&data, &["--keep-versions", "1", "--prune-archives"]);
+    for version in ["v1", "v2", "v3"] {
+        assert_eq!(
+            api.upload("minilm", minilm_archive()).await["version"],
+            version
+        );
+        assert_eq!(api.settle("minilm", version).await["state"], "live");
+    }
+    // Retention follows the rollout that retired v2: its last event, on v1, is awaited.
+    let started = Instant::now();
+    let events = loop {
+        let events = api.events("minilm", "v1").await;
+        if events.contains("retention: removed the archive of v1") {
+            break events;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{events}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(events.contains("retention: removed"), "{events}");
+    let bundle = |v: &str| data.join("bundles/minilm").join(v);
+    let archive = |v: &str| data.join("store/models/minilm").join(v).join("archive");
+    // v3 serves, v2 is the one version kept whole for a rollback; v1's files are gone.
+    assert!(!bundle("v1").exists() && !archive("v1").exists());
+    assert!(bundle("v2").exists() && archive("v2").exists());
+    assert!(bundle("v3").exists() && archive("v3").exists());
+    let v1 = api.version("minilm", "v1").await;
+    assert_eq!(v1["state"], "retired", "{v1}");
+    assert!(v1["artifact"].is_null(), "{v1}");
+
+    // A rollback goes to v2, which kept its bundle; v1 says why it cannot be promoted.
+    let post = |path: String| api.client.post(format!("{}{path}", api.base)).send();
+    let back = post("/v1/models/minilm/rollback".into()).await.unwrap();
+    assert_eq!(back.status(), 200);
+    let answer = api
+        .predict("/inference/minilm/predict", "v2?")
+        .await
+        .unwrap();
+    assert_eq!(answer.headers()["so1s-model-version"], "v2");
+    let refused = post("/v1/models/minilm/versions/v1/promote".into())
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 409);
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("pruned by retention"),
+        "{body}"
+    );
+    api.stop();
+}
+
 /// Sends `signal` (`STOP`, `KILL`) to `pid`.
 fn signal(pid: u32, signal: &str) {
     let status = Command::new("kill")

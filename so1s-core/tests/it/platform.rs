@@ -266,10 +266,16 @@ async fn retention_removes_the_artifacts_and_archives_of_old_versions_past_the_n
         t.upload("m", "").await;
         assert_eq!(t.settle("m", version).await.state, Live);
     }
+    // Retention follows v4's rollout, newest version first: its last event is awaited.
+    t.wait_event("m", "v1", "retention: removed the archive")
+        .await;
     let store = open_store(&t.data).await;
     // v4 serves; v3 is the one retired version kept whole; v1 and v2 lost their artifact
     // and archive, with an event each, and keep their records.
     for version in ["v1", "v2"] {
+        t.wait_event("m", version, "retention: removed the archive")
+            .await;
+        t.wait_event("m", version, "retention: removed").await;
         let record = t.record("m", version);
         assert_eq!((record.state, record.artifact), (Retired, None));
         assert!(t
@@ -277,9 +283,6 @@ async fn retention_removes_the_artifacts_and_archives_of_old_versions_past_the_n
             .calls()
             .all()
             .contains(&format!("remove fake/m:{version}")));
-        t.wait_event("m", version, "retention: removed").await;
-        t.wait_event("m", version, "retention: removed the archive")
-            .await;
         let archive = store.archive(&name("m"), v(version)).await.unwrap();
         assert!(!archive.exists(), "{archive:?}");
     }

@@ -189,6 +189,9 @@ impl Watch {
             None => std::future::pending().await,
         }
         self.routes.set_ready(model, version, false);
+        self.checked(Some(
+            "its answers timed out or failed at the gateway: being looked at",
+        ));
     }
 
     /// A condemned instance still answers `/readyz`: it is slow (a burst of requests), not
@@ -199,6 +202,7 @@ impl Watch {
             upstream.answered();
         }
         self.routes.set_ready(model, version, true);
+        self.checked(None);
         tracing::warn!(
             %model, %version,
             "answers timed out at the gateway but /readyz answers: left running"

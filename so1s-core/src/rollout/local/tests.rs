@@ -372,8 +372,10 @@ async fn a_watch_degrades_health_holds_the_route_through_a_restart_and_hears_the
         routes.acquire(&model(), Pick::Any).unwrap_err(),
         Unavailable::NotReady
     );
+    assert_eq!(status(), HealthStatus::Degraded);
     // Still answering /readyz (slow, not frozen): acquitted, served again, the count anew.
     watch.acquit();
+    assert_eq!(status(), HealthStatus::Healthy);
     let again = routes.acquire(&model(), Pick::Any).unwrap();
     assert!(!again.upstream().failed(3) && !again.upstream().failed(3));
 }

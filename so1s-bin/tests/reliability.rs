@@ -37,6 +37,10 @@ async fn a_killed_live_server_comes_back_and_a_crash_loop_hands_traffic_back() {
         m["health"]["ready"] == true && live_pid(m).is_some_and(|p| p != pid)
     })
     .await;
+    let held = api
+        .metric(r#"so1s_gateway_held_total{model="minilm"}"#)
+        .await;
+    assert!(held.is_some_and(|n| n >= 1.0), "{held:?} requests held");
     let mut failed = 0;
     for i in 0..50 {
         let response = api.predict(path, &format!("after {i}")).await.unwrap();
@@ -271,6 +275,10 @@ async fn a_frozen_live_server_costs_its_clients_the_answer_timeout_then_is_start
     assert_eq!(model["health"]["restarts"], 1, "{model}");
     let cause = model["health"]["last_exit"].as_str().unwrap();
     assert!(cause.contains("stopped answering requests"), "{cause}");
+    let series = |name: &str| format!("so1s_gateway_{name}_total{{model=\"minilm\"}}");
+    let timeouts = api.metric(&series("timeouts")).await;
+    assert_eq!(timeouts, Some(timed_out.len() as f64));
+    assert_eq!(api.metric(&series("condemned")).await, Some(1.0));
     let response = api.predict(path, "back").await.unwrap();
     assert_eq!(response.status(), 200);
     api.stop();

@@ -78,6 +78,58 @@ impl ScaleMetrics {
     }
 }
 
+/// The gateway's figures of faults: what it held, tried again, timed out and condemned.
+#[derive(Clone, Debug, Default)]
+pub struct GatewayMetrics {
+    /// Requests held while a version's instance was started again.
+    pub held: Family<ModelLabels, Counter>,
+    /// Requests sent again after a refused or reset connection.
+    pub retries: Family<ModelLabels, Counter>,
+    /// Requests answered 504: the predict server did not answer in time.
+    pub timeouts: Family<ModelLabels, Counter>,
+    /// Instances condemned for timeouts or server errors in a row.
+    pub condemned: Family<ModelLabels, Counter>,
+}
+
+impl GatewayMetrics {
+    /// Adds these metrics to a registry.
+    pub fn register(&self, registry: &mut Registry) {
+        for (name, help, family) in [
+            (
+                "so1s_gateway_held",
+                "Requests held while their version's instance was started again",
+                &self.held,
+            ),
+            (
+                "so1s_gateway_retries",
+                "Requests sent again after a refused or reset connection",
+                &self.retries,
+            ),
+            (
+                "so1s_gateway_timeouts",
+                "Requests answered 504: the predict server did not answer in time",
+                &self.timeouts,
+            ),
+            (
+                "so1s_gateway_condemned",
+                "Instances condemned for timeouts or server errors in a row",
+                &self.condemned,
+            ),
+        ] {
+            registry.register(name, help, family.clone());
+        }
+    }
+
+    /// Counts one in `family` for `model`.
+    pub fn count(family: &Family<ModelLabels, Counter>, model: &str) {
+        family
+            .get_or_create(&ModelLabels {
+                model: model.to_owned(),
+            })
+            .inc();
+    }
+}
+
 /// Labels of HTTP request metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {

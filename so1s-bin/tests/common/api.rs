@@ -197,6 +197,21 @@ impl Api {
             .unwrap()
     }
 
+    /// The value of `series` (name and labels, as `/metrics` writes them), if it is there.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+    }
+
     /// Predicts through `path` until it answers 200 (after a restart), at most a minute;
     /// returns the last answer.
     pub async fn predict_when_live(&self, path: &str, text: &str) -> reqwest::Response {

@@ -5,6 +5,7 @@
 //! `Retry-After`.
 
 use super::Platform;
+use crate::metrics::GatewayMetrics;
 use crate::model::ModelName;
 use crate::rollout::{InFlight, Pick, Unavailable};
 use crate::{Error, Result};
@@ -59,6 +60,11 @@ impl Drop for Hold<'_> {
 }
 
 impl Platform {
+    /// The gateway's figures of faults.
+    pub fn gateway_metrics(&self) -> &GatewayMetrics {
+        &self.gateway_metrics
+    }
+
     /// The longest a request is held while its model wakes or its instance restarts.
     pub fn hold_timeout(&self) -> std::time::Duration {
         self.scale_options.wake_timeout
@@ -81,6 +87,7 @@ impl Platform {
                 self.scale_options.wake_queue
             )));
         };
+        GatewayMetrics::count(&self.gateway_metrics.held, model.as_str());
         let mut changes = self.routes.changes();
         loop {
             changes.borrow_and_update();

@@ -109,6 +109,7 @@ pub struct Platform {
     /// Requests held while their model wakes or their version restarts.
     held: hold::Held,
     scale_metrics: crate::metrics::ScaleMetrics,
+    gateway_metrics: crate::metrics::GatewayMetrics,
 }
 
 impl Platform {
@@ -143,6 +144,7 @@ impl Platform {
             scale_options: options.scale,
             held: hold::Held::default(),
             scale_metrics: Default::default(),
+            gateway_metrics: Default::default(),
         });
         let runtime = tokio::runtime::Handle::try_current();
         if let Ok(runtime) = &runtime {

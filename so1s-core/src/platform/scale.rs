@@ -166,7 +166,8 @@ impl Platform {
         }
     }
 
-    /// The api server's metrics in the OpenMetrics text format: scale to zero's.
+    /// The api server's metrics in the OpenMetrics text format: scale to zero's and the
+    /// gateway's.
     pub fn metrics_text(&self) -> String {
         let running = self.routes.running_models();
         self.scale_metrics
@@ -174,6 +175,7 @@ impl Platform {
             .set(i64::try_from(running).unwrap_or(i64::MAX));
         let mut registry = prometheus_client::registry::Registry::default();
         self.scale_metrics.register(&mut registry);
+        self.gateway_metrics.register(&mut registry);
         crate::metrics::render(&registry)
     }
 

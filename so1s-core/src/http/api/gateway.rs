@@ -9,6 +9,7 @@ use super::upload::idle_body;
 use super::{guard, model_name, version_id, with_platform, ApiLimits};
 use crate::auth::Tokens;
 use crate::http::ApiError;
+use crate::metrics::GatewayMetrics;
 use crate::model::{ModelName, VersionId};
 use crate::platform::Platform;
 use crate::predict::oip;
@@ -266,6 +267,7 @@ pub async fn proxy(
         timeouts,
     } = gateway;
     let routes = platform.routes();
+    let metrics = platform.gateway_metrics();
     let Some(name) = name.or_else(|| routes.default_model()) else {
         return not_live("no model is deployed yet: upload one to /v1/models/{name}/versions");
     };
@@ -333,9 +335,10 @@ pub async fn proxy(
         {
             Ok(upstream) => upstream,
             Err(e) if e.is_timeout() => {
+                GatewayMetrics::count(&metrics.timeouts, name.as_str());
                 // A deadline the client chose says nothing of the instance.
                 if client_deadline.is_none() {
-                    in_flight.upstream().failed(timeouts.max_failures);
+                    failed(metrics, &name, &in_flight, timeouts.max_failures);
                 }
                 return timed_out(&name, timeout);
             }
@@ -343,6 +346,7 @@ pub async fn proxy(
                 // Refused or reset before any byte of the answer: its instance is likely
                 // gone. Once its supervision has seen that (or soon), tried again.
                 tracing::debug!(model = %name, error = %e, "retrying a request");
+                GatewayMetrics::count(&metrics.retries, name.as_str());
                 retried = true;
                 settle(routes, in_flight).await;
                 continue;
@@ -350,9 +354,7 @@ pub async fn proxy(
             Err(e) => return upstream_error(&name, &e),
         };
         match upstream.status().is_server_error() {
-            true => {
-                in_flight.upstream().failed(timeouts.max_failures);
-            }
+            true => failed(metrics, &name, &in_flight, timeouts.max_failures),
             false => in_flight.answered(sent.elapsed()),
         }
         return relay(upstream, in_flight);
@@ -363,6 +365,14 @@ pub async fn proxy(
             "{name} kept changing state while the request waited"
         )),
     )
+}
+
+/// A timeout or server error of `in_flight`'s upstream, counted if it condemns it.
+fn failed(metrics: &GatewayMetrics, name: &ModelName, in_flight: &InFlight, limit: u32) {
+    if in_flight.upstream().failed(limit) {
+        tracing::warn!(model = %name, version = %in_flight.upstream().version, "condemned: timeouts or server errors in a row");
+        GatewayMetrics::count(&metrics.condemned, name.as_str());
+    }
 }
 
 /// What the gateway's routes share: the platform, the HTTP client, the timeouts.

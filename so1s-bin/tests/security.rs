@@ -651,3 +651,58 @@ async fn builds_queue_lying_configs_fail_early_and_a_stalled_upstream_times_out(
     assert!(peak < 512 * MIB, "api server peak {} MiB", peak / MIB);
     api.stop();
 }
+
+#[tokio::test]
+async fn past_the_store_quota_an_upload_gets_507_and_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let archive = minilm_archive();
+    // Room for one MiniLM archive and 1 KiB.
+    let quota = (archive.len() + 1024).to_string();
+    let api = Api::start_with(&data, &["--store-quota-bytes", &quota]);
+    api.upload("minilm", archive).await;
+    assert_eq!(api.settle("minilm", "v1").await["state"], "live");
+    // 8 KiB that do not compress (small enough to be sent whole before the answer).
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let noise: Vec<u8> = (0..8192)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let refused = api
+        .client
+        .post(format!("{}/v1/models/minilm/versions", api.base))
+        .header("content-type", "application/gzip")
+        .body(tar_with_entry("noise.bin", &noise))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 507);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error_type"], "insufficient_storage", "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("disk quota"),
+        "{body}"
+    );
+    // Nothing stored: no v2, no partial upload; v1 serves on.
+    let missing = api
+        .client
+        .get(format!("{}/v1/models/minilm/versions/v2", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let incoming = std::fs::read_dir(data.join("store/incoming"))
+        .unwrap()
+        .count();
+    assert_eq!(incoming, 0);
+    let answer = api
+        .predict("/inference/minilm/predict", "still here?")
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    api.stop();
+}

@@ -15,7 +15,6 @@ of the frozen server), p50/p99/max latency, time until the server answered again
 Environment: SO1S_FAULTS_BACKEND (local), SO1S_FAULTS_CLIENTS (8), SO1S_FAULTS_SECONDS (15),
 SO1S_FAULTS_SLACK_MS (2000), SO1S_FAULTS_MODEL (.cache/models/all-MiniLM-L6-v2).
 """
-import json
 import os
 import re
 import signal
@@ -24,14 +23,14 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "benches"))
 sys.path.insert(0, os.path.join(ROOT, "benches", "compare"))
 from compare import to_ms  # noqa: E402
+from so1s_serve import Serve, remove_docker_leftovers  # noqa: E402
 
-BIN = os.path.join(ROOT, "target/release")
 BACKEND = os.environ.get("SO1S_FAULTS_BACKEND", "local")
 CLIENTS = int(os.environ.get("SO1S_FAULTS_CLIENTS", "8"))
 SECONDS = int(os.environ.get("SO1S_FAULTS_SECONDS", "15"))
@@ -41,29 +40,15 @@ INSTANCE = f"faults{os.getpid()}"
 NAME = "minilm"
 
 
-class Api:
+class Api(Serve):
     def __init__(self, data):
-        args = [os.path.join(BIN, "so1s"), "serve", "--port", "0", "--data-dir", data,
-                "--predict-bin", os.path.join(BIN, "so1s-predict"),
-                "--gateway-timeout-slack-ms", str(SLACK_MS), "--instance", INSTANCE]
+        args = ["--gateway-timeout-slack-ms", str(SLACK_MS), "--instance", INSTANCE]
         if BACKEND == "docker":
             args += ["--backend", "docker"]
-        self.child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                      text=True)
-        self.base = self.child.stdout.readline().strip().removeprefix("listening on ")
-        self.data = data
-        self.token = open(os.path.join(data, "admin.token")).read().strip()
+        super().__init__(data, args)
 
     def model(self):
-        request = urllib.request.Request(self.base + f"/v1/models/{NAME}",
-                                         headers={"Authorization": f"Bearer {self.token}"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read())
-
-    def deploy(self):
-        env = dict(os.environ, SO1S_SERVER=self.base, SO1S_DATA_DIR=self.data)
-        subprocess.run([os.path.join(BIN, "so1s"), "deploy", MODEL, "--name", NAME], env=env,
-                       check=True, stdout=subprocess.DEVNULL)
+        return self.call("GET", f"/v1/models/{NAME}", timeout=30)
 
     def live_pid(self):
         """The live predict server's pid: the child process, or the container's."""
@@ -73,10 +58,6 @@ class Api:
         out = subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", name],
                              capture_output=True, text=True, check=True).stdout
         return int(out.strip())
-
-    def stop(self):
-        self.child.terminate()
-        self.child.wait(timeout=60)
 
 
 def strike(api, fault, delay, back):
@@ -120,13 +101,8 @@ def drive(api, fault):
 
 
 def clean_up():
-    if BACKEND != "docker":
-        return
-    ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=io.so1s.instance={INSTANCE}"],
-                         capture_output=True, text=True).stdout.split()
-    if ids:
-        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
-    subprocess.run(["docker", "rmi", f"so1s/{INSTANCE}/{NAME}:v1"], capture_output=True)
+    if BACKEND == "docker":
+        remove_docker_leftovers(INSTANCE, [f"so1s/{INSTANCE}/{NAME}:v1"])
 
 
 def main():
@@ -134,7 +110,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         api = Api(os.path.join(tmp, "data"))
         try:
-            api.deploy()
+            api.deploy(MODEL, NAME)
             for label, fault in [("kill -9", signal.SIGKILL), ("SIGSTOP", signal.SIGSTOP)]:
                 rows.append((label, drive(api, fault)))
         finally:

@@ -13,21 +13,19 @@ measures:
 Prints a markdown table. Environment: SO1S_WAKE_BACKEND (local), SO1S_WAKE_MODELS (10),
 SO1S_WAKE_COUNT (20), SO1S_WAKE_IDLE (2), SO1S_WAKE_MODEL (.cache/models/all-MiniLM-L6-v2).
 """
-import json
 import os
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from procfs import tree_rss_kib  # noqa: E402
+from so1s_serve import Serve, remove_docker_leftovers  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
-BIN = os.path.join(ROOT, "target/release")
 BACKEND = os.environ.get("SO1S_WAKE_BACKEND", "local")
 MODELS = int(os.environ.get("SO1S_WAKE_MODELS", "10"))
 WAKES = int(os.environ.get("SO1S_WAKE_COUNT", "20"))
@@ -62,42 +60,21 @@ def containers_mib():
     return total
 
 
-class Api:
+class Api(Serve):
     def __init__(self, data):
-        args = [os.path.join(BIN, "so1s"), "serve", "--port", "0", "--data-dir", data,
-                "--predict-threads", "1", "--predict-bin", os.path.join(BIN, "so1s-predict")]
+        args = ["--predict-threads", "1"]
         if BACKEND == "docker":
             args += ["--backend", "docker", "--instance", INSTANCE]
-        self.child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                      text=True)
-        line = self.child.stdout.readline()
-        self.base = line.strip().removeprefix("listening on ")
-        self.data = data
-        self.token = open(os.path.join(data, "admin.token")).read().strip()
-
-    def call(self, method, path, body=None, auth=True, timeout=120):
-        headers = {"Content-Type": "application/json"}
-        if auth:
-            headers["Authorization"] = f"Bearer {self.token}"
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base + path, data, headers, method=method)
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read())
+        super().__init__(data, args)
 
     def deploy(self, name):
-        env = dict(os.environ, SO1S_SERVER=self.base, SO1S_DATA_DIR=self.data)
-        subprocess.run([os.path.join(BIN, "so1s"), "deploy", MODEL, "--name", name], env=env,
-                       check=True, stdout=subprocess.DEVNULL)
+        super().deploy(MODEL, name)
 
     def running(self, name):
         return self.call("GET", f"/v1/models/{name}")["scale"]["running"]
 
     def predict(self, name):
         return self.call("POST", f"/inference/{name}/predict", {"text": "Hello world"}, auth=False)
-
-    def stop(self):
-        self.child.terminate()
-        self.child.wait(timeout=60)
 
 
 def wait(check, limit=120):
@@ -109,14 +86,9 @@ def wait(check, limit=120):
 
 
 def clean_up(names):
-    """Docker: this run's containers (they outlive the api server) and images go."""
-    if BACKEND != "docker":
-        return
-    ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=io.so1s.instance={INSTANCE}"],
-                         capture_output=True, text=True).stdout.split()
-    if ids:
-        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
-    subprocess.run(["docker", "rmi", *[f"so1s/{INSTANCE}/{name}:v1" for name in names]], capture_output=True)
+    """Docker: this run's containers and images go."""
+    if BACKEND == "docker":
+        remove_docker_leftovers(INSTANCE, [f"so1s/{INSTANCE}/{name}:v1" for name in names])
 
 
 def percentile(values, p):

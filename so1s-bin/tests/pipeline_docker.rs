@@ -10,7 +10,7 @@ use common::api::{
     broken_model_archive, kill_under_load, minilm_archive, minilm_archive_with_links,
     swap_under_load, Api,
 };
-use common::{containers, docker_cli, docker_engine, growth, unique, DockerCleanup, MIB};
+use common::{containers, docker_cli, docker_engine, growth, signal, unique, DockerCleanup, MIB};
 use std::time::Instant;
 
 #[tokio::test]
@@ -165,11 +165,7 @@ async fn docker_backend_swaps_refuses_rolls_back_and_adopts_on_restart() {
     // Four more deaths within two minutes: a crash loop, and traffic goes back to v2.
     for exits in 2..=5 {
         let pid = docker_cli(&["inspect", "-f", "{{.State.Pid}}", &container]);
-        assert!(std::process::Command::new("kill")
-            .args(["-KILL", &pid])
-            .status()
-            .unwrap()
-            .success());
+        signal(&pid, "KILL");
         if exits < 5 {
             api.model_until(&model, std::time::Duration::from_secs(30), |m| {
                 m["health"]["restarts"] == exits && m["health"]["ready"] == true
@@ -343,11 +339,7 @@ async fn two_installations_on_one_engine_keep_apart_with_the_same_model_name() {
     }
     let container = format!("so1s-{ib}-{model}-v1");
     let pid = docker_cli(&["inspect", "-f", "{{.State.Pid}}", &container]);
-    assert!(std::process::Command::new("kill")
-        .args(["-STOP", &pid])
-        .status()
-        .unwrap()
-        .success());
+    signal(&pid, "STOP");
     let texts: Vec<String> = (0..4).map(|i| format!("frozen {i}")).collect();
     let frozen = futures::future::join_all(texts.iter().map(|text| b.predict(&path, text)));
     let (frozen, from_a) = tokio::join!(frozen, a.predict(&path, "A, meanwhile"));

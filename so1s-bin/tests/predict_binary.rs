@@ -3,8 +3,8 @@
 mod common;
 
 use common::{
-    hello_world_cosine, hello_world_cosine_of, minilm_dir, predict_hello_world, spawn_listening,
-    wait_ready,
+    hello_world_cosine, hello_world_cosine_of, minilm_dir, predict_hello_world, signal,
+    spawn_listening, wait_ready,
 };
 use std::process::Command;
 
@@ -24,11 +24,7 @@ async fn serves_on_port_zero_and_stops_cleanly_on_sigterm() {
     let cosine = hello_world_cosine_of(&body);
     assert!(cosine >= 0.9999, "{cosine}");
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    signal(child.id(), "TERM");
     let exit = child.wait().unwrap();
     assert!(exit.success(), "so1s-predict exited with {exit} on SIGTERM");
 }
@@ -123,11 +119,7 @@ async fn every_forward_pass_exits_0_on_sigterm_under_load() {
                 })
                 .collect();
             tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-            let term = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status()
-                .unwrap();
-            assert!(term.success());
+            signal(child.id(), "TERM");
             let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
                 .await
                 .unwrap();

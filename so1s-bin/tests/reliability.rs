@@ -5,13 +5,31 @@
 mod common;
 
 use common::api::{kill_under_load, minilm_archive, Api};
-use common::live_pid;
+use common::{live_pid, signal};
 use serde_json::Value;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn kill_9(pid: u32) {
-    signal(pid, "KILL");
+/// Asserts `response` is a 409 whose error says `why`.
+async fn refused(response: reqwest::Response, why: &str) {
+    assert_eq!(response.status(), 409);
+    let body: Value = response.json().await.unwrap();
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains(why), "{body}");
+}
+
+/// Waits (at most `within`) until `model`'s live version is healthy again on a process
+/// other than `pid`, started again once, for a cause that says `cause`; returns its view.
+async fn restarted(api: &Api, pid: u32, within: Duration, cause: &str) -> Value {
+    let model = api
+        .model_until("minilm", within, |m| {
+            m["health"]["status"] == "healthy" && live_pid(m).is_some_and(|p| p != pid)
+        })
+        .await;
+    assert_eq!(model["health"]["restarts"], 1, "{model}");
+    let last_exit = model["health"]["last_exit"].as_str().unwrap();
+    assert!(last_exit.contains(cause), "{last_exit}");
+    model
 }
 
 #[tokio::test]
@@ -51,14 +69,7 @@ async fn a_killed_live_server_comes_back_and_a_crash_loop_hands_traffic_back() {
         }
     }
     assert_eq!(failed, 0, "requests failed after the restart");
-    let model = api
-        .model_until("minilm", Duration::from_secs(10), |m| {
-            m["health"]["status"] == "healthy" && live_pid(m).is_some_and(|p| p != pid)
-        })
-        .await;
-    assert_eq!(model["health"]["restarts"], 1, "{model}");
-    let cause = model["health"]["last_exit"].as_str().unwrap();
-    assert!(cause.contains("signal 9"), "{cause}");
+    let model = restarted(&api, pid, Duration::from_secs(10), "signal 9").await;
     let v2 = api.version("minilm", "v2").await;
     assert_eq!(
         (v2["state"].as_str(), v2["restarts"].as_u64()),
@@ -71,7 +82,7 @@ async fn a_killed_live_server_comes_back_and_a_crash_loop_hands_traffic_back() {
     // Four more deaths within two minutes make a crash loop: traffic goes back to v1.
     let mut pid = live_pid(&model).unwrap();
     for exit in 2..=5 {
-        kill_9(pid);
+        signal(pid, "KILL");
         if exit == 5 {
             break;
         }
@@ -110,16 +121,11 @@ async fn a_killed_live_server_comes_back_and_a_crash_loop_hands_traffic_back() {
             ))
             .send()
     };
-    let refused = promote("v2").await.unwrap();
-    assert_eq!(refused.status(), 409);
-    let body: Value = refused.json().await.unwrap();
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("only built, retired or superseded"),
-        "{body}"
-    );
+    refused(
+        promote("v2").await.unwrap(),
+        "only built, retired or superseded",
+    )
+    .await;
     let live = promote("v1").await.unwrap();
     assert_eq!(live.status(), 200);
     assert_eq!(live.json::<Value>().await.unwrap()["state"], "live");
@@ -139,15 +145,11 @@ async fn retention_frees_the_bundles_and_archives_of_old_versions() {
         assert_eq!(api.settle("minilm", version).await["state"], "live");
     }
     // Retention follows the rollout that retired v2: its last event, on v1, is awaited.
-    let started = Instant::now();
-    let events = loop {
-        let events = api.events("minilm", "v1").await;
-        if events.contains("retention: removed the archive of v1") {
-            break events;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "{events}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let events = api
+        .events_until("minilm", "v1", Duration::from_secs(30), |e| {
+            e.contains("retention: removed the archive of v1")
+        })
+        .await;
     assert!(events.contains("retention: removed"), "{events}");
     let bundle = |v: &str| data.join("bundles/minilm").join(v);
     let archive = |v: &str| data.join("store/models/minilm").join(v).join("archive");
@@ -168,28 +170,9 @@ async fn retention_frees_the_bundles_and_archives_of_old_versions() {
         .await
         .unwrap();
     assert_eq!(answer.headers()["so1s-model-version"], "v2");
-    let refused = post("/v1/models/minilm/versions/v1/promote".into())
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 409);
-    let body: Value = refused.json().await.unwrap();
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("pruned by retention"),
-        "{body}"
-    );
+    let promote = post("/v1/models/minilm/versions/v1/promote".into());
+    refused(promote.await.unwrap(), "pruned by retention").await;
     api.stop();
-}
-
-/// Sends `signal` (`STOP`, `KILL`) to `pid`.
-fn signal(pid: u32, signal: &str) {
-    let status = Command::new("kill")
-        .args([format!("-{signal}"), pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 #[tokio::test]
@@ -267,14 +250,13 @@ async fn a_frozen_live_server_costs_its_clients_the_answer_timeout_then_is_start
     assert!(served >= 8, "{answers:?}");
 
     // Condemned by the gateway, it was killed and started again.
-    let model = api
-        .model_until("minilm", Duration::from_secs(30), |m| {
-            m["health"]["status"] == "healthy" && live_pid(m).is_some_and(|p| p != pid)
-        })
-        .await;
-    assert_eq!(model["health"]["restarts"], 1, "{model}");
-    let cause = model["health"]["last_exit"].as_str().unwrap();
-    assert!(cause.contains("stopped answering requests"), "{cause}");
+    restarted(
+        &api,
+        pid,
+        Duration::from_secs(30),
+        "stopped answering requests",
+    )
+    .await;
     let series = |name: &str| format!("so1s_gateway_{name}_total{{model=\"minilm\"}}");
     let timeouts = api.metric(&series("timeouts")).await;
     assert_eq!(timeouts, Some(timed_out.len() as f64));

@@ -4,7 +4,7 @@
 mod common;
 
 use common::api::{broken_model_archive, client_with_token, minilm_archive, tar_with_entry, Api};
-use common::{growth, memory, minilm_dir, MIB};
+use common::{growth, memory, minilm_dir, signal, MIB};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::Path;
@@ -501,15 +501,6 @@ fn children(pid: u32) -> Vec<u32> {
         );
     }
     found
-}
-
-fn signal(pid: u32, name: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{name} {pid}");
 }
 
 /// Milliseconds of the first event of `events` (SSE text) whose message contains `text`.

@@ -225,20 +225,36 @@ impl Api {
         }
     }
 
+    /// Waits (at most `within`) until the events of `name` `version` satisfy `done`;
+    /// returns them.
+    pub async fn events_until(
+        &self,
+        name: &str,
+        version: &str,
+        within: Duration,
+        done: impl Fn(&str) -> bool,
+    ) -> String {
+        let started = Instant::now();
+        loop {
+            let events = self.events(name, version).await;
+            if done(&events) {
+                return events;
+            }
+            assert!(started.elapsed() < within, "{events}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until `name` has been scaled to zero for the `times`-th time (its live
     /// version `version`'s events say so: its instances are stopped and the registry
     /// knows); returns its view.
     pub async fn scaled_to_zero(&self, name: &str, version: &str, times: usize) -> Value {
-        let started = Instant::now();
         let scaled = format!("scaled {name} to zero after");
-        loop {
-            let events = self.events(name, version).await;
-            if events.matches(&scaled).count() >= times {
-                break;
-            }
-            assert!(started.elapsed() < Duration::from_secs(60), "{events}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let within = Duration::from_secs(60);
+        self.events_until(name, version, within, |events: &str| {
+            events.matches(&scaled).count() >= times
+        })
+        .await;
         let model = self.model(name).await;
         assert_eq!(model["scale"]["running"], false, "{model}");
         model
@@ -465,11 +481,7 @@ pub async fn kill_under_load(
     let clients = ClientLoop::start(api, model, 8);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let killed = Instant::now();
-    let status = std::process::Command::new("kill")
-        .args(["-KILL", pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    super::signal(pid, "KILL");
     api.model_until(model, Duration::from_secs(30), back).await;
     eprintln!(
         "FIGURES {label}: serves again {} ms after kill -9",

@@ -25,6 +25,16 @@ pub fn hello_world_cosine_of(body: &serde_json::Value) -> f64 {
 }
 
 /// The pid of a model's live predict server, from its health (`pid 4242`).
+/// Sends `signal` (`KILL`, `STOP`, `TERM`) to `pid` with kill(1); asserts it was sent.
+pub fn signal(pid: impl std::fmt::Display, signal: &str) {
+    let sent = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(sent, "kill -{signal} {pid}");
+}
+
 pub fn live_pid(model: &serde_json::Value) -> Option<u32> {
     model["health"]["instances"][0]["name"]
         .as_str()?

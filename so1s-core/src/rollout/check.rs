@@ -27,6 +27,10 @@ pub async fn ready_within(client: &reqwest::Client, url: &str, timeout: Duration
 /// gateway's verdicts are heard while it waits for answers.
 pub type Pending<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
+/// Why an instance the gateway condemned was started again.
+pub(crate) const CONDEMNED: &str =
+    "stopped answering requests: timeouts or server errors in a row at the gateway";
+
 /// How long a condemned instance has to answer `/readyz` to be found slow, not frozen: its
 /// requests wait meanwhile. (`/readyz` is answered beside the model, at once even while it
 /// works through a queue.)

@@ -403,7 +403,7 @@ impl Containers {
                                     .and_then(|mut a| a.remove("exitCode"))
                                     .and_then(|c| c.parse().ok());
                                 let cause = match std::mem::take(&mut condemned) {
-                                    true => super::process::CONDEMNED.to_owned(),
+                                    true => check::CONDEMNED.to_owned(),
                                     false => describe_exit(code, std::mem::take(&mut oom)),
                                 };
                                 watch.exited(&cause, Restart::ByEngine);

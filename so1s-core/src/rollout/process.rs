@@ -15,10 +15,6 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
-/// Why an instance the gateway condemned was started again.
-pub(crate) const CONDEMNED: &str =
-    "stopped answering requests: timeouts or server errors in a row at the gateway";
-
 /// How the process backend runs predict servers.
 #[derive(Debug, Clone)]
 pub struct ProcessRolloutConfig {
@@ -108,7 +104,7 @@ impl Processes {
                         continue;
                     }
                     let _ = child.kill().await;
-                    return Some(CONDEMNED.to_owned());
+                    return Some(check::CONDEMNED.to_owned());
                 }
                 status = child.wait() => {
                     return Some(match status {

@@ -126,6 +126,7 @@ impl FsModelStore {
         // What this upload counts against the quota; given back if it is not stored.
         let mut reserved = 0;
         let received = async {
+            // Refused at once, before reading, when the quota is already passed.
             self.reserve(0)?;
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| Error::Upload(format!("reading the upload: {e}")))?;

@@ -43,6 +43,10 @@ else
   unset DOCKER_HOST
   echo "no Docker engine: the docker backend's tests will be ignored (DOCKER_HOST unset)" >&2
 fi
+if [[ "${CI:-}" == "true" ]]; then
+  # A fresh clone builds once: incremental data would only take disk (several GB).
+  export CARGO_INCREMENTAL=0
+fi
 cargo fmt --all -- --check
 # so1s-core is the control plane: nothing it builds with (its tests included) may link
 # libtorch. so1s-inference is where libtorch comes in.

@@ -58,4 +58,4 @@ fi
 # No import circle between modules (a parent and its own child aside).
 python3 scripts/module-cycles.py so1s-core/src so1s-inference/src
 cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace --features so1s-bin/fault-injection "$@"
+cargo test --workspace --no-fail-fast --features so1s-bin/fault-injection "$@"

@@ -2,9 +2,7 @@
 //! from which each request's answer timeout follows (a few seconds above it, so a frozen
 //! server costs its clients seconds, not the longest timeout).
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Answers kept for the p99.
@@ -12,13 +10,25 @@ const WINDOW: usize = 512;
 /// Answers between two computations of the p99.
 const EVERY: u64 = 32;
 
-/// A model's recent answer times.
-#[derive(Debug, Default)]
+/// A model's recent answer times: a ring of the last [`WINDOW`] answers, written without a
+/// lock (every answer through the gateway records one, on many threads at once).
+#[derive(Debug)]
 pub struct Latency {
-    recent: Mutex<VecDeque<u32>>,
+    /// Answer times in ms, `u32::MAX` where none is recorded yet.
+    recent: Box<[AtomicU32]>,
     recorded: AtomicU64,
     /// The p99 in ms once [`EVERY`] answers are known; 0 before.
     p99_ms: AtomicU64,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Self {
+            recent: (0..WINDOW).map(|_| AtomicU32::new(u32::MAX)).collect(),
+            recorded: AtomicU64::new(0),
+            p99_ms: AtomicU64::new(0),
+        }
+    }
 }
 
 /// How the answer timeout follows from the p99.
@@ -40,21 +50,26 @@ impl Default for AnswerTimeout {
 }
 
 impl Latency {
-    /// Records one answer's time.
+    /// Records one answer's time. Every [`EVERY`]th answer recomputes the p99 from the ring as
+    /// it stands (a slot another thread writes meanwhile is read old or new: either is a recent
+    /// answer).
     pub fn record(&self, took: Duration) {
-        let ms = u32::try_from(took.as_millis()).unwrap_or(u32::MAX);
-        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        if recent.len() == WINDOW {
-            recent.pop_front();
-        }
-        recent.push_back(ms);
-        let recorded = self.recorded.fetch_add(1, Ordering::Relaxed) + 1;
-        if recorded.is_multiple_of(EVERY) {
-            let mut sorted: Vec<u32> = recent.iter().copied().collect();
+        let ms = u32::try_from(took.as_millis()).unwrap_or(u32::MAX - 1);
+        let seq = self.recorded.fetch_add(1, Ordering::Relaxed);
+        // The cast keeps the index below WINDOW.
+        self.recent[(seq % WINDOW as u64) as usize].store(ms, Ordering::Relaxed);
+        if (seq + 1).is_multiple_of(EVERY) {
+            let mut sorted: Vec<u32> = self
+                .recent
+                .iter()
+                .map(|slot| slot.load(Ordering::Relaxed))
+                .filter(|&ms| ms != u32::MAX)
+                .collect();
             sorted.sort_unstable();
             let at = (sorted.len() * 99).div_ceil(100).saturating_sub(1);
-            self.p99_ms
-                .store(u64::from(sorted[at]).max(1), Ordering::Relaxed);
+            if let Some(&p99) = sorted.get(at) {
+                self.p99_ms.store(u64::from(p99).max(1), Ordering::Relaxed);
+            }
         }
     }
 
@@ -100,5 +115,29 @@ mod tests {
             latency.record(Duration::from_secs(60));
         }
         assert_eq!(latency.timeout(rule), rule.ceiling);
+    }
+
+    #[test]
+    fn answers_recorded_on_many_threads_at_once_all_count() {
+        let latency = std::sync::Arc::new(Latency::default());
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let latency = latency.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        latency.record(Duration::from_millis(7 + t));
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(latency.recorded.load(Ordering::Relaxed), 4000);
+        let p99 = latency.p99().unwrap();
+        assert!(
+            p99 >= Duration::from_millis(7) && p99 <= Duration::from_millis(10),
+            "{p99:?}"
+        );
     }
 }

@@ -199,8 +199,17 @@ impl Error {
             Error::Client(ClientError::Remote { .. }) => "remote",
             Error::Client(ClientError::Unreachable(_)) => "unreachable",
             Error::Serialize { .. } => "serialize",
+            Error::Io { .. } if self.is_disk_full() => "insufficient_storage",
             Error::Io { .. } => "io",
         }
+    }
+
+    /// A write failed because the disk (or the user's disk quota) is full: the client is told
+    /// 507, as past `--store-quota-bytes`, not a 500.
+    pub fn is_disk_full(&self) -> bool {
+        use std::io::ErrorKind;
+        matches!(self, Error::Io { source, .. }
+            if matches!(source.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded))
     }
 
     /// The message with every cause in the chain, for logs and error bodies.

@@ -74,6 +74,7 @@ impl From<&Error> for ApiError {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::QuotaExceeded(_) => StatusCode::INSUFFICIENT_STORAGE,
+            Error::Io { .. } if error.is_disk_full() => StatusCode::INSUFFICIENT_STORAGE,
             Error::Upload(_) => StatusCode::BAD_REQUEST,
             Error::Backend(_) => StatusCode::BAD_GATEWAY,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -192,6 +193,30 @@ mod tests {
             (Error::NotReady, 503, "not_ready"),
             (Error::Inference("boom".into()), 500, "inference"),
         ] {
+            let api = ApiError::from(&error);
+            assert_eq!(api.status.as_u16(), status, "{error:?}");
+            assert_eq!(api.error_type, error_type);
+        }
+    }
+
+    #[test]
+    fn a_full_disk_is_507_and_other_file_errors_500() {
+        use std::io::Write;
+        // The operating system's own "no space left on device" (ENOSPC): /dev/full's answer
+        // to every write.
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .and_then(|mut file| file.write_all(b"x").and_then(|()| file.flush()))
+            .unwrap_err();
+        let missing = std::fs::File::open("/nonexistent/so1s").unwrap_err();
+        for (source, status, error_type) in
+            [(full, 507, "insufficient_storage"), (missing, 500, "io")]
+        {
+            let error = Error::Io {
+                context: "writing the upload".into(),
+                source,
+            };
             let api = ApiError::from(&error);
             assert_eq!(api.status.as_u16(), status, "{error:?}");
             assert_eq!(api.error_type, error_type);

@@ -142,6 +142,11 @@ impl FsModelStore {
                     .await
                     .map_err(|e| io_error("writing the upload", &path, e))?;
             }
+            // tokio's File finishes a write in the background: flush reports its error (a
+            // full disk on the last chunk), which sync_all alone would not.
+            file.flush()
+                .await
+                .map_err(|e| io_error("writing the upload", &path, e))?;
             file.sync_all()
                 .await
                 .map_err(|e| io_error("syncing the upload", &path, e))
@@ -347,6 +352,9 @@ async fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     file.write_all(bytes)
         .await
         .map_err(|e| io_error("writing", path, e))?;
+    file.flush()
+        .await
+        .map_err(|e| io_error("writing", path, e))?;
     file.sync_all()
         .await
         .map_err(|e| io_error("syncing", path, e))
@@ -531,5 +539,29 @@ mod tests {
         drop(store);
         let reopened = FsModelStore::open(dir.path(), 1 << 20).await.unwrap();
         assert_eq!(reopened.used_bytes(), 7);
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_refuses_the_upload_with_507_and_leaves_nothing() {
+        let (dir, store) = store(1 << 20).await;
+        let model = ModelName::parse("m").unwrap();
+        // The first upload's archive is written to /dev/full, which answers every write with
+        // the operating system's "no space left on device".
+        let staging = dir
+            .path()
+            .join("incoming")
+            .join(format!("m-{}-0", std::process::id()));
+        std::fs::create_dir_all(&staging).unwrap();
+        std::os::unix::fs::symlink("/dev/full", staging.join(ARCHIVE)).unwrap();
+        let refused = store.put(&model, body(vec![GZIP])).await.unwrap_err();
+        assert!(refused.is_disk_full(), "{refused:?}");
+        let api = crate::http::error::ApiError::from(&refused);
+        assert_eq!(api.status.as_u16(), 507);
+        assert!(!staging.exists(), "the partial upload is removed");
+        assert_eq!(store.used_bytes(), 0);
+        assert!(store.versions(&model).await.unwrap().is_empty());
+        // With space again, the next upload is v1.
+        let stored = store.put(&model, body(vec![GZIP])).await.unwrap();
+        assert_eq!(stored.version.number(), 1);
     }
 }

@@ -56,7 +56,7 @@ impl Latency {
     pub fn record(&self, took: Duration) {
         let ms = u32::try_from(took.as_millis()).unwrap_or(u32::MAX - 1);
         let seq = self.recorded.fetch_add(1, Ordering::Relaxed);
-        // The cast keeps the index below WINDOW.
+        // The index is below WINDOW, so the cast is exact.
         self.recent[(seq % WINDOW as u64) as usize].store(ms, Ordering::Relaxed);
         if (seq + 1).is_multiple_of(EVERY) {
             let mut sorted: Vec<u32> = self

@@ -3,8 +3,8 @@
 mod common;
 
 use common::{
-    hello_world_cosine, hello_world_cosine_of, minilm_dir, predict_hello_world, signal,
-    spawn_listening, wait_ready,
+    hello_world_cosine, hello_world_cosine_of, metric_value, minilm_dir, predict_hello_world,
+    signal, spawn_listening, wait_ready,
 };
 use std::process::Command;
 
@@ -138,7 +138,8 @@ async fn every_forward_pass_exits_0_on_sigterm_under_load() {
     }
 }
 
-/// A value of the predict server's metrics (`name value` lines).
+/// A value of the predict server's metrics: every series carries the model and version
+/// labels (`name{model="..",version=".."} 1`), so `name` is bare.
 async fn metric(base: &str, name: &str) -> f64 {
     let text = reqwest::get(format!("{base}/metrics"))
         .await
@@ -146,17 +147,7 @@ async fn metric(base: &str, name: &str) -> f64 {
         .text()
         .await
         .unwrap();
-    // Every series carries the model and version labels: `name{model="..",version=".."} 1`.
-    text.lines()
-        .find_map(|line| {
-            let rest = line.strip_prefix(name)?;
-            let value = match rest.strip_prefix('{') {
-                Some(labelled) => labelled.split_once("} ")?.1,
-                None => rest.strip_prefix(' ')?,
-            };
-            value.parse().ok()
-        })
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
+    metric_value(&text, name).unwrap_or_else(|| panic!("no {name} in {text}"))
 }
 
 #[tokio::test]

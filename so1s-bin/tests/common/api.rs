@@ -182,13 +182,10 @@ impl Api {
         response.json().await.unwrap()
     }
 
-    /// A version's events (server-sent events text) up to now.
-    pub async fn events(&self, name: &str, version: &str) -> String {
+    /// The text answer of `GET path` (with the admin token).
+    async fn get_text(&self, path: &str) -> String {
         self.client
-            .get(format!(
-                "{}/v1/models/{name}/versions/{version}/events",
-                self.base
-            ))
+            .get(format!("{}{path}", self.base))
             .send()
             .await
             .unwrap()
@@ -197,19 +194,15 @@ impl Api {
             .unwrap()
     }
 
+    /// A version's events (server-sent events text) up to now.
+    pub async fn events(&self, name: &str, version: &str) -> String {
+        self.get_text(&format!("/v1/models/{name}/versions/{version}/events"))
+            .await
+    }
+
     /// The value of `series` (name and labels, as `/metrics` writes them), if it is there.
     pub async fn metric(&self, series: &str) -> Option<f64> {
-        let text = self
-            .client
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        super::metric_value(&self.get_text("/metrics").await, series)
     }
 
     /// Predicts through `path` until it answers 200 (after a restart), at most a minute;

@@ -43,6 +43,19 @@ pub fn live_pid(model: &serde_json::Value) -> Option<u32> {
         .ok()
 }
 
+/// The value of `series` in a `/metrics` text: `series` as written with its labels
+/// (`name{model="m"}`), or a bare name, which matches its first series whatever its labels.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?;
+        let value = match rest.strip_prefix('{') {
+            Some(labelled) => labelled.split_once("} ")?.1,
+            None => rest.strip_prefix(' ')?,
+        };
+        value.trim().parse().ok()
+    })
+}
+
 /// Asks the predict server at `base` for "Hello world", which must succeed.
 pub async fn predict_hello_world(base: &str) -> reqwest::Response {
     let response = reqwest::Client::new()
